@@ -1,0 +1,110 @@
+"""Shared plumbing for the stages: parameters, paths, provenance, atomic writes.
+
+Nothing here imports MLflow or DVC, so the training loop and the benchmarks run on a
+bare machine with only torch, numpy, pandas, pyyaml and matplotlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+class StageError(Exception):
+    """A bad input or setting: the message names the culprit and the fix."""
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path} not found; run from the project root, where params.yaml lives")
+    with path.open() as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        raise StageError(f"{path} must be a mapping of keys to values")
+    return params
+
+
+def project_root() -> Path:
+    """The real repository root. Queued DVC experiments run in a temporary copy of the
+    repo and set DVC_ROOT to the real one, so shared state (the MLflow store, relative
+    data paths given by the user) resolves there."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    if device == "mps":
+        return "Apple MPS"
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def provenance(*, config: dict[str, Any], seed: int, device: str, data_sha256: str) -> dict[str, Any]:
+    import torch
+
+    return {
+        "config": config,
+        "seed": seed,
+        "device": device,
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "python_version": sys.version.split()[0],
+        "data_sha256": data_sha256,
+        "git_commit": git_commit(),
+    }
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds,
+    so a failure never leaves a half-written file or folder behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def run_main(func) -> None:
+    """Run a stage's work; a StageError becomes one line on stderr and exit status 1."""
+    try:
+        func()
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

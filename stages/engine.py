@@ -1,0 +1,260 @@
+"""The training hot path: data on the device, augmentation as batched tensor ops.
+
+Importable and callable without MLflow or DVC (the benchmarks run it on bare GPU
+machines); tracking attaches through the ``on_epoch`` callback of ``train``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import build_model, count_parameters
+from stages.common import StageError
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+PRECISIONS = ("bf16", "fp32")
+
+
+@dataclass
+class Recipe:
+    """The study's recipe (section 5.1) plus the knobs that only change speed."""
+
+    epochs: int = 40
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 0.01  # cosine-annealed to 0 over the run, stepped once per epoch
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    padding: int = 4  # random crop 32 from the zero-padded 40x40 image
+    eval_batch_size: int = 1000
+    device: str = "auto"
+    precision: str = "bf16"  # bf16 autocast, applied on CUDA only
+    channels_last: bool = True
+    compile: bool = False
+    init: str = "default"
+
+    def __post_init__(self):
+        checks = [
+            (isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1"),
+            (isinstance(self.batch_size, int) and self.batch_size >= 1, "train.batch_size must be an integer >= 1"),
+            (self.lr > 0, "train.lr must be > 0"),
+            (0 <= self.momentum < 1, "train.momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "train.weight_decay must be >= 0"),
+            (self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StageError(f"{message}; fix it in params.yaml or with dvc exp run -S")
+
+
+def pick_device(name: str = "auto") -> str:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise StageError(f"train.device is {name!r} but CUDA is not available here; use train.device=auto or cpu")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise StageError(f"train.device {name!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    return name
+
+
+def balanced_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of a fixed, seeded subset with (as near as possible) equal counts per class.
+    ``size`` 0 means everything."""
+    if size == 0 or size >= len(labels):
+        if size > len(labels):
+            raise StageError(f"subset of {size} asked for, but the split holds only {len(labels)} images")
+        return np.arange(len(labels))
+    if size < 0:
+        raise StageError("data.train_subset / data.test_subset must be >= 0 (0 = all)")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = [size // len(classes) + (i < size % len(classes)) for i in range(len(classes))]
+    picks = []
+    for cls, count in zip(classes, per_class):
+        members = np.flatnonzero(labels == cls)
+        if count > len(members):
+            raise StageError(f"subset of {size} needs {count} images of class {cls}, the split has {len(members)}")
+        picks.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def to_device_images(images_nhwc: np.ndarray, device: str) -> torch.Tensor:
+    """uint8 NHWC numpy -> uint8 NCHW tensor on the device (the whole split, once)."""
+    return torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Batched RandomCrop(32, padding) + RandomHorizontalFlip() on uint8 NCHW images:
+    each image is cut at a uniform offset out of its zero-padded copy and mirrored
+    with probability 1/2, all in a handful of kernels, with no host round trip."""
+    b, c, h, w = images.shape
+    dev = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=generator)
+    flip = torch.rand((b, 1), device=dev, generator=generator) < 0.5
+    rows = dy + torch.arange(h, device=dev)
+    cols = dx + torch.arange(w, device=dev)
+    cols = torch.where(flip, cols.flip(1), cols)  # a flip reads the crop's columns backwards
+    batch = torch.arange(b, device=dev)[:, None, None, None]
+    chan = torch.arange(c, device=dev)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def normalize(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
+    x = (images.float() - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class Trainer:
+    """One model, one recipe: ``train_one_epoch`` and ``evaluate`` as the torchvision
+    references have them, with data and augmentation on the device."""
+
+    def __init__(self, model_name: str, recipe: Recipe):
+        self.recipe = recipe
+        self.device = pick_device(recipe.device)
+        torch.manual_seed(recipe.seed)  # model init is part of the seeded run
+        self.model = build_model(model_name, init=recipe.init).to(self.device)
+        self.model_name = model_name
+        self.num_parameters = count_parameters(self.model)
+        if recipe.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        is_cuda = self.device.startswith("cuda")
+        if is_cuda:
+            torch.backends.cudnn.benchmark = True
+        self.autocast_dtype = torch.bfloat16 if (is_cuda and recipe.precision == "bf16") else None
+        self.precision = "bf16" if self.autocast_dtype else "fp32"
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay, **({"fused": True} if is_cuda else {}))
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=recipe.epochs)
+        self.step_model = torch.compile(self.model) if recipe.compile else self.model
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(recipe.seed)
+
+    def _autocast(self):
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def train_one_epoch(self, images: torch.Tensor, labels: torch.Tensor, progress=None) -> tuple[float, float]:
+        """One pass in a seeded random order; returns (mean loss, accuracy %). The running
+        sums stay on the device: the only host sync is at the end of the epoch."""
+        r = self.recipe
+        self.model.train()
+        n = len(labels)
+        order = torch.randperm(n, device=self.device, generator=self.generator)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, n, r.batch_size):
+            idx = order[start:start + r.batch_size]
+            x = normalize(random_crop_flip(images[idx], self.generator, r.padding), r.channels_last)
+            y = labels[idx]
+            with self._autocast():
+                logits = self.step_model(x)
+                loss = F.cross_entropy(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach().float() * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if progress is not None:
+                progress.update(1)
+        self.scheduler.step()
+        return loss_sum.item() / n, 100.0 * correct.item() / n
+
+    @torch.inference_mode()
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        r = self.recipe
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, len(labels), r.eval_batch_size):
+            x = normalize(images[start:start + r.eval_batch_size], r.channels_last)
+            y = labels[start:start + r.eval_batch_size]
+            with self._autocast():
+                logits = self.model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        return loss_sum.item() / len(labels), 100.0 * correct.item() / len(labels)
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+
+
+def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *,
+          on_epoch: Callable[[dict], None] | None = None, progress: bool | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    """Train ``model_name`` on ``arrays`` (uint8 NHWC images, int labels) with ``recipe``.
+
+    Returns the trained ``Trainer`` (model inside), the per-epoch history and summary
+    metrics. ``on_epoch`` gets each epoch's record as soon as it is measured."""
+    trainer = Trainer(model_name, recipe)
+    device = trainer.device
+    train_x = to_device_images(arrays["train_images"], device)
+    train_y = torch.as_tensor(arrays["train_labels"], dtype=torch.long, device=device)
+    test_x = to_device_images(arrays["test_images"], device)
+    test_y = torch.as_tensor(arrays["test_labels"], dtype=torch.long, device=device)
+    if len(train_y) == 0 or len(test_y) == 0:
+        raise StageError("the training or test split is empty; check data.train_subset / data.test_subset")
+    progress = sys.stderr.isatty() if progress is None else progress
+    batches = math.ceil(len(train_y) / recipe.batch_size)
+    history = []
+    for epoch in range(1, recipe.epochs + 1):
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        bar = _progress_bar(batches, f"{model_name} {epoch}/{recipe.epochs}", progress)
+        trainer.synchronize()
+        start = time.perf_counter()
+        train_loss, train_acc = trainer.train_one_epoch(train_x, train_y, bar)  # ends with a sync
+        epoch_time = time.perf_counter() - start
+        test_loss, test_acc = trainer.evaluate(test_x, test_y)
+        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                  "test_acc": test_acc, "lr": lr, "epoch_time_s": epoch_time}
+        history.append(record)
+        summary = (f"loss {train_loss:.3f} acc {train_acc:.2f}% | test loss {test_loss:.3f} "
+                   f"acc {test_acc:.2f}% | lr {lr:.5f} | {epoch_time:.1f}s")
+        if bar is not None:
+            bar.set_postfix_str(summary, refresh=True)
+            bar.close()
+        else:
+            log(f"{model_name} epoch {epoch}/{recipe.epochs}: {summary}")
+        if on_epoch is not None:
+            on_epoch(record)
+    times = [h["epoch_time_s"] for h in history]
+    metrics = {
+        "model": model_name,
+        "epochs": recipe.epochs,
+        "final_test_acc": history[-1]["test_acc"],
+        "best_test_acc": max(h["test_acc"] for h in history),
+        "final_train_loss": history[-1]["train_loss"],
+        "num_parameters": trainer.num_parameters,
+        "mean_epoch_time_s": sum(times) / len(times),
+        # the first epoch carries cuDNN autotuning and compilation; report both
+        "mean_epoch_time_s_after_first": sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0],
+        "precision": trainer.precision,
+        "train_images": int(len(train_y)),
+        "test_images": int(len(test_y)),
+    }
+    return {"trainer": trainer, "history": history, "metrics": metrics, "recipe": asdict(recipe)}

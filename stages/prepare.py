@@ -1,0 +1,246 @@
+"""Stage `prepare`: fetch CIFAR-10 and write it as uint8 arrays under data/cifar10/.
+
+``data.source`` selects where it comes from:
+- ``official``: the official python archive through torchvision's downloader (md5-checked);
+- a path to that archive (``cifar-10-python.tar.gz``, same md5 check), for offline machines;
+- a path to an image-folder tree or tarball: ``train/<class>/*`` and ``test/<class>/*``,
+  32x32 RGB images of the ten CIFAR-10 classes (e.g. ../shared/data/cifar10-jpeg.tar.gz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from stages.common import StageError, atomic_path, load_params, project_root, run_main, write_json
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+SPLITS = ("train", "test")
+OUT_DIR = Path("data/cifar10")
+DOWNLOAD_DIR = Path("data/raw")
+ARRAY_FILES = ("train_images", "train_labels", "test_images", "test_labels")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def official_md5() -> str:
+    from torchvision.datasets import CIFAR10
+
+    return CIFAR10.tgz_md5
+
+
+def resolve_source(source: str) -> str | Path:
+    """``official`` stays as is; a relative path is taken from the real project root
+    (queued experiments run in a temporary copy of the repository)."""
+    if not isinstance(source, str) or not source:
+        raise StageError("data.source must be 'official' or a path to an archive or folder")
+    if source == "official":
+        return source
+    path = Path(source).expanduser()
+    path = path if path.is_absolute() else project_root() / path
+    if not path.exists():
+        raise StageError(f"data.source {source!r}: no such file or folder ({path}); "
+                         "give the path to cifar-10-python.tar.gz or an image-folder tree/tarball")
+    return path
+
+
+# ---------------------------------------------------------------- official format
+def _torchvision_splits(root: Path, checked_whole_archive: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Parse ``root/cifar-10-batches-py`` with torchvision's own CIFAR10 reader."""
+    from torchvision.datasets import CIFAR10
+
+    cls = CIFAR10
+    if checked_whole_archive:
+        # The archive's md5 was verified as a whole, so the batch files need only exist.
+        class _VerifiedArchive(CIFAR10):
+            train_list = [[name, None] for name, _ in CIFAR10.train_list]
+            test_list = [[name, None] for name, _ in CIFAR10.test_list]
+            meta = {**CIFAR10.meta, "md5": None}
+
+        cls = _VerifiedArchive
+    splits = {}
+    for split in SPLITS:
+        try:
+            ds = cls(root=str(root), train=split == "train", download=False)
+        except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
+            raise StageError(f"CIFAR-10 batches under {root} are unreadable ({err}); "
+                             "re-download the archive") from err
+        if list(ds.classes) != list(CLASSES):
+            raise StageError(f"archive classes {ds.classes} are not CIFAR-10's {list(CLASSES)}")
+        splits[split] = (np.ascontiguousarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64))
+    return splits
+
+
+def load_official_download(download_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(root=str(download_dir), train=True, download=True)
+    except Exception as err:  # network errors come in many types (URLError, OSError, ...)
+        raise StageError(f"could not download CIFAR-10 from {CIFAR10.url} ({err}); without internet, "
+                         "set data.source to a local cifar-10-python.tar.gz or an image-folder tarball") from err
+    return _torchvision_splits(download_dir, checked_whole_archive=False)
+
+
+def load_official_archive(archive: Path, expected_md5: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from torchvision.datasets.utils import calculate_md5, extract_archive
+
+    expected_md5 = expected_md5 or official_md5()
+    actual = calculate_md5(str(archive))
+    if actual != expected_md5:
+        raise StageError(f"{archive}: md5 {actual} does not match CIFAR-10's {expected_md5}; "
+                         "the archive is corrupt or not cifar-10-python.tar.gz, download it again")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            extract_archive(str(archive), tmp)
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise StageError(f"{archive}: cannot be extracted ({err}); download it again") from err
+        return _torchvision_splits(Path(tmp), checked_whole_archive=True)
+
+
+# ---------------------------------------------------------------- image folders
+def _iter_tar_images(archive: Path):
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    yield member.name, (f.read() if f else b"")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise StageError(f"{archive}: truncated or corrupt archive ({err}); copy or download it again") from err
+
+
+def _iter_dir_images(folder: Path):
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            yield path.relative_to(folder).as_posix(), path.read_bytes()
+
+
+def _decode(name: str, blob: bytes) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            if img.size != (32, 32):
+                raise StageError(f"{name}: image is {img.size[0]}x{img.size[1]}, CIFAR-10 images are 32x32")
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise StageError(f"{name}: not a readable image ({err})") from err
+
+
+def load_image_folder(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read ``[prefix/]train/<class>/*`` and ``[prefix/]test/<class>/*`` from a folder or tarball."""
+    entries = _iter_tar_images(source) if source.is_file() else _iter_dir_images(source)
+    found: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = {s: {c: [] for c in CLASSES} for s in SPLITS}
+    for name, blob in entries:
+        parts = Path(name).parts
+        if len(parts) < 3 or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        split, cls = parts[-3], parts[-2]
+        if split not in found:
+            continue
+        if cls not in found[split]:
+            raise StageError(f"{source}: {name} is in class folder {cls!r}, not one of CIFAR-10's {', '.join(CLASSES)}")
+        found[split][cls].append((name, _decode(name, blob)))
+    splits = {}
+    for split in SPLITS:
+        if not any(found[split].values()):
+            raise StageError(f"{source}: split {split!r} has no images; expected {split}/<class>/*.jpg or *.png")
+        missing = [c for c in CLASSES if not found[split][c]]
+        if missing:
+            raise StageError(f"{source}: split {split!r} has no images of class {', '.join(missing)}")
+        images, labels = [], []
+        for label, cls in enumerate(CLASSES):
+            for _, img in sorted(found[split][cls], key=lambda item: item[0]):
+                images.append(img)
+                labels.append(label)
+        splits[split] = (np.stack(images), np.asarray(labels, dtype=np.int64))
+    return splits
+
+
+def is_official_layout(source: Path) -> bool:
+    if source.is_dir():
+        return (source / "cifar-10-batches-py").is_dir() or (source / "data_batch_1").exists()
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            first = tar.next()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise StageError(f"{source}: truncated or corrupt archive ({err}); copy or download it again") from err
+    return first is not None and first.name.split("/")[0] == "cifar-10-batches-py"
+
+
+def load_source(source: str, download_dir: Path = DOWNLOAD_DIR, expected_md5: str | None = None):
+    resolved = resolve_source(source)
+    if resolved == "official":
+        return load_official_download(download_dir)
+    if is_official_layout(resolved):
+        if resolved.is_dir():
+            root = resolved if (resolved / "cifar-10-batches-py").is_dir() else resolved.parent
+            return _torchvision_splits(root, checked_whole_archive=False)
+        return load_official_archive(resolved, expected_md5)
+    return load_image_folder(resolved)
+
+
+# ---------------------------------------------------------------- output
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in ARRAY_FILES:
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
+def prepare(*, source: str, out_dir: Path = OUT_DIR, download_dir: Path = DOWNLOAD_DIR,
+            expected_md5: str | None = None) -> dict:
+    splits = load_source(source, download_dir, expected_md5)
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+            raise StageError(f"{split} images have shape {images.shape[1:]}, expected 32x32x3")
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    meta = {
+        "source": source,
+        "classes": list(CLASSES),
+        "counts": {split: int(len(arrays[f"{split}_labels"])) for split in SPLITS},
+        "sha256": arrays_sha256(arrays),
+        "array_sha256": {n: hashlib.sha256(arrays[n].tobytes()).hexdigest() for n in ARRAY_FILES},
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for name in ARRAY_FILES:
+            np.save(tmp / f"{name}.npy", arrays[name])
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def load_prepared(data_dir: Path = OUT_DIR) -> tuple[dict[str, np.ndarray], dict]:
+    import json
+
+    meta_path = Path(data_dir) / "meta.json"
+    if not meta_path.exists():
+        raise StageError(f"{data_dir} holds no prepared data; run `dvc repro prepare` (or python -m stages.prepare)")
+    arrays = {name: np.load(Path(data_dir) / f"{name}.npy") for name in ARRAY_FILES}
+    return arrays, json.loads(meta_path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    def work():
+        params = load_params(args.params)
+        meta = prepare(source=params.get("data", {}).get("source", "official"))
+        print(f"prepared CIFAR-10 from {meta['source']}: {meta['counts']['train']} train, "
+              f"{meta['counts']['test']} test images, sha256 {meta['sha256'][:12]} -> {OUT_DIR}")
+
+    run_main(work)
+
+
+if __name__ == "__main__":
+    main()
