@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from models import build_model, count_parameters
 from stages.common import StageError
@@ -41,6 +40,7 @@ class Recipe:
     precision: str = "bf16"  # bf16 autocast, applied on CUDA only
     channels_last: bool = True
     compile: bool = False
+    cuda_graphs: bool = True  # replay the training step as one CUDA graph (CUDA only)
     init: str = "default"
 
     def __post_init__(self):
@@ -84,7 +84,7 @@ def balanced_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     classes = np.unique(labels)
     per_class = [size // len(classes) + (i < size % len(classes)) for i in range(len(classes))]
     picks = []
-    for cls, count in zip(classes, per_class):
+    for cls, count in zip(classes, per_class, strict=True):
         members = np.flatnonzero(labels == cls)
         if count > len(members):
             raise StageError(f"subset of {size} needs {count} images of class {cls}, the split has {len(members)}")
@@ -115,21 +115,39 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def normalize(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
-    x = (images.float() - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+class Normalizer:
+    """uint8 NCHW -> normalised float; mean and std live on the device once (building
+    them per batch would copy from pageable host memory, a hidden host sync)."""
+
+    def __init__(self, device: str, channels_last: bool):
+        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
+    """CosineAnnealingLR(T_max=epochs, eta_min=0) in closed form, for 0-based ``epoch``."""
+    return base_lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
 class Trainer:
     """One model, one recipe: ``train_one_epoch`` and ``evaluate`` as the torchvision
-    references have them, with data and augmentation on the device."""
+    references have them, with data and augmentation on the device.
+
+    On CUDA the training step (forward, backward, SGD update, loss bookkeeping) is
+    captured once as a CUDA graph and replayed: at batch 128 these networks are
+    launch-bound, and a replay costs one launch instead of a few hundred."""
+
+    GRAPH_WARMUP_STEPS = 3  # eager steps before capture: cuDNN autotuning, momentum buffers
 
     def __init__(self, model_name: str, recipe: Recipe):
         self.recipe = recipe
         self.device = pick_device(recipe.device)
-        torch.manual_seed(recipe.seed)  # model init is part of the seeded run
+        torch.manual_seed(recipe.seed)  # model init and dropout are part of the seeded run
         self.model = build_model(model_name, init=recipe.init).to(self.device)
         self.model_name = model_name
         self.num_parameters = count_parameters(self.model)
@@ -140,53 +158,108 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.autocast_dtype = torch.bfloat16 if (is_cuda and recipe.precision == "bf16") else None
         self.precision = "bf16" if self.autocast_dtype else "fp32"
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+        self.use_graph = is_cuda and recipe.cuda_graphs and not recipe.compile
+        # a tensor lr lets the captured update read each epoch's rate from device memory
+        lr = torch.tensor(recipe.lr, device=self.device) if self.use_graph else recipe.lr
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay, **({"fused": True} if is_cuda else {}))
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=recipe.epochs)
         self.step_model = torch.compile(self.model) if recipe.compile else self.model
+        self.normalize = Normalizer(self.device, recipe.channels_last)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(recipe.seed)
+        self.epochs_done = 0
+        self.steps_done = 0
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.graph = None
 
     def _autocast(self):
-        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None,
+                              cache_enabled=False)
+
+    def current_lr(self) -> float:
+        return cosine_lr(self.recipe.lr, self.epochs_done, self.recipe.epochs)
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def _step(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward, backward, update; running sums stay on the device."""
+        with self._autocast():
+            logits = self.step_model(self.normalize(x_u8))
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach().float() * y.shape[0]
+        self.correct += (logits.detach().argmax(1) == y).sum()
+
+    def _eager_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._step(x_u8, y)
+
+    def _capture(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
+        self.static_x, self.static_y = x_u8.clone(), y.clone()
+        self.optimizer.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step(self.static_x, self.static_y)
+
+    def _graph_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
+        if self.graph is None:
+            if self.steps_done < self.GRAPH_WARMUP_STEPS:
+                stream = torch.cuda.Stream(self.device)  # warm-up on a side stream, as capture requires
+                stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(stream):
+                    self._eager_step(x_u8, y)
+                torch.cuda.current_stream(self.device).wait_stream(stream)
+                return
+            self._capture(x_u8, y)  # capture records the step without running it
+        self.static_x.copy_(x_u8)
+        self.static_y.copy_(y)
+        self.graph.replay()
+
+    def epoch_batches(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole epoch's augmented images in a seeded random order, made in a few
+        large kernels rather than a few small ones per batch."""
+        order = torch.randperm(len(labels), device=self.device, generator=self.generator)
+        chunks = [random_crop_flip(images[idx], self.generator, self.recipe.padding) for idx in order.split(8192)]
+        return torch.cat(chunks), labels[order]
 
     def train_one_epoch(self, images: torch.Tensor, labels: torch.Tensor, progress=None) -> tuple[float, float]:
-        """One pass in a seeded random order; returns (mean loss, accuracy %). The running
-        sums stay on the device: the only host sync is at the end of the epoch."""
-        r = self.recipe
+        """One pass with this epoch's cosine learning rate; returns (mean loss, accuracy %).
+        The only host sync is at the end of the epoch."""
+        batch = self.recipe.batch_size
         self.model.train()
-        n = len(labels)
-        order = torch.randperm(n, device=self.device, generator=self.generator)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, n, r.batch_size):
-            idx = order[start:start + r.batch_size]
-            x = normalize(random_crop_flip(images[idx], self.generator, r.padding), r.channels_last)
-            y = labels[idx]
-            with self._autocast():
-                logits = self.step_model(x)
-                loss = F.cross_entropy(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.detach().float() * len(idx)
-            correct += (logits.detach().argmax(1) == y).sum()
+        self._set_lr(self.current_lr())
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        xs, ys = self.epoch_batches(images, labels)
+        for start in range(0, len(ys), batch):
+            x, y = xs[start:start + batch], ys[start:start + batch]
+            if self.use_graph and y.shape[0] == batch:
+                self._graph_step(x, y)
+            else:  # CPU/MPS, compile, or the epoch's last, smaller batch
+                self._eager_step(x, y)
+            self.steps_done += 1
             if progress is not None:
                 progress.update(1)
-        self.scheduler.step()
-        return loss_sum.item() / n, 100.0 * correct.item() / n
+        self.epochs_done += 1
+        return self.loss_sum.item() / len(ys), 100.0 * self.correct.item() / len(ys)
 
     @torch.inference_mode()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        r = self.recipe
+        size = self.recipe.eval_batch_size
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(labels), r.eval_batch_size):
-            x = normalize(images[start:start + r.eval_batch_size], r.channels_last)
-            y = labels[start:start + r.eval_batch_size]
+        for start in range(0, len(labels), size):
+            y = labels[start:start + size]
             with self._autocast():
-                logits = self.model(x)
+                logits = self.model(self.normalize(images[start:start + size]))
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         return loss_sum.item() / len(labels), 100.0 * correct.item() / len(labels)
@@ -223,7 +296,7 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *,
     batches = math.ceil(len(train_y) / recipe.batch_size)
     history = []
     for epoch in range(1, recipe.epochs + 1):
-        lr = trainer.optimizer.param_groups[0]["lr"]
+        lr = trainer.current_lr()
         bar = _progress_bar(batches, f"{model_name} {epoch}/{recipe.epochs}", progress)
         trainer.synchronize()
         start = time.perf_counter()

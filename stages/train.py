@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from stages.prepare import load_prepared
 
 OUTPUT_ROOT = Path("outputs")
 TRAIN_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "device", "precision", "channels_last",
-              "compile", "init")
+              "compile", "cuda_graphs", "init")
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
 
 

@@ -1,0 +1,65 @@
+"""The plain way the study most likely trained: an in-memory CIFAR10-style dataset,
+per-image PIL transforms, a DataLoader with worker processes. Used as the baseline the
+project's own loop is measured against (benchmarks/bench.py compare)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from models import build_model
+from stages.engine import MEAN, STD
+
+
+class InMemoryCIFAR(Dataset):
+    """What torchvision.datasets.CIFAR10 does after loading: uint8 HWC arrays, a PIL
+    image per item, then the transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def study_transform():
+    return transforms.Compose([
+        transforms.RandomCrop(32, padding=4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(MEAN, STD),
+    ])
+
+
+def baseline_epoch_seconds(model_name: str, images: np.ndarray, labels: np.ndarray, *, device: str = "cpu",
+                           batch_size: int = 128, workers: int = 2, seed: int = 0, epochs: int = 1) -> list[float]:
+    """Seconds per epoch of the plain loop (fp32, default memory format, as tutorials do)."""
+    torch.manual_seed(seed)
+    model = build_model(model_name).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loader = DataLoader(InMemoryCIFAR(images, labels, study_transform()), batch_size=batch_size, shuffle=True,
+                        num_workers=workers, persistent_workers=workers > 0)
+    times = []
+    for _ in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the per-batch host sync such loops do for their running loss
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times

@@ -1,0 +1,256 @@
+"""Speed and accuracy benchmarks; needs only this project, torch, torchvision, numpy,
+pandas, pyyaml and matplotlib (no MLflow, no DVC), so it runs on a bare GPU machine.
+
+  python -m benchmarks.bench calibrate --data ../shared/data/cifar10-jpeg.tar.gz --out benchmarks/results/x
+  python -m benchmarks.bench study     --data ... --out ...   # 4 models x 5 and 40 epochs
+  python -m benchmarks.bench compare   --data ... --out ...   # CPU: this loop vs DataLoader baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from models import MODEL_NAMES
+from stages.common import device_name
+from stages.engine import Recipe, Trainer, balanced_subset, to_device_images, train
+from stages.prepare import arrays_sha256, load_prepared, load_source
+
+PAPER_ACC = {"alexnet": (56.84, 87.81), "vgg16": (10.00, 10.00), "vgg16_bn": (83.86, 91.94), "vgg8": (27.75, 88.32)}
+PAPER_SECONDS = {"alexnet": (25.48, 36.09), "vgg16": (30.89, 47.08), "vgg16_bn": (31.55, 50.20),
+                 "vgg8": (25.13, 37.97)}
+SETTINGS = {  # name -> (precision, channels_last, torch.compile, CUDA graph of the step)
+    "fp32": ("fp32", False, False, False),
+    "fp32+cl": ("fp32", True, False, False),
+    "bf16": ("bf16", False, False, False),
+    "bf16+cl": ("bf16", True, False, False),
+    "bf16+cl+compile": ("bf16", True, True, False),
+    "fp32+cl+graph": ("fp32", True, False, True),
+    "bf16+graph": ("bf16", False, False, True),
+    "bf16+cl+graph": ("bf16", True, False, True),
+}
+
+
+def recipe_for(setting: str, **kwargs) -> Recipe:
+    precision, channels_last, compile_, graphs = SETTINGS[setting]
+    return Recipe(precision=precision, channels_last=channels_last, compile=compile_, cuda_graphs=graphs, **kwargs)
+
+
+def load_arrays(source: str) -> tuple[dict, str]:
+    if (Path(source) / "meta.json").exists():  # already prepared by stages.prepare
+        arrays, meta = load_prepared(Path(source))
+        return arrays, meta["sha256"]
+    splits = load_source(source)
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return arrays, arrays_sha256(arrays)
+
+
+def environment(device: str, data_sha256: str, source: str) -> dict:
+    return {"device": device, "device_name": device_name(device), "torch_version": torch.__version__,
+            "data_source": source, "data_sha256": data_sha256, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def write_outputs(out: Path, name: str, payload: dict, markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+
+
+def time_steps(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, warmup: int, steps: int) -> float:
+    """Seconds per training step after ``warmup`` steps, device synchronised."""
+    batch = trainer.recipe.batch_size
+
+    def run(n: int) -> None:
+        sub = torch.arange(n * batch, device=images.device) % len(labels)
+        trainer.train_one_epoch(images[sub], labels[sub])  # ends with a host sync
+
+    run(warmup)
+    trainer.synchronize()
+    start = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - start) / steps
+
+
+def calibrate(arrays: dict, device: str, models, settings, warmup: int, steps: int) -> list[dict]:
+    images = to_device_images(arrays["train_images"], device)
+    labels = torch.as_tensor(arrays["train_labels"], device=device)
+    steps_per_epoch = -(-len(labels) // 128)
+    rows = []
+    for model in models:
+        for name in settings:
+            recipe = recipe_for(name, epochs=1, device=device)
+            start = time.perf_counter()
+            trainer = Trainer(model, recipe)
+            step_s = time_steps(trainer, images, labels, warmup, steps)
+            rows.append({"model": model, "setting": name, "step_ms": 1000 * step_s,
+                         "epoch_s": step_s * steps_per_epoch, "setup_and_warmup_s": time.perf_counter() - start
+                         - step_s * steps})
+            print(f"{model:9s} {name:16s} {1000 * step_s:7.2f} ms/step  {step_s * steps_per_epoch:6.2f} s/epoch",
+                  flush=True)
+            del trainer
+    return rows
+
+
+def calibrate_markdown(env: dict, rows: list[dict], settings) -> str:
+    lines = [f"# Seconds per epoch (50,000 images, batch 128) on {env['device_name']}", "",
+             f"torch {env['torch_version']}; timed steps after warm-up, device synchronised; "
+             "epoch = step time x 391.", "",
+             "| model | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        cells = [next((f"{r['epoch_s']:.2f}" for r in rows if r["model"] == model and r["setting"] == s), "-")
+                 for s in settings]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def study(arrays: dict, device: str, models, epoch_counts, setting: str, out: Path, env: dict, seed: int = 0) -> dict:
+    results = {"environment": env, "setting": setting, "seed": seed, "runs": []}
+    wall_start = time.perf_counter()
+    for epochs in epoch_counts:
+        for model in models:
+            recipe = recipe_for(setting, epochs=epochs, device=device, seed=seed)
+            start = time.perf_counter()
+            out_run = train(model, arrays, recipe, progress=False, log=lambda s: print(s, flush=True))
+            m = out_run["metrics"]
+            results["runs"].append({"model": model, "epochs": epochs, "final_test_acc": m["final_test_acc"],
+                                    "best_test_acc": m["best_test_acc"], "mean_epoch_time_s": m["mean_epoch_time_s"],
+                                    "mean_epoch_time_s_after_first": m["mean_epoch_time_s_after_first"],
+                                    "wall_s": time.perf_counter() - start, "history": out_run["history"]})
+            results["total_wall_s"] = time.perf_counter() - wall_start
+            write_outputs(out, "study", results, study_markdown(results))  # partial results survive a timeout
+            del out_run
+    print(study_markdown(results))
+    return results
+
+
+def study_markdown(results: dict) -> str:
+    env = results["environment"]
+    runs = {(r["model"], r["epochs"]): r for r in results["runs"]}
+    counts = sorted({r["epochs"] for r in results["runs"]})
+    lines = [f"# The study on {env['device_name']} (CIFAR-10 JPEG mirror)", "",
+             f"torch {env['torch_version']}, setting {results['setting']}, data sha256 {env['data_sha256'][:12]}, "
+             f"total wall time {results.get('total_wall_s', 0):.0f} s for {len(results['runs'])} trainings.", "",
+             "## Table 5: test accuracy (%)", "", "| model | " + " | ".join(
+                 f"ours {e} ep | paper {e} ep" for e in counts) + " |", "|---|" + "---:|---:|" * len(counts)]
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        cells = []
+        for e in counts:
+            paper = PAPER_ACC[model][0 if e == 5 else 1] if e in (5, 40) else None
+            r = runs.get((model, e))
+            cells += [f"{r['final_test_acc']:.2f}" if r else "-", f"{paper:.2f}" if paper is not None else "-"]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "## Table 6: mean seconds per training epoch", "", "| model | " + " | ".join(
+        f"ours {e} ep | paper {e} ep" for e in counts) + " |", "|---|" + "---:|---:|" * len(counts)]
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        cells = []
+        for e in counts:
+            paper = PAPER_SECONDS[model][0 if e == 5 else 1] if e in (5, 40) else None
+            r = runs.get((model, e))
+            cells += [f"{r['mean_epoch_time_s']:.2f}" if r else "-", f"{paper:.2f}" if paper is not None else "-"]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def check_graphs(arrays: dict, device: str, out: Path, env: dict) -> dict:
+    """The graph-replayed step must train like the eager one: same seed, 2 epochs of
+    VGG-16-BN on 10,000 images (dropout and BN included), trajectories side by side."""
+    idx = balanced_subset(arrays["train_labels"], 10000, 0)
+    tidx = balanced_subset(arrays["test_labels"], 2000, 0)
+    sub = {"train_images": arrays["train_images"][idx], "train_labels": arrays["train_labels"][idx],
+           "test_images": arrays["test_images"][tidx], "test_labels": arrays["test_labels"][tidx]}
+    runs = {}
+    for setting in ("bf16+cl", "bf16+cl+graph"):
+        result = train("vgg16_bn", sub, recipe_for(setting, epochs=2, device=device), progress=False)
+        runs[setting] = result["history"]
+    eager, graph = runs["bf16+cl"][-1], runs["bf16+cl+graph"][-1]
+    ok = abs(eager["train_loss"] - graph["train_loss"]) < 0.1 and abs(eager["test_acc"] - graph["test_acc"]) < 5
+    payload = {"environment": env, "runs": runs, "agree": ok}
+    write_outputs(out, "check_graphs", payload, f"graph vs eager agree: {ok}\n")
+    print(f"graph vs eager: train loss {graph['train_loss']:.3f} vs {eager['train_loss']:.3f}, test acc "
+          f"{graph['test_acc']:.2f} vs {eager['test_acc']:.2f} -> {'AGREE' if ok else 'DIFFER'}", flush=True)
+    if not ok:
+        raise SystemExit(3)
+    return payload
+
+
+def compare(arrays: dict, model: str, subset: int, workers: int, epochs: int) -> dict:
+    """CPU: the project's loop against the DataLoader baseline, same model, subset, machine."""
+    from benchmarks.baseline import baseline_epoch_seconds
+
+    idx = balanced_subset(arrays["train_labels"], subset, 0)
+    images, labels = arrays["train_images"][idx], arrays["train_labels"][idx]
+    base = baseline_epoch_seconds(model, images, labels, workers=workers, epochs=epochs)
+    recipe = Recipe(epochs=epochs, device="cpu")
+    trainer = Trainer(model, recipe)
+    x, y = to_device_images(images, "cpu"), torch.as_tensor(labels)
+    ours = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        trainer.train_one_epoch(x, y)
+        ours.append(time.perf_counter() - start)
+    return {"model": model, "images": subset, "workers": workers, "threads": torch.get_num_threads(),
+            "baseline_epoch_s": base, "ours_epoch_s": ours, "speedup": min(base) / min(ours)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["calibrate", "study", "compare", "check-graphs"])
+    parser.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--out", default="benchmarks/results/latest")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--warmup", type=int, default=20, help="calibrate: warm-up steps")
+    parser.add_argument("--steps", type=int, default=60, help="calibrate: timed steps")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[5, 40], help="study: epoch counts")
+    parser.add_argument("--setting", default="bf16+cl", choices=list(SETTINGS), help="study: speed setting")
+    parser.add_argument("--seed", type=int, default=0, help="study: the recipe's seed")
+    parser.add_argument("--fastest-from", help="study: pick the fastest setting in this calibrate.json")
+    parser.add_argument("--subset", type=int, default=2000, help="compare: training images")
+    parser.add_argument("--workers", type=int, default=2, help="compare: DataLoader workers of the baseline")
+    parser.add_argument("--compare-epochs", type=int, default=2)
+    args = parser.parse_args()
+    from stages.engine import pick_device
+
+    device = pick_device(args.device)
+    out = Path(args.out)
+    start = time.perf_counter()
+    arrays, sha = load_arrays(args.data)
+    print(f"data ready in {time.perf_counter() - start:.1f} s (sha256 {sha[:12]})", flush=True)
+    env = environment(device, sha, args.data)
+    if args.mode == "calibrate":
+        rows = calibrate(arrays, device, args.models, args.settings, args.warmup, args.steps)
+        md = calibrate_markdown(env, rows, args.settings)
+        write_outputs(out, "calibrate", {"environment": env, "rows": rows}, md)
+        print(md)
+    elif args.mode == "study":
+        setting = args.setting
+        if args.fastest_from:  # the setting with the least summed epoch time in a calibration
+            rows = json.loads(Path(args.fastest_from).read_text())["rows"]
+            totals = {s: sum(r["epoch_s"] for r in rows if r["setting"] == s) for s in {r["setting"] for r in rows}}
+            setting = min(totals, key=totals.get)
+            print(f"fastest calibrated setting: {setting} ({totals[setting]:.2f} s per epoch of all models)")
+        study(arrays, device, args.models, args.epochs, setting, out, env, args.seed)
+    elif args.mode == "check-graphs":
+        check_graphs(arrays, device, out, env)
+    else:
+        rows = [compare(arrays, m, args.subset, args.workers, args.compare_epochs) for m in args.models]
+        lines = [f"# CPU: this project's loop vs a DataLoader baseline on {env['device_name']}", "",
+                 f"torch {env['torch_version']}, {args.subset} training images, {args.compare_epochs} epochs each, "
+                 f"best epoch shown; baseline = PIL transforms + DataLoader({args.workers} workers).", "",
+                 "| model | baseline s/epoch | ours s/epoch | speed-up |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {min(r['baseline_epoch_s']):.2f} | {min(r['ours_epoch_s']):.2f} | "
+                  f"{r['speedup']:.2f}x |" for r in rows]
+        md = "\n".join(lines) + "\n"
+        write_outputs(out, "compare", {"environment": env, "rows": rows}, md)
+        print(md)
+
+
+if __name__ == "__main__":
+    main()

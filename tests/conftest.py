@@ -1,0 +1,88 @@
+"""Tiny data sets made by the tests themselves, in every format the prepare stage reads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.prepare import CLASSES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_images(n: int, seed: int, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def write_image_tree(root: Path, per_class: dict[str, int], size: int = 32, classes=CLASSES, fmt: str = "png") -> Path:
+    """root/<split>/<class>/<i>.<fmt>; PNG by default, so pixels survive exactly."""
+    for s, (split, count) in enumerate(per_class.items()):
+        for c, cls in enumerate(classes):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, img in enumerate(random_images(count, seed=100 * s + c, size=size)):
+                Image.fromarray(img).save(folder / f"{i:04d}.{fmt}")
+    return root
+
+
+def tar_folder(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    return archive
+
+
+def write_official_archive(archive: Path, train_per_batch: int = 4, test_count: int = 6) -> tuple[Path, str]:
+    """A tiny cifar-10-python.tar.gz in the official pickle layout; returns (path, md5)."""
+    def batch(n: int, seed: int) -> bytes:
+        images = random_images(n, seed)
+        data = images.transpose(0, 3, 1, 2).reshape(n, -1)  # official layout: CHW rows
+        labels = [(seed * n + i) % 10 for i in range(n)]
+        return pickle.dumps({"batch_label": b"x", "labels": labels, "data": data, "filenames": []})
+
+    files = {f"data_batch_{i}": batch(train_per_batch, i) for i in range(1, 6)}
+    files["test_batch"] = batch(test_count, 99)
+    files["batches.meta"] = pickle.dumps({"label_names": list(CLASSES), "num_vis": 3072})
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, blob in files.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return archive, hashlib.md5(archive.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def image_tree(tmp_path_factory) -> Path:
+    return write_image_tree(tmp_path_factory.mktemp("tree") / "cifar", {"train": 4, "test": 2})
+
+
+@pytest.fixture(scope="session")
+def image_tarball(tmp_path_factory, image_tree) -> Path:
+    return tar_folder(image_tree, tmp_path_factory.mktemp("tar") / "cifar10-png.tar.gz")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(monkeypatch):
+    """Tests never write to a real tracking server or the project's own mlflow.db."""
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    yield
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")}
+    env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@example.com",
+                # stages run as `python -m stages.x`: this interpreter's environment first on PATH
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra})
+    return env

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms
+
+from stages.common import StageError
+from stages.engine import MEAN, STD, Normalizer, Recipe, balanced_subset, cosine_lr, pick_device, random_crop_flip
+
+
+def recover_crop(original: torch.Tensor, augmented: torch.Tensor, padding: int = 4):
+    """The (dy, dx, flipped) that turn the zero-padded original into ``augmented``, or None."""
+    padded = torch.nn.functional.pad(original, (padding,) * 4)
+    for dy in range(2 * padding + 1):
+        for dx in range(2 * padding + 1):
+            crop = padded[:, dy:dy + 32, dx:dx + 32]
+            if torch.equal(crop, augmented):
+                return dy, dx, False
+            if torch.equal(crop.flip(-1), augmented):
+                return dy, dx, True
+    return None
+
+
+def test_every_augmented_image_is_a_flip_and_crop_of_the_padded_original():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2000, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    out = random_crop_flip(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    found = [recover_crop(images[i], out[i]) for i in range(len(images))]
+    assert all(f is not None for f in found)
+    # the same distribution as RandomCrop(32, padding=4) + RandomHorizontalFlip(): offsets
+    # uniform over 0..8 in each axis, independent flips with p = 1/2
+    dys = np.bincount([f[0] for f in found], minlength=9)
+    dxs = np.bincount([f[1] for f in found], minlength=9)
+    flips = sum(f[2] for f in found)
+    expected = len(found) / 9
+    for counts in (dys, dxs):
+        chi2 = ((counts - expected) ** 2 / expected).sum()
+        assert chi2 < 26.1  # 99.9% quantile of chi-square with 8 degrees of freedom
+    assert abs(flips - len(found) / 2) < 4 * np.sqrt(len(found) / 4)
+
+
+def test_torchvision_pipeline_outputs_are_reachable_by_ours():
+    """Whatever torchvision's transforms produce is one of the crops ours can produce."""
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    tv = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()])
+    for _ in range(50):
+        assert recover_crop(image, tv(image)) is not None
+
+
+def test_normalizer_equals_to_tensor_then_normalize():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    ours = Normalizer("cpu", channels_last=True)(images)
+    reference = transforms.Normalize(MEAN, STD)(images.float() / 255)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cosine_lr_matches_torch_scheduler():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)
+    for epoch in range(7):
+        assert cosine_lr(0.01, epoch, 7) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_balanced_subset_is_fixed_balanced_and_seeded():
+    labels = np.repeat(np.arange(10), 50)
+    a = balanced_subset(labels, 103, seed=0)
+    assert len(a) == 103 and len(set(a)) == 103
+    counts = np.bincount(labels[a], minlength=10)
+    assert counts.max() - counts.min() <= 1
+    assert np.array_equal(a, balanced_subset(labels, 103, seed=0))
+    assert not np.array_equal(a, balanced_subset(labels, 103, seed=1))
+    assert len(balanced_subset(labels, 0, seed=0)) == 500
+    with pytest.raises(StageError, match="holds only 500"):
+        balanced_subset(labels, 501, seed=0)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(StageError, match="train.precision must be one of bf16, fp32"):
+        Recipe(precision="fp8")
+    with pytest.raises(StageError, match="epochs must be an integer >= 1"):
+        Recipe(epochs=0)
+    with pytest.raises(StageError, match="train.device 'tpu'"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(StageError, match="CUDA is not available"):
+            pick_device("cuda")
+    assert pick_device("auto") in ("cuda", "mps", "cpu")

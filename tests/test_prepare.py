@@ -1,0 +1,109 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, random_images, subprocess_env, tar_folder, write_image_tree, write_official_archive
+
+from stages.common import StageError
+from stages.prepare import ARRAY_FILES, CLASSES, load_prepared, prepare
+
+
+def check_output(out_dir, train: int, test: int) -> dict:
+    arrays, meta = load_prepared(out_dir)
+    assert arrays["train_images"].shape == (train, 32, 32, 3) and arrays["train_images"].dtype == np.uint8
+    assert arrays["test_images"].shape == (test, 32, 32, 3)
+    assert meta["counts"] == {"train": train, "test": test}
+    assert meta["classes"] == list(CLASSES)
+    assert len(meta["sha256"]) == 64
+    assert set(np.unique(arrays["train_labels"])) == set(range(10))
+    return arrays
+
+
+def test_image_folder_tree_keeps_pixels_and_labels(tmp_path, image_tree):
+    prepare(source=str(image_tree), out_dir=tmp_path / "out")
+    arrays = check_output(tmp_path / "out", 40, 20)
+    # class folders in CIFAR-10 order, files sorted: image 0 of "bird" is random_images(4, seed=2)[0]
+    assert np.array_equal(arrays["train_images"][8], random_images(4, seed=2)[0])
+    assert arrays["train_labels"][8] == CLASSES.index("bird")
+
+
+def test_image_folder_tarball_matches_tree(tmp_path, image_tree, image_tarball):
+    a = prepare(source=str(image_tree), out_dir=tmp_path / "a")
+    b = prepare(source=str(image_tarball), out_dir=tmp_path / "b")
+    check_output(tmp_path / "b", 40, 20)
+    assert a["sha256"] == b["sha256"]
+
+
+def test_official_archive_through_torchvision(tmp_path):
+    archive, md5 = write_official_archive(tmp_path / "cifar-10-python.tar.gz")
+    prepare(source=str(archive), out_dir=tmp_path / "out", expected_md5=md5)
+    arrays = check_output(tmp_path / "out", 20, 6)
+    # the official layout stores CHW rows; torchvision turns them into HWC images
+    assert np.array_equal(arrays["train_images"][0], random_images(4, seed=1)[0])
+
+
+def test_relative_source_resolves_from_dvc_root(tmp_path, image_tarball, monkeypatch):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "data.tar.gz").write_bytes(image_tarball.read_bytes())
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "real"))
+    prepare(source="data.tar.gz", out_dir=tmp_path / "out")
+    check_output(tmp_path / "out", 40, 20)
+
+
+def bad_sources(tmp_path):
+    archive, _ = write_official_archive(tmp_path / "cifar-10-python.tar.gz")
+    missing = write_image_tree(tmp_path / "missing", {"train": 1, "test": 1}, classes=CLASSES[:9])
+    wrong_size = write_image_tree(tmp_path / "size", {"train": 1, "test": 1}, size=28)
+    empty = write_image_tree(tmp_path / "empty", {"train": 1})
+    good = tar_folder(write_image_tree(tmp_path / "good", {"train": 2, "test": 1}), tmp_path / "good.tar.gz")
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return {
+        "md5": (archive, "does not match CIFAR-10's"),
+        "missing class": (missing, "no images of class truck"),
+        "wrong size": (wrong_size, "is 28x28, CIFAR-10 images are 32x32"),
+        "empty split": (empty, "split 'test' has no images"),
+        "truncated": (truncated, "truncated or corrupt archive"),
+        "no such path": (tmp_path / "nope.tar.gz", "no such file or folder"),
+    }
+
+
+@pytest.mark.parametrize("case", ["md5", "missing class", "wrong size", "empty split", "truncated", "no such path"])
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, case):
+    source, message = bad_sources(tmp_path)[case]
+    with pytest.raises(StageError, match=message):
+        prepare(source=str(source), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_cli_exits_non_zero_with_one_line_and_keeps_old_output(tmp_path, image_tarball):
+    """A failing run neither crashes with a traceback nor touches existing output."""
+    prepare(source=str(image_tarball), out_dir=tmp_path / "data" / "cifar10")
+    before = (tmp_path / "data" / "cifar10" / "meta.json").read_text()
+    truncated = tmp_path / "bad.tar.gz"
+    truncated.write_bytes(image_tarball.read_bytes()[:500])
+    (tmp_path / "params.yaml").write_text(f"data:\n  source: {truncated}\n")
+    proc = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True,
+                          env=subprocess_env())
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "bad.tar.gz" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "data" / "cifar10" / "meta.json").read_text() == before
+    assert json.loads(before)["source"] == str(image_tarball)
+    assert sorted(p.stem for p in (tmp_path / "data" / "cifar10").glob("*.npy")) == sorted(ARRAY_FILES)
+
+
+def test_unreachable_download_names_the_url_and_the_fix(tmp_path):
+    """A real download attempt through a dead proxy: no network needed, none used."""
+    (tmp_path / "params.yaml").write_text("data:\n  source: official\n")
+    env = subprocess_env(https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9",
+                         HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", no_proxy="")
+    proc = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 1
+    assert "could not download CIFAR-10 from https://www.cs.toronto.edu" in proc.stderr
+    assert "set data.source" in proc.stderr
+    assert not (tmp_path / "data" / "cifar10").exists()
+    assert ROOT.exists()

@@ -1,0 +1,90 @@
+import csv
+import json
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+from conftest import subprocess_env
+
+from models import build_model
+from stages.common import StageError
+from stages.prepare import prepare
+from stages.train import run_training
+
+PARAMS = {"epochs": 2, "seed": 0, "data": {"train_subset": 30, "test_subset": 20},
+          "train": {"batch_size": 16, "device": "cpu"}, "mlflow": {"experiment": "test-exp"}}
+
+
+@pytest.fixture()
+def project(tmp_path, image_tree, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prepare(source=str(image_tree), out_dir=tmp_path / "data" / "cifar10")
+    return tmp_path
+
+
+def test_training_writes_outputs_and_one_mlflow_run(project):
+    out = run_training(model="vgg8", params=PARAMS, progress=False)
+    metrics = json.loads((project / "outputs/vgg8/metrics.json").read_text())
+    assert metrics["num_parameters"] == 13_119_050
+    assert metrics["epochs"] == 2 and metrics["train_images"] == 30 and metrics["test_images"] == 20
+    with (project / "outputs/vgg8/history.csv").open() as f:
+        history = list(csv.DictReader(f))
+    assert [int(h["epoch"]) for h in history] == [1, 2]
+    assert float(history[-1]["test_acc"]) == pytest.approx(metrics["final_test_acc"])
+    assert float(history[0]["lr"]) == pytest.approx(0.01) and float(history[1]["lr"]) == pytest.approx(0.005)
+    # test accuracy on 20 images is a multiple of 5%
+    assert metrics["final_test_acc"] % 5 == pytest.approx(0) and 0 <= metrics["final_test_acc"] <= 100
+    prov = metrics["provenance"]
+    assert prov["seed"] == 0 and prov["device"] == "cpu" and prov["torch_version"] == torch.__version__
+    assert len(prov["data_sha256"]) == 64 and prov["config"]["data"]["source"].endswith("cifar")
+
+    ckpt = torch.load(project / "outputs/vgg8/checkpoint.pt", weights_only=False)
+    assert ckpt["model_name"] == "vgg8" and ckpt["config"]["epochs"] == 2
+    model = build_model("vgg8")
+    model.load_state_dict(ckpt["state_dict"])
+    assert ckpt["metrics"]["final_test_acc"] == metrics["final_test_acc"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["test-exp"])
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["tags.mlflow.runName"] == "vgg8-e2-s0" and run["status"] == "FINISHED"
+    assert run["run_id"] == metrics["mlflow_run_id"] == out["metrics"]["mlflow_run_id"]
+    assert run["params.model"] == "vgg8" and run["params.epochs"] == "2"
+    assert run["params.train.batch_size"] == "16" and run["params.num_parameters"] == "13119050"
+    assert run["tags.data_sha256"] == prov["data_sha256"] and run["tags.torch_version"] == torch.__version__
+    assert run["tags.dvc_stage"] == "train@vgg8"
+    client = mlflow.MlflowClient()
+    for name in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s"):
+        steps = [m.step for m in client.get_metric_history(run["run_id"], name)]
+        assert sorted(steps) == [1, 2], name
+    test_acc = {m.step: m.value for m in client.get_metric_history(run["run_id"], "test_acc")}
+    assert test_acc[2] == pytest.approx(metrics["final_test_acc"])
+    artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
+    assert artifacts == {"metrics.json", "history.csv"}
+    assert mlflow.get_experiment_by_name("test-exp").artifact_location == (project / "mlartifacts").as_uri()
+
+
+def test_same_seed_same_numbers(project):
+    a = run_training(model="alexnet", params={**PARAMS, "epochs": 1}, track=False, progress=False)
+    b = run_training(model="alexnet", params={**PARAMS, "epochs": 1}, track=False, progress=False)
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+
+
+def test_unknown_train_key_is_named(project):
+    with pytest.raises(StageError, match="train.learning_rate"):
+        run_training(model="vgg8", params={**PARAMS, "train": {"learning_rate": 0.1}}, track=False)
+
+
+def test_unreachable_tracking_server_fails_fast_before_any_output(project):
+    (project / "params.yaml").write_text(json.dumps(PARAMS))
+    env = subprocess_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-m", "stages.train", "--model", "vgg8"], cwd=project,
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MLflow tracking store http://127.0.0.1:9 is unreachable")
+    assert "MLFLOW_TRACKING_URI" in last and "Traceback" not in proc.stderr
+    assert not (project / "outputs").exists()
