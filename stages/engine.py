@@ -250,23 +250,28 @@ class Trainer:
         self.epochs_done += 1
         return self.loss_sum.item() / len(ys), 100.0 * self.correct.item() / len(ys)
 
-    @torch.inference_mode()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        size = self.recipe.eval_batch_size
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(labels), size):
-            y = labels[start:start + size]
-            with self._autocast():
-                logits = self.model(self.normalize(images[start:start + size]))
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-        return loss_sum.item() / len(labels), 100.0 * correct.item() / len(labels)
+        """(mean loss, accuracy %) on uint8 NCHW images already on the device."""
+        logits = predict(self.model, images, self.normalize, self.autocast_dtype, self.recipe.eval_batch_size)
+        loss = F.cross_entropy(logits, labels)
+        correct = (logits.argmax(1) == labels).sum()
+        return loss.item(), 100.0 * correct.item() / len(labels)
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, normalize: Normalizer, autocast_dtype: torch.dtype | None,
+            batch_size: int = 1000) -> torch.Tensor:
+    """Float32 logits of ``model`` in eval mode for uint8 NCHW ``images`` on its device."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs.append(model(normalize(images[start:start + batch_size])).float())
+    return torch.cat(outputs)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):

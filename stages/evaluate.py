@@ -1,0 +1,198 @@
+"""Stage `evaluate@<model>`: from the checkpoint, test accuracy, per-class accuracy, the
+confusion matrix, parameter efficiency (Table 7), and the study's section-7 pictures:
+first-layer filters and first-layer feature maps for a fixed, seeded set of test images.
+
+Writes outputs/<model>/eval/{metrics.json, confusion.csv, per_class.csv, figures/}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from models import MODEL_NAMES, build_model, count_parameters
+from stages.common import StageError, atomic_path, load_params, run_main, write_json
+from stages.engine import Normalizer, pick_device, predict, to_device_images
+from stages.prepare import OUT_DIR as DATA_DIR
+from stages.prepare import load_prepared
+from stages.train import OUTPUT_ROOT, output_paths, select_subsets
+
+
+def eval_dir(model: str, root: Path = OUTPUT_ROOT) -> Path:
+    return root / model / "eval"
+
+
+def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -> tuple[nn.Module, dict]:
+    path = output_paths(model, root)["checkpoint"]
+    if not path.exists():
+        raise StageError(f"{path} not found; train it first with `dvc repro train@{model}`")
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    net = build_model(checkpoint["model_name"])
+    net.load_state_dict(checkpoint["state_dict"])
+    return net.to(device).eval(), checkpoint
+
+
+def sample_indices(n_total: int, count: int, seed: int) -> np.ndarray:
+    """The same test images for every model: chosen from the full test split by seed."""
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=min(count, n_total), replace=False))
+
+
+def first_layer_maps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Activations after the first ReLU of ``features`` (conv, [BN,] ReLU)."""
+    with torch.inference_mode():
+        for layer in net.features:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                return x
+    raise StageError("the model's features have no ReLU")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
+    plt = _plt()
+    w = weight.detach().float().cpu()
+    lo = w.amin(dim=(1, 2, 3), keepdim=True)
+    hi = w.amax(dim=(1, 2, 3), keepdim=True)
+    w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # each filter to [0, 1]
+    cols = 8
+    rows = -(-len(w) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9))
+    for ax, i in zip(axes.flat, range(rows * cols), strict=True):
+        ax.axis("off")
+        if i < len(w):
+            ax.imshow(w[i], interpolation="nearest")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_feature_maps(images: np.ndarray, maps: torch.Tensor, path: Path, title: str, channels: int = 8) -> None:
+    plt = _plt()
+    maps = maps.float().cpu().numpy()
+    fig, axes = plt.subplots(len(images), channels + 1, figsize=((channels + 1) * 1.1, len(images) * 1.15))
+    axes = np.atleast_2d(axes)
+    for r, image in enumerate(images):
+        axes[r, 0].imshow(image)
+        for c in range(channels):
+            axes[r, c + 1].imshow(maps[r, c], cmap="viridis")
+            if r == 0:
+                axes[r, c + 1].set_title(f"ch {c}", fontsize=7)
+        for ax in axes[r]:
+            ax.axis("off")
+    axes[0, 0].set_title("input", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int = 0, device: str = "auto",
+                   data_dir: Path = DATA_DIR, output_root: Path = OUTPUT_ROOT) -> dict:
+    if model not in MODEL_NAMES:
+        raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
+    device = pick_device(device)
+    net, ckpt = load_checkpoint(model, output_root, device)
+    config, train_metrics = ckpt["config"], ckpt["metrics"]
+    arrays, meta = load_prepared(data_dir)
+    # the very test images the training stage scored: same subset rule, same seed
+    subset = select_subsets(arrays, 0, config["data"]["test_subset"], config["seed"])
+    classes = meta["classes"]
+    channels_last = config["train"]["channels_last"]
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    autocast = torch.bfloat16 if device.startswith("cuda") and train_metrics["precision"] == "bf16" else None
+    normalize = Normalizer(device, channels_last)
+    images = to_device_images(subset["test_images"], device)
+    labels = subset["test_labels"]
+    predicted = predict(net, images, normalize, autocast).argmax(1).cpu().numpy()
+
+    n_classes = len(classes)
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    per_class = 100.0 * np.diag(matrix) / matrix.sum(1).clip(min=1)
+    accuracy = 100.0 * np.trace(matrix) / matrix.sum()
+    params = count_parameters(net)
+    metrics = {
+        "model": model, "epochs": config["epochs"], "test_acc": accuracy,
+        "train_stage_test_acc": train_metrics["final_test_acc"], "num_parameters": params,
+        "params_per_accuracy_point": params / accuracy if accuracy > 0 else None,
+        "per_class_acc": dict(zip(classes, per_class.tolist(), strict=True)),
+        "test_images": int(len(labels)), "mlflow_run_id": train_metrics.get("mlflow_run_id"),
+        "provenance": train_metrics.get("provenance"),
+    }
+
+    sample = sample_indices(len(arrays["test_labels"]), feature_map_images, sample_seed)
+    sample_images = arrays["test_images"][sample]
+    with torch.inference_mode():
+        maps = first_layer_maps(net.float(), normalize(to_device_images(sample_images, device)))
+    first_conv = next(m for m in net.features if isinstance(m, nn.Conv2d))
+    label = f"{model}, {config['epochs']} epochs, test acc {accuracy:.2f}%"
+
+    out = eval_dir(model, output_root)
+    with atomic_path(out) as tmp:
+        (tmp / "figures").mkdir(parents=True)
+        write_json(tmp / "metrics.json", metrics)
+        pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}).to_csv(
+            tmp / "confusion.csv", index=False)
+        pd.DataFrame({"class": classes, "accuracy": per_class}).to_csv(tmp / "per_class.csv", index=False)
+        plot_confusion(matrix, classes, tmp / "figures" / "confusion.png", f"Confusion matrix: {label}")
+        plot_filters(first_conv.weight, tmp / "figures" / "filters.png", f"First-layer filters: {label}")
+        plot_feature_maps(sample_images, maps, tmp / "figures" / "feature_maps.png",
+                          f"First-layer feature maps (after ReLU), test images {sample.tolist()}: {label}")
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    def work():
+        params = load_params(args.params)
+        ev = params.get("evaluate", {}) or {}
+        m = evaluate_model(model=args.model, feature_map_images=int(ev.get("feature_map_images", 4)),
+                           sample_seed=int(ev.get("sample_seed", 0)),
+                           device=(params.get("train", {}) or {}).get("device", "auto"))
+        per_point = m["params_per_accuracy_point"]
+        efficiency = f"{per_point / 1e3:.0f}K parameters per point" if per_point else "no correct predictions"
+        print(f"{args.model}: test accuracy {m['test_acc']:.2f}% on {m['test_images']} images, {efficiency}")
+
+    run_main(work)
+
+
+if __name__ == "__main__":
+    main()
