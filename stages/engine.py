@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models import build_model, count_parameters
 from stages.common import StageError

@@ -146,11 +146,14 @@ def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 3
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for model, table in tables.items():
-        ax.plot(range(len(table)), table["receptive_field"], marker="o", label=model)
+    for i, (model, table) in enumerate(tables.items()):
+        # dashed and drawn last-on-top in turn, so models with equal fields (vgg16, vgg16_bn) both show
+        ax.plot(range(len(table)), table["receptive_field"], marker="o", label=model,
+                linestyle="--" if i % 2 else "-", linewidth=2.5 - 0.5 * i, markersize=7 - i)
     ax.axhline(image_size, color="grey", linestyle="--", linewidth=1)
     ax.text(0, image_size * 1.05, f"{image_size}x{image_size} input", color="grey")
     ax.set_xlabel("conv/pool layers from the input")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("receptive field (pixels, side)")
     ax.set_title("Receptive-field growth (computed from each model's features)")
     ax.grid(alpha=0.3)

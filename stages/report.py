@@ -106,7 +106,7 @@ def study_tables(models, selected: dict, short: int | None, long: int) -> dict[s
         l_run = selected.get((model, long))
         row5, row6 = {"model": NAMES[model]}, {"model": NAMES[model]}
         for run, epochs, idx, is_long in ((s_run, short, 0, False), (l_run, long, 1, True)):
-            label = f"{epochs} ep" if epochs else f"{PAPER_EPOCHS[0]} ep"
+            label = f"{epochs} ep" if epochs else "short run"
             acc, secs = metric(run, "final_test_acc"), metric(run, "mean_epoch_time_s")
             row5[f"ours ({label})"] = fmt(acc) if run is not None else not_run(epochs, is_long)
             row5[f"paper ({PAPER_EPOCHS[idx]} ep)"] = fmt(PAPER_ACC[model][idx])

@@ -1,18 +1,20 @@
 """The real tools end to end: `dvc repro`, `dvc exp run -S`, a queued experiment, all
 in a temporary git repository on tiny data, all landing in one MLflow store."""
 
+import json
 import shutil
 import subprocess
 import sys
 import time
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, subprocess_env
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "data/.gitignore", "models", "stages"]
-MODELS = ["alexnet", "vgg8"]
+MODELS = ["alexnet", "vgg16", "vgg16_bn", "vgg8"]
 
 
 def sh(args, cwd, timeout=600):
@@ -76,6 +78,30 @@ def test_repro_then_exp_run_track_every_run(repo):
     metrics = dvc("metrics", "show", "--json", cwd=repo)
     assert "final_test_acc" in metrics
     assert "epochs" in dvc("exp", "show", "--csv", cwd=repo)
+
+    # the report: both epoch columns filled from MLflow, for all four models
+    table5 = pd.read_csv(repo / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")
+    assert list(table5.index) == ["AlexNet", "VGG-16", "VGG-16 with BN", "VGG-8"]
+    for model, name in zip(MODELS, table5.index, strict=True):
+        history = client.get_metric_history(runs[f"{model}-e1-s0"][0], "test_acc")
+        assert table5.loc[name, "ours (1 ep)"] == f"{history[0].value:.2f}"
+        assert float(table5.loc[name, "ours (2 ep)"]) >= 0
+    report = (repo / "reports/report.md").read_text()
+    for name in table5.index:
+        assert f"| {name} |" in report
+    for figure in ("learning_curves", "receptive_field_growth", "vgg8_filters", "alexnet_feature_maps",
+                   "vgg16_bn_confusion"):
+        assert (repo / f"reports/figures/{figure}.png").exists()
+    evaluated = json.loads((repo / "outputs/vgg8/eval/metrics.json").read_text())
+    trained = json.loads((repo / "outputs/vgg8/metrics.json").read_text())
+    assert evaluated["test_acc"] == pytest.approx(trained["final_test_acc"])
+
+    # deleting reports/ re-runs the report stage alone, from the cache and MLflow
+    shutil.rmtree(repo / "reports")
+    out = dvc("repro", cwd=repo)
+    assert "Running stage 'report'" in out
+    assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out
+    assert (repo / "reports/report.md").exists()
 
 
 def test_queued_experiments_land_in_the_same_store(repo):
