@@ -16,13 +16,11 @@ from pathlib import Path
 import torch
 
 from models import MODEL_NAMES
+from stages import paper
 from stages.common import device_name
 from stages.engine import Recipe, Trainer, balanced_subset, to_device_images, train
 from stages.prepare import arrays_sha256, load_prepared, load_source
 
-PAPER_ACC = {"alexnet": (56.84, 87.81), "vgg16": (10.00, 10.00), "vgg16_bn": (83.86, 91.94), "vgg8": (27.75, 88.32)}
-PAPER_SECONDS = {"alexnet": (25.48, 36.09), "vgg16": (30.89, 47.08), "vgg16_bn": (31.55, 50.20),
-                 "vgg8": (25.13, 37.97)}
 SETTINGS = {  # name -> (precision, channels_last, torch.compile, CUDA graph of the step)
     "fp32": ("fp32", False, False, False),
     "fp32+cl": ("fp32", True, False, False),
@@ -125,35 +123,34 @@ def study(arrays: dict, device: str, models, epoch_counts, setting: str, out: Pa
             results["total_wall_s"] = time.perf_counter() - wall_start
             write_outputs(out, "study", results, study_markdown(results))  # partial results survive a timeout
             del out_run
+    plot_study(results, out / "learning_curves.png")
     print(study_markdown(results))
     return results
 
 
-def study_markdown(results: dict) -> str:
-    env = results["environment"]
+def _versus_paper(results: dict, title: str, key: str, published: dict) -> list[str]:
+    """One markdown table: ours beside the paper's value for every epoch count run."""
     runs = {(r["model"], r["epochs"]): r for r in results["runs"]}
     counts = sorted({r["epochs"] for r in results["runs"]})
+    lines = ["", f"## {title}", "", "| model | " + " | ".join(f"ours {e} ep | paper {e} ep" for e in counts) + " |",
+             "|---|" + "---:|---:|" * len(counts)]
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        cells = []
+        for e in counts:
+            value = published[model][paper.EPOCHS.index(e)] if e in paper.EPOCHS else None
+            run = runs.get((model, e))
+            cells += [f"{run[key]:.2f}" if run else "-", f"{value:.2f}" if value is not None else "-"]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def study_markdown(results: dict) -> str:
+    env = results["environment"]
     lines = [f"# The study on {env['device_name']} (CIFAR-10 JPEG mirror)", "",
              f"torch {env['torch_version']}, setting {results['setting']}, data sha256 {env['data_sha256'][:12]}, "
-             f"total wall time {results.get('total_wall_s', 0):.0f} s for {len(results['runs'])} trainings.", "",
-             "## Table 5: test accuracy (%)", "", "| model | " + " | ".join(
-                 f"ours {e} ep | paper {e} ep" for e in counts) + " |", "|---|" + "---:|---:|" * len(counts)]
-    for model in dict.fromkeys(r["model"] for r in results["runs"]):
-        cells = []
-        for e in counts:
-            paper = PAPER_ACC[model][0 if e == 5 else 1] if e in (5, 40) else None
-            r = runs.get((model, e))
-            cells += [f"{r['final_test_acc']:.2f}" if r else "-", f"{paper:.2f}" if paper is not None else "-"]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", "## Table 6: mean seconds per training epoch", "", "| model | " + " | ".join(
-        f"ours {e} ep | paper {e} ep" for e in counts) + " |", "|---|" + "---:|---:|" * len(counts)]
-    for model in dict.fromkeys(r["model"] for r in results["runs"]):
-        cells = []
-        for e in counts:
-            paper = PAPER_SECONDS[model][0 if e == 5 else 1] if e in (5, 40) else None
-            r = runs.get((model, e))
-            cells += [f"{r['mean_epoch_time_s']:.2f}" if r else "-", f"{paper:.2f}" if paper is not None else "-"]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+             f"total wall time {results.get('total_wall_s', 0):.0f} s for {len(results['runs'])} trainings."]
+    lines += _versus_paper(results, "Table 5: test accuracy (%)", "final_test_acc", paper.ACCURACY)
+    lines += _versus_paper(results, "Table 6: mean seconds per training epoch", "mean_epoch_time_s", paper.SECONDS)
     return "\n".join(lines) + "\n"
 
 
@@ -177,6 +174,35 @@ def check_graphs(arrays: dict, device: str, out: Path, env: dict) -> dict:
     if not ok:
         raise SystemExit(3)
     return payload
+
+
+def plot_study(results: dict, path: Path) -> None:
+    """Learning curves of the study's runs: test accuracy and training loss per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = sorted({r["epochs"] for r in results["runs"]})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(r["model"] for r in results["runs"]))}
+    for run in results["runs"]:
+        epochs = [h["epoch"] for h in run["history"]]
+        style = "-" if run["epochs"] == counts[-1] else ":"  # the short runs dotted
+        for ax, key in zip(axes, ("test_acc", "train_loss"), strict=True):
+            ax.plot(epochs, [h[key] for h in run["history"]], style, color=colours[run["model"]],
+                    label=f"{run['model']} ({run['epochs']} ep)")
+    env = results["environment"]
+    axes[0].set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    axes[1].set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{env['device_name']}, torch {env['torch_version']}, {results['setting']}, CIFAR-10 JPEG mirror",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def compare(arrays: dict, model: str, subset: int, workers: int, epochs: int) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from models import MODEL_NAMES, build_model, count_parameters
+from stages import paper
 from stages.common import StageError, atomic_path, load_params, run_main
 from stages.receptive_field import OUT_DIR as RF_DIR
 from stages.receptive_field import analyse as analyse_receptive_fields
@@ -24,15 +25,8 @@ from stages.train import OUTPUT_ROOT, TRAIN_KEYS, recipe_from_params
 
 REPORT_DIR = Path("reports")
 NAMES = {"alexnet": "AlexNet", "vgg16": "VGG-16", "vgg16_bn": "VGG-16 with BN", "vgg8": "VGG-8"}
-# The study's published values: Table 1 (depth, parameters), 5 (accuracy at 5 / 40 epochs),
-# 6 (seconds per epoch at 5 / 40 epochs), 7 (parameters per accuracy point).
-PAPER_DEPTH = {"alexnet": "5+3", "vgg16": "13+3", "vgg16_bn": "13+3", "vgg8": "8+2"}
-PAPER_PARAMS_M = {"alexnet": 23.2, "vgg16": 33.6, "vgg16_bn": 33.6, "vgg8": 13.1}
-PAPER_ACC = {"alexnet": (56.84, 87.81), "vgg16": (10.00, 10.00), "vgg16_bn": (83.86, 91.94), "vgg8": (27.75, 88.32)}
-PAPER_SECONDS = {"alexnet": (25.48, 36.09), "vgg16": (30.89, 47.08), "vgg16_bn": (31.55, 50.20),
-                 "vgg8": (25.13, 37.97)}
-PAPER_PER_POINT_K = {"alexnet": 264, "vgg16": 3360, "vgg16_bn": 366, "vgg8": 148}
-PAPER_EPOCHS = (5, 40)
+PAPER_DEPTH, PAPER_PARAMS_M, PAPER_ACC = paper.DEPTH, paper.PARAMS_M, paper.ACCURACY
+PAPER_SECONDS, PAPER_PER_POINT_K, PAPER_EPOCHS = paper.SECONDS, paper.PER_POINT_K, paper.EPOCHS
 
 
 # ---------------------------------------------------------------- which runs

@@ -7,6 +7,7 @@ history.csv (DVC plots); every run is one MLflow run named like ``vgg16_bn-e40-s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 from pathlib import Path
@@ -86,14 +87,14 @@ def run_training(*, model: str, params: dict, data_dir: Path = DATA_DIR, output_
 
         experiment_id = connect(experiment)  # before training: a dead server fails fast
         import mlflow
+
+    def log_epoch(record: dict) -> None:
+        mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+
     paths = output_paths(model, output_root)
     with (mlflow.start_run(experiment_id=experiment_id, run_name=run_name) if mlflow
-          else _no_run()) as run:
-        on_epoch = None
-        if mlflow:
-            on_epoch = lambda rec: mlflow.log_metrics(  # noqa: E731
-                {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
-        result = train(model, arrays, recipe, on_epoch=on_epoch, progress=progress)
+          else contextlib.nullcontext()) as run:
+        result = train(model, arrays, recipe, on_epoch=log_epoch if mlflow else None, progress=progress)
         trainer, metrics = result["trainer"], result["metrics"]
         prov = provenance(config=config, seed=recipe.seed, device=trainer.device,
                           data_sha256=data_meta["sha256"])
@@ -118,14 +119,6 @@ def run_training(*, model: str, params: dict, data_dir: Path = DATA_DIR, output_
             mlflow.log_artifact(str(paths["metrics"]))
             mlflow.log_artifact(str(paths["history"]))
     return {**result, "metrics": metrics, "paths": paths}
-
-
-class _no_run:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main() -> None:
