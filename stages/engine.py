@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import build_model, count_parameters
+from models import INITS, build_model, count_parameters
 from stages.common import StageError
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -45,14 +45,22 @@ class Recipe:
     init: str = "default"
 
     def __post_init__(self):
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
         checks = [
-            (isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1"),
-            (isinstance(self.batch_size, int) and self.batch_size >= 1, "train.batch_size must be an integer >= 1"),
-            (self.lr > 0, "train.lr must be > 0"),
-            (0 <= self.momentum < 1, "train.momentum must be in [0, 1)"),
-            (self.weight_decay >= 0, "train.weight_decay must be >= 0"),
+            (number(self.epochs) and self.epochs == int(self.epochs) >= 1, "epochs must be an integer >= 1"),
+            (number(self.seed) and self.seed == int(self.seed), "seed must be an integer"),
+            (number(self.batch_size) and self.batch_size == int(self.batch_size) >= 1,
+             "train.batch_size must be an integer >= 1"),
+            (number(self.lr) and self.lr > 0, "train.lr must be a number > 0"),
+            (number(self.momentum) and 0 <= self.momentum < 1, "train.momentum must be a number in [0, 1)"),
+            (number(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay must be a number >= 0"),
             (self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
-        ]
+            (self.init in INITS, f"train.init must be one of {', '.join(INITS)}"),
+            (isinstance(self.device, str), "train.device must be auto, cpu, cuda, cuda:N or mps"),
+        ] + [(isinstance(getattr(self, flag), bool), f"train.{flag} must be true or false")
+             for flag in ("channels_last", "compile", "cuda_graphs")]
         for ok, message in checks:
             if not ok:
                 raise StageError(f"{message}; fix it in params.yaml or with dvc exp run -S")

@@ -43,7 +43,9 @@ def recipe_from_params(params: dict[str, Any]) -> Recipe:
 def select_subsets(arrays: dict, train_subset: int, test_subset: int, seed: int) -> dict:
     picked = {}
     for split, size in (("train", train_subset), ("test", test_subset)):
-        idx = balanced_subset(arrays[f"{split}_labels"], int(size), seed)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise StageError(f"data.{split}_subset must be an integer >= 0 (0 = all), not {size!r}")
+        idx = balanced_subset(arrays[f"{split}_labels"], size, seed)
         picked[f"{split}_images"] = arrays[f"{split}_images"][idx]
         picked[f"{split}_labels"] = arrays[f"{split}_labels"][idx]
     return picked

@@ -83,6 +83,12 @@ def test_bad_settings_are_clear_errors():
         Recipe(precision="fp8")
     with pytest.raises(StageError, match="epochs must be an integer >= 1"):
         Recipe(epochs=0)
+    with pytest.raises(StageError, match="train.lr must be a number > 0"):
+        Recipe(lr="fast")
+    with pytest.raises(StageError, match="train.init must be one of default, kaiming"):
+        Recipe(init="xavier")
+    with pytest.raises(StageError, match="train.cuda_graphs must be true or false"):
+        Recipe(cuda_graphs="yes")
     with pytest.raises(StageError, match="train.device 'tpu'"):
         pick_device("tpu")
     if not torch.cuda.is_available():

@@ -76,6 +76,8 @@ def test_same_seed_same_numbers(project):
 def test_unknown_train_key_is_named(project):
     with pytest.raises(StageError, match="train.learning_rate"):
         run_training(model="vgg8", params={**PARAMS, "train": {"learning_rate": 0.1}}, track=False)
+    with pytest.raises(StageError, match="data.train_subset must be an integer >= 0"):
+        run_training(model="vgg8", params={**PARAMS, "data": {"train_subset": "many"}}, track=False)
 
 
 def test_unreachable_tracking_server_fails_fast_before_any_output(project):
