@@ -102,6 +102,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_entries(folder: str | Path, names: tuple[str, ...]) -> Iterator[Path]:
+    """Like ``atomic_path`` for a folder shared with other files (``reports/`` holds a
+    README): the block fills a temporary folder, then each entry in ``names`` replaces
+    its namesake in ``folder``; a failure leaves the old entries untouched."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+    try:
+        yield tmp
+        for name in names:
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(tmp / name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path: str | Path, payload: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -15,30 +15,27 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from torch import nn
 
 from models import MODEL_NAMES, build_model, count_parameters
 from stages import paper
-from stages.common import StageError, atomic_path, load_params, run_main
+from stages.common import StageError, atomic_entries, load_params, run_main
 from stages.receptive_field import OUT_DIR as RF_DIR
 from stages.receptive_field import analyse as analyse_receptive_fields
-from stages.train import OUTPUT_ROOT, TRAIN_KEYS, recipe_from_params
+from stages.tracking import flatten
+from stages.train import OUTPUT_ROOT, recipe_from_params, resolved_config
 
 REPORT_DIR = Path("reports")
 NAMES = {"alexnet": "AlexNet", "vgg16": "VGG-16", "vgg16_bn": "VGG-16 with BN", "vgg8": "VGG-8"}
-PAPER_DEPTH, PAPER_PARAMS_M, PAPER_ACC = paper.DEPTH, paper.PARAMS_M, paper.ACCURACY
-PAPER_SECONDS, PAPER_PER_POINT_K, PAPER_EPOCHS = paper.SECONDS, paper.PER_POINT_K, paper.EPOCHS
 
 
 # ---------------------------------------------------------------- which runs
 def expected_settings(params: dict) -> dict[str, str]:
-    """The MLflow params a run must carry to count, as the train stage logs them."""
-    recipe = recipe_from_params(params)
-    data = params.get("data", {}) or {}
-    expected = {"seed": recipe.seed, "data.source": data.get("source", "official"),
-                "data.train_subset": int(data.get("train_subset", 0)),
-                "data.test_subset": int(data.get("test_subset", 0))}
-    expected.update({f"train.{key}": getattr(recipe, key) for key in TRAIN_KEYS})
-    return {key: str(value) for key, value in expected.items()}
+    """The MLflow params a run must carry to count: the train stage's resolved config
+    (as logged, values as strings) apart from the model and the epoch count."""
+    source = (params.get("data", {}) or {}).get("source", "official")
+    config = flatten(resolved_config("", params, recipe_from_params(params), {"source": source}))
+    return {key: str(value) for key, value in config.items() if key not in ("model", "epochs")}
 
 
 def select_runs(runs: pd.DataFrame, params: dict, ignore=()) -> dict[tuple[str, int], pd.Series]:
@@ -77,8 +74,10 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def not_run(epochs: int | None, long: bool) -> str:
-    command = "dvc repro" if long else f"dvc exp run -S epochs={epochs or PAPER_EPOCHS[0]}"
+def not_run(epochs: int | None, workspace_epochs: int) -> str:
+    """The cell of a run that is missing, with the command that fills it."""
+    epochs = epochs or paper.EPOCHS[0]
+    command = "dvc repro" if epochs == workspace_epochs else f"dvc exp run -S epochs={epochs}"
     return f"not run (`{command}`)"
 
 
@@ -86,38 +85,38 @@ def metric(run, name: str):
     return None if run is None else run.get(f"metrics.{name}")
 
 
-def study_tables(models, selected: dict, short: int | None, long: int) -> dict[str, pd.DataFrame]:
+def study_tables(models, selected: dict, short: int | None, long: int, workspace_epochs: int
+                 ) -> dict[str, pd.DataFrame]:
     t1, t5, t6, t7 = [], [], [], []
     for model in models:
         net = build_model(model)
-        convs = sum(type(m).__name__ == "Conv2d" for m in net.features)
-        fcs = sum(type(m).__name__ == "Linear" for m in net.classifier)
+        convs = sum(isinstance(m, nn.Conv2d) for m in net.features)
+        fcs = sum(isinstance(m, nn.Linear) for m in net.classifier)
         params = count_parameters(net)
         t1.append({"model": NAMES[model], "depth (conv+FC)": f"{convs}+{fcs}={convs + fcs}",
-                   "paper depth": PAPER_DEPTH[model], "parameters": f"{params:,}",
-                   "paper": f"{PAPER_PARAMS_M[model]}M", "difference": f"{params / 1e6 - PAPER_PARAMS_M[model]:+.2f}M"})
-        s_run = selected.get((model, short)) if short else None
-        l_run = selected.get((model, long))
+                   "paper depth": paper.DEPTH[model], "parameters": f"{params:,}",
+                   "paper": f"{paper.PARAMS_M[model]}M", "difference": f"{params / 1e6 - paper.PARAMS_M[model]:+.2f}M"})
         row5, row6 = {"model": NAMES[model]}, {"model": NAMES[model]}
-        for run, epochs, idx, is_long in ((s_run, short, 0, False), (l_run, long, 1, True)):
+        for idx, epochs in enumerate((short, long)):  # the study's (5, 40) columns
+            run = selected.get((model, epochs)) if epochs else None
             label = f"{epochs} ep" if epochs else "short run"
-            acc, secs = metric(run, "final_test_acc"), metric(run, "mean_epoch_time_s")
-            row5[f"ours ({label})"] = fmt(acc) if run is not None else not_run(epochs, is_long)
-            row5[f"paper ({PAPER_EPOCHS[idx]} ep)"] = fmt(PAPER_ACC[model][idx])
-            row5[f"diff ({label})"] = fmt(acc - PAPER_ACC[model][idx], "+.2f") if acc is not None else "-"
-            row6[f"ours ({label})"] = fmt(secs) if run is not None else not_run(epochs, is_long)
-            row6[f"paper ({PAPER_EPOCHS[idx]} ep)"] = fmt(PAPER_SECONDS[model][idx])
-            row6[f"diff ({label})"] = fmt(secs - PAPER_SECONDS[model][idx], "+.2f") if secs is not None else "-"
+            for row, name, published in ((row5, "final_test_acc", paper.ACCURACY),
+                                         (row6, "mean_epoch_time_s", paper.SECONDS)):
+                ours, theirs = metric(run, name), published[model][idx]
+                row[f"ours ({label})"] = fmt(ours) if run is not None else not_run(epochs, workspace_epochs)
+                row[f"paper ({paper.EPOCHS[idx]} ep)"] = fmt(theirs)
+                row[f"diff ({label})"] = fmt(ours - theirs, "+.2f") if ours is not None else "-"
         t5.append(row5)
         t6.append(row6)
+        l_run = selected.get((model, long))
         acc = metric(l_run, "final_test_acc")
         per_point = params / acc / 1e3 if acc else None
         t7.append({"model": NAMES[model], "parameters": f"{params / 1e6:.1f}M",
-                   f"test acc ({long} ep)": fmt(acc) if l_run is not None else not_run(long, True),
-                   "paper acc (40 ep)": fmt(PAPER_ACC[model][1]),
+                   f"test acc ({long} ep)": fmt(acc) if l_run is not None else not_run(long, workspace_epochs),
+                   "paper acc (40 ep)": fmt(paper.ACCURACY[model][1]),
                    "params per point": f"{per_point:.0f}K" if per_point else "-",
-                   "paper": f"{PAPER_PER_POINT_K[model]}K",
-                   "diff": f"{per_point - PAPER_PER_POINT_K[model]:+.0f}K" if per_point else "-"})
+                   "paper": f"{paper.PER_POINT_K[model]}K",
+                   "diff": f"{per_point - paper.PER_POINT_K[model]:+.0f}K" if per_point else "-"})
     return {"table1_parameters": pd.DataFrame(t1), "table5_accuracy": pd.DataFrame(t5),
             "table6_seconds_per_epoch": pd.DataFrame(t6), "table7_parameter_efficiency": pd.DataFrame(t7)}
 
@@ -159,7 +158,7 @@ def discussion(selected: dict, short: int | None, long: int, data_source: str) -
         return metric(run, "final_test_acc")
 
     lines = []
-    if (short, long) != PAPER_EPOCHS:
+    if (short, long) != paper.EPOCHS:
         lines.append(f"*These runs are {short or '-'} and {long} epochs, not the study's 5 and 40: the verdicts below "
                      "compare like with unlike and say little about the study's claims.*")
     if data_source != "official":
@@ -220,8 +219,9 @@ def build_report(*, params: dict, report_dir: Path = REPORT_DIR, output_root: Pa
     experiment = (params.get("mlflow", {}) or {}).get("experiment", "alexnet-vgg-cifar10")
     runs, client, uri = fetch_runs(experiment)
     selected = select_runs(runs, params, settings.get("ignore_params", []))
-    short, long = choose_epochs(selected, int(params.get("epochs", 40)), int(settings.get("short_epochs", 5)))
-    tables = study_tables(models, selected, short, long)
+    workspace_epochs = int(params.get("epochs", 40))
+    short, long = choose_epochs(selected, workspace_epochs, int(settings.get("short_epochs", 5)))
+    tables = study_tables(models, selected, short, long, workspace_epochs)
     data_source = (params.get("data", {}) or {}).get("source", "official")
 
     if not (rf_dir / "paper_differences.csv").exists():  # python -m stages.report on MLflow alone
@@ -237,7 +237,7 @@ def build_report(*, params: dict, report_dir: Path = REPORT_DIR, output_root: Pa
         "git commit": str(selected[(m, e)].get("tags.git_commit"))[:10],
         "data sha256": str(selected[(m, e)].get("tags.data_sha256"))[:12]} for m, e in used])
 
-    with atomic_path(report_dir) as tmp:
+    with atomic_entries(report_dir, ("report.md", "figures", "tables")) as tmp:
         (tmp / "figures").mkdir(parents=True)
         (tmp / "tables").mkdir()
         for name, table in tables.items():

@@ -47,6 +47,8 @@ def store(tmp_path, monkeypatch):
 
 def test_tables_show_exactly_the_matching_runs(store):
     tmp_path, ids = store
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/README.md").write_text("kept")  # the report owns only its own entries
     build_report(params=PARAMS, report_dir=tmp_path / "reports", output_root=tmp_path / "outputs",
                  rf_dir=tmp_path / "rf")
     t5 = pd.read_csv(tmp_path / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")
@@ -65,6 +67,7 @@ def test_tables_show_exactly_the_matching_runs(store):
     provenance = pd.read_csv(tmp_path / "reports/tables/provenance_runs.csv")
     assert set(provenance["run id"]) == {ids[m] for m in ACC_40} | {ids["alexnet-5"], ids["vgg8-5"]}
     assert ids["alexnet"] in report
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["README.md", "figures", "report.md", "tables"]
     for figure in ("learning_curves.png", "receptive_field_growth.png"):
         assert (tmp_path / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
     assert "| Plain VGG-16 does not learn (stays at 10%) | VGG-16 at 10.00% after 40 epochs | reproduced |" in report
