@@ -164,6 +164,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         is_cuda = self.device.startswith("cuda")
         if is_cuda:
+            torch.cuda.set_device(self.device)  # graph capture and streams use the current device
             torch.backends.cudnn.benchmark = True
         self.autocast_dtype = torch.bfloat16 if (is_cuda and recipe.precision == "bf16") else None
         self.precision = "bf16" if self.autocast_dtype else "fp32"
