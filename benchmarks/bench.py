@@ -19,7 +19,7 @@ from models import MODEL_NAMES
 from stages import paper
 from stages.common import device_name
 from stages.engine import Recipe, Trainer, balanced_subset, to_device_images, train
-from stages.prepare import arrays_sha256, load_prepared, load_source
+from stages.prepare import arrays_sha256, load_arrays, load_prepared
 
 SETTINGS = {  # name -> (precision, channels_last, torch.compile, CUDA graph of the step)
     "fp32": ("fp32", False, False, False),
@@ -38,14 +38,12 @@ def recipe_for(setting: str, **kwargs) -> Recipe:
     return Recipe(precision=precision, channels_last=channels_last, compile=compile_, cuda_graphs=graphs, **kwargs)
 
 
-def load_arrays(source: str) -> tuple[dict, str]:
-    if (Path(source) / "meta.json").exists():  # already prepared by stages.prepare
+def load_data(source: str) -> tuple[dict, str]:
+    """Arrays and their sha256, from a folder stages.prepare wrote or any prepare source."""
+    if (Path(source) / "meta.json").exists():
         arrays, meta = load_prepared(Path(source))
         return arrays, meta["sha256"]
-    splits = load_source(source)
-    arrays = {}
-    for split, (images, labels) in splits.items():
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    arrays = load_arrays(source)
     return arrays, arrays_sha256(arrays)
 
 
@@ -78,7 +76,7 @@ def time_steps(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, war
 def calibrate(arrays: dict, device: str, models, settings, warmup: int, steps: int) -> list[dict]:
     images = to_device_images(arrays["train_images"], device)
     labels = torch.as_tensor(arrays["train_labels"], device=device)
-    steps_per_epoch = -(-len(labels) // 128)
+    steps_per_epoch = -(-len(labels) // Recipe().batch_size)  # the study's batch, 128
     rows = []
     for model in models:
         for name in settings:
@@ -247,7 +245,7 @@ def main() -> None:
     device = pick_device(args.device)
     out = Path(args.out)
     start = time.perf_counter()
-    arrays, sha = load_arrays(args.data)
+    arrays, sha = load_data(args.data)
     print(f"data ready in {time.perf_counter() - start:.1f} s (sha256 {sha[:12]})", flush=True)
     env = environment(device, sha, args.data)
     if args.mode == "calibrate":

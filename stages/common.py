@@ -87,29 +87,14 @@ def provenance(*, config: dict[str, Any], seed: int, device: str, data_sha256: s
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds,
-    so a failure never leaves a half-written file or folder behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
-    try:
-        yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def atomic_entries(folder: str | Path, names: tuple[str, ...]) -> Iterator[Path]:
-    """Like ``atomic_path`` for a folder shared with other files (``reports/`` holds a
-    README): the block fills a temporary folder, then each entry in ``names`` replaces
-    its namesake in ``folder``; a failure leaves the old entries untouched."""
+    """Yield a temporary folder inside ``folder``; when the block succeeds, each entry in
+    ``names`` moves from it onto its namesake in ``folder``. A failure leaves the old
+    entries untouched and nothing half-written behind. Other files in ``folder`` (the
+    README in ``reports/``) are never touched."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{'+'.join(names)}.", dir=folder))
     try:
         yield tmp
         for name in names:
@@ -119,6 +104,14 @@ def atomic_entries(folder: str | Path, names: tuple[str, ...]) -> Iterator[Path]
             os.replace(tmp / name, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    with atomic_entries(path.parent, (path.name,)) as tmp:
+        yield tmp / path.name
 
 
 def write_json(path: str | Path, payload: Any) -> None:

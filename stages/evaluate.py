@@ -17,10 +17,10 @@ from torch import nn
 
 from models import MODEL_NAMES, build_model, count_parameters
 from stages.common import StageError, atomic_path, load_params, run_main, write_json
-from stages.engine import Normalizer, pick_device, predict, to_device_images
+from stages.engine import Normalizer, balanced_subset, pick_device, predict, to_device_images
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.prepare import load_prepared
-from stages.train import OUTPUT_ROOT, output_paths, select_subsets
+from stages.train import OUTPUT_ROOT, output_paths
 
 
 def eval_dir(model: str, root: Path = OUTPUT_ROOT) -> Path:
@@ -128,15 +128,15 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     config, train_metrics = ckpt["config"], ckpt["metrics"]
     arrays, meta = load_prepared(data_dir)
     # the very test images the training stage scored: same subset rule, same seed
-    subset = select_subsets(arrays, 0, config["data"]["test_subset"], config["seed"])
+    test_idx = balanced_subset(arrays["test_labels"], config["data"]["test_subset"], config["seed"])
     classes = meta["classes"]
     channels_last = config["train"]["channels_last"]
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     autocast = torch.bfloat16 if device.startswith("cuda") and train_metrics["precision"] == "bf16" else None
     normalize = Normalizer(device, channels_last)
-    images = to_device_images(subset["test_images"], device)
-    labels = subset["test_labels"]
+    images = to_device_images(arrays["test_images"][test_idx], device)
+    labels = arrays["test_labels"][test_idx]
     predicted = predict(net, images, normalize, autocast).argmax(1).cpu().numpy()
 
     n_classes = len(classes)

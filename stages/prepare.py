@@ -195,14 +195,20 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def prepare(*, source: str, out_dir: Path = OUT_DIR, download_dir: Path = DOWNLOAD_DIR,
-            expected_md5: str | None = None) -> dict:
-    splits = load_source(source, download_dir, expected_md5)
+def load_arrays(source: str, download_dir: Path = DOWNLOAD_DIR,
+                expected_md5: str | None = None) -> dict[str, np.ndarray]:
+    """The source's splits as the four arrays of ``ARRAY_FILES``, checked for shape."""
     arrays = {}
-    for split, (images, labels) in splits.items():
+    for split, (images, labels) in load_source(source, download_dir, expected_md5).items():
         if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
             raise StageError(f"{split} images have shape {images.shape[1:]}, expected 32x32x3")
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return arrays
+
+
+def prepare(*, source: str, out_dir: Path = OUT_DIR, download_dir: Path = DOWNLOAD_DIR,
+            expected_md5: str | None = None) -> dict:
+    arrays = load_arrays(source, download_dir, expected_md5)
     meta = {
         "source": source,
         "classes": list(CLASSES),

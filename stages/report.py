@@ -229,13 +229,12 @@ def build_report(*, params: dict, report_dir: Path = REPORT_DIR, output_root: Pa
     rf_tables = {m: pd.read_csv(rf_dir / f"{m}.csv", keep_default_na=False) for m in models}
     rf_diff = pd.read_csv(rf_dir / "paper_differences.csv")
 
-    used = [(m, e) for e in (short, long) if e for m in models if (m, e) in selected]
+    shown = [(m, e, selected[(m, e)]) for e in (short, long) if e for m in models if (m, e) in selected]
     provenance = pd.DataFrame([{
-        "model": m, "epochs": e, "run id": selected[(m, e)]["run_id"], "run": selected[(m, e)]["tags.mlflow.runName"],
-        "started": str(selected[(m, e)]["start_time"])[:19], "device": selected[(m, e)].get("tags.device_name"),
-        "torch": selected[(m, e)].get("tags.torch_version"),
-        "git commit": str(selected[(m, e)].get("tags.git_commit"))[:10],
-        "data sha256": str(selected[(m, e)].get("tags.data_sha256"))[:12]} for m, e in used])
+        "model": m, "epochs": e, "run id": run["run_id"], "run": run["tags.mlflow.runName"],
+        "started": str(run["start_time"])[:19], "device": run.get("tags.device_name"),
+        "torch": run.get("tags.torch_version"), "git commit": str(run.get("tags.git_commit"))[:10],
+        "data sha256": str(run.get("tags.data_sha256"))[:12]} for m, e, run in shown])
 
     with atomic_entries(report_dir, ("report.md", "figures", "tables")) as tmp:
         (tmp / "figures").mkdir(parents=True)

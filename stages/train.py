@@ -62,8 +62,8 @@ def resolved_config(model: str, params: dict, recipe: Recipe, data_meta: dict) -
     data = params.get("data", {}) or {}
     return {
         "model": model, "epochs": recipe.epochs, "seed": recipe.seed,
-        "data": {"source": data_meta["source"], "train_subset": int(data.get("train_subset", 0)),
-                 "test_subset": int(data.get("test_subset", 0))},
+        "data": {"source": data_meta["source"], "train_subset": data.get("train_subset", 0),
+                 "test_subset": data.get("test_subset", 0)},
         "train": {key: getattr(recipe, key) for key in TRAIN_KEYS},
     }
 
