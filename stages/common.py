@@ -18,24 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-PARAMS_FILE = "params.yaml"
-
 
 class StageError(Exception):
     """A bad input or setting: the message names the culprit and the fix."""
-
-
-def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise StageError(f"{path} not found; run from the project root, where params.yaml lives")
-    with path.open() as f:
-        params = yaml.safe_load(f) or {}
-    if not isinstance(params, dict):
-        raise StageError(f"{path} must be a mapping of keys to values")
-    return params
 
 
 def project_root() -> Path:
@@ -71,15 +56,14 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def provenance(*, config: dict[str, Any], seed: int, device: str, data_sha256: str) -> dict[str, Any]:
+def provenance(*, device: str, data_sha256: str) -> dict[str, Any]:
+    """Where and with what a result was produced (the recipe is recorded beside it)."""
     import torch
 
     return {
-        "config": config,
-        "seed": seed,
         "device": device,
         "device_name": device_name(device),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "python_version": sys.version.split()[0],
         "data_sha256": data_sha256,
         "git_commit": git_commit(),

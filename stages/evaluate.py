@@ -8,6 +8,8 @@ Writes outputs/<model>/eval/{metrics.json, confusion.csv, per_class.csv, figures
 from __future__ import annotations
 
 import argparse
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ import torch
 from torch import nn
 
 from models import MODEL_NAMES, build_model, count_parameters
-from stages.common import StageError, atomic_path, load_params, run_main, write_json
+from stages.common import StageError, atomic_path, run_main, write_json
+from stages.config import load_settings
 from stages.engine import Normalizer, balanced_subset, pick_device, predict, to_device_images
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.prepare import load_prepared
@@ -28,13 +31,34 @@ def eval_dir(model: str, root: Path = OUTPUT_ROOT) -> Path:
 
 
 def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """The trained ``model`` and its training record. Loaded with ``weights_only=True``: a
+    checkpoint travels through DVC remotes, so it may hold tensors and plain data only,
+    never code; a corrupt, foreign or mismatched file is one clear error."""
     path = output_paths(model, root)["checkpoint"]
     if not path.exists():
         raise StageError(f"{path} not found; train it first with `dvc repro train@{model}`")
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
-    net = build_model(checkpoint["model_name"])
-    net.load_state_dict(checkpoint["state_dict"])
-    return net.to(device).eval(), checkpoint
+    fix = f"restore it with `dvc checkout {path}` or retrain with `dvc repro -f train@{model}`"
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # unpickling refusals, truncation and garbage all land here
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        reason = (f"it refers to {refused.group(1)}, which a checkpoint of tensors and plain data never does"
+                  if refused else f"{type(err).__name__}: {str(err).strip().splitlines()[0][:120]}" if str(err).strip()
+                  else type(err).__name__)
+        raise StageError(f"{path} is not a safe, readable checkpoint ({reason}); {fix}") from err
+    if not isinstance(checkpoint, dict) or not {"model_name", "state_dict", "record"} <= set(checkpoint):
+        raise StageError(f"{path} is not a checkpoint written by the train stage (it needs model_name, state_dict "
+                         f"and record); {fix}")
+    if checkpoint["model_name"] != model or checkpoint["record"].get("recipe", {}).get("model") != model:
+        raise StageError(f"{path} holds a {checkpoint['model_name']!r} checkpoint, not {model!r}; {fix}")
+    net = build_model(model)
+    try:
+        net.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, AttributeError, KeyError) as err:
+        raise StageError(f"{path}: its weights do not fit {model} ({str(err).splitlines()[0][:120]}); {fix}") from err
+    return net.to(device).eval(), checkpoint["record"]
 
 
 def sample_indices(n_total: int, count: int, seed: int) -> np.ndarray:
@@ -124,16 +148,16 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     device = pick_device(device)
-    net, ckpt = load_checkpoint(model, output_root, device)
-    config, train_metrics = ckpt["config"], ckpt["metrics"]
+    net, record = load_checkpoint(model, output_root, device)
+    recipe, runtime = record["recipe"], record["runtime"]
     arrays, meta = load_prepared(data_dir)
     # the very test images the training stage scored: same subset rule, same seed
-    test_idx = balanced_subset(arrays["test_labels"], config["data"]["test_subset"], config["seed"])
+    test_idx = balanced_subset(arrays["test_labels"], recipe["data"]["test_subset"], recipe["seed"])
     classes = meta["classes"]
-    channels_last = config["train"]["channels_last"]
+    channels_last = runtime["channels_last"]
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    autocast = torch.bfloat16 if device.startswith("cuda") and train_metrics["precision"] == "bf16" else None
+    autocast = torch.bfloat16 if device.startswith("cuda") and runtime["precision"] == "bf16" else None
     normalize = Normalizer(device, channels_last)
     images = to_device_images(arrays["test_images"][test_idx], device)
     labels = arrays["test_labels"][test_idx]
@@ -145,13 +169,10 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     per_class = 100.0 * np.diag(matrix) / matrix.sum(1).clip(min=1)
     accuracy = 100.0 * np.trace(matrix) / matrix.sum()
     params = count_parameters(net)
-    metrics = {
-        "model": model, "epochs": config["epochs"], "test_acc": accuracy,
-        "train_stage_test_acc": train_metrics["final_test_acc"], "num_parameters": params,
-        "params_per_accuracy_point": params / accuracy if accuracy > 0 else None,
+    metrics = {  # numbers only: DVC compares them across experiments
+        "test_acc": accuracy, "num_parameters": params, "test_images": int(len(labels)),
+        "params_per_accuracy_point": params / accuracy if accuracy > 0 else 0.0,
         "per_class_acc": dict(zip(classes, per_class.tolist(), strict=True)),
-        "test_images": int(len(labels)), "mlflow_run_id": train_metrics.get("mlflow_run_id"),
-        "provenance": train_metrics.get("provenance"),
     }
 
     sample = sample_indices(len(arrays["test_labels"]), feature_map_images, sample_seed)
@@ -159,7 +180,7 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     with torch.inference_mode():
         maps = first_layer_maps(net.float(), normalize(to_device_images(sample_images, device)))
     first_conv = next(m for m in net.features if isinstance(m, nn.Conv2d))
-    label = f"{model}, {config['epochs']} epochs, test acc {accuracy:.2f}%"
+    label = f"{model}, {recipe['epochs']} epochs, test acc {accuracy:.2f}%"
 
     out = eval_dir(model, output_root)
     with atomic_path(out) as tmp:
@@ -182,11 +203,9 @@ def main() -> None:
     args = parser.parse_args()
 
     def work():
-        params = load_params(args.params)
-        ev = params.get("evaluate", {}) or {}
-        m = evaluate_model(model=args.model, feature_map_images=int(ev.get("feature_map_images", 4)),
-                           sample_seed=int(ev.get("sample_seed", 0)),
-                           device=(params.get("train", {}) or {}).get("device", "auto"))
+        settings = load_settings(args.params)
+        m = evaluate_model(model=args.model, feature_map_images=settings.evaluate.feature_map_images,
+                           sample_seed=settings.evaluate.sample_seed, device=settings.runtime.device)
         per_point = m["params_per_accuracy_point"]
         efficiency = f"{per_point / 1e3:.0f}K parameters per point" if per_point else "no correct predictions"
         print(f"{args.model}: test accuracy {m['test_acc']:.2f}% on {m['test_images']} images, {efficiency}")

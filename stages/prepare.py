@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError, atomic_path, load_params, project_root, run_main, write_json
+from stages.common import StageError, atomic_path, project_root, run_main, write_json
+from stages.config import load_settings
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")
@@ -240,8 +241,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def work():
-        params = load_params(args.params)
-        meta = prepare(source=params.get("data", {}).get("source", "official"))
+        meta = prepare(source=load_settings(args.params).data.source)
         print(f"prepared CIFAR-10 from {meta['source']}: {meta['counts']['train']} train, "
               f"{meta['counts']['test']} test images, sha256 {meta['sha256'][:12]} -> {OUT_DIR}")
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from models import MODEL_NAMES, build_model
-from stages.common import StageError, atomic_path, load_params, run_main
+from stages.common import StageError, atomic_path, run_main
+from stages.config import load_settings
 
 OUT_DIR = Path("outputs/receptive_fields")
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -188,7 +189,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def work():
-        models = load_params(args.params).get("models", list(MODEL_NAMES))
+        models = list(load_settings(args.params).models)
         tables = analyse(models)
         for model, table in tables.items():
             print(f"{model}: receptive field {int(table['receptive_field'].iloc[-1])} px after "

@@ -1,21 +1,31 @@
-"""MLflow plumbing: one store for every way a run starts (``dvc repro``, ``dvc exp run``,
-queued experiments in a temporary copy of the repo), or a team server via
-MLFLOW_TRACKING_URI."""
+"""All MLflow in one place: connect, start a training run, log epochs and artifacts, end it,
+and log a run again from a training's own record when the store lacks it.
+
+One store for every way a run starts (``dvc repro``, ``dvc exp run``, queued experiments
+in a temporary copy of the repo), or a team server via MLFLOW_TRACKING_URI. A training
+run carries its parameters and tags from its first moment, so a run that dies still says
+what it was; ``NullRun`` is its no-op twin for ``--no-mlflow``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from stages.common import StageError, project_root
+from stages.config import flatten
 
-DEFAULT_EXPERIMENT = "alexnet-vgg-cifar10"
 DB_NAME = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
+EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
+SUMMARY_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s",
+                   "mean_epoch_time_s_after_first", "num_parameters")
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -24,17 +34,6 @@ def tracking_uri(root: Path | None = None) -> str:
     if uri:
         return uri
     return f"sqlite:///{(root or project_root()) / DB_NAME}"
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 @contextlib.contextmanager
@@ -54,10 +53,20 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def connect(experiment: str = DEFAULT_EXPERIMENT, root: Path | None = None) -> str:
-    """Point MLflow at the store, create it and the experiment (with an explicit artifact
-    location) if missing, and return the experiment id. An unreachable store is one
-    clear error before any training starts."""
+def _store_error(uri: str, err: Exception) -> StageError:
+    first = str(err).splitlines()[0][:200] if str(err) else ""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        return StageError(f"MLflow store {path} is unreadable ({type(err).__name__}: {first}); move it aside "
+                          f"(mv {path} {path}.bad) and rerun: runs are logged again from outputs/")
+    return StageError(f"MLflow tracking store {uri} is unreachable or unusable ({type(err).__name__}: {first}); "
+                      "start the server or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
+
+
+def connect(experiment: str, root: Path | None = None, create: bool = True):
+    """(client, experiment id or None) for the store, creating the store and the experiment
+    (with an explicit artifact location) when ``create``. An unreachable or corrupt store is
+    one clear error before anything is trained or written."""
     # fail fast instead of MLflow's minutes of retries against a dead server
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
@@ -68,28 +77,178 @@ def connect(experiment: str = DEFAULT_EXPERIMENT, root: Path | None = None) -> s
     mlflow.set_tracking_uri(uri)
     try:
         with _store_lock(uri):
-            found = mlflow.get_experiment_by_name(experiment)
-            if found is not None:
-                return found.experiment_id
+            client = mlflow.MlflowClient(uri)  # a SQLite store is opened (and migrated) here
+            found = client.get_experiment_by_name(experiment)
+            if found is not None or not create:
+                return client, found.experiment_id if found else None
             location = None if uri.startswith(("http", "databricks")) else (root / ARTIFACT_DIR).as_uri()
-            return mlflow.create_experiment(experiment, artifact_location=location)
+            return client, client.create_experiment(experiment, artifact_location=location)
     except Exception as err:
         if "already exists" in str(err):  # a server-side race: someone created it first
-            return mlflow.get_experiment_by_name(experiment).experiment_id
-        raise StageError(f"MLflow tracking store {uri} is unreachable or unusable ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); start the server or unset "
-                         "MLFLOW_TRACKING_URI to use the local mlflow.db") from err
+            return client, client.get_experiment_by_name(experiment).experiment_id
+        raise _store_error(uri, err) from err
 
 
-def finished_runs(experiment: str = DEFAULT_EXPERIMENT, root: Path | None = None):
+def run_name(recipe: dict[str, Any]) -> str:
+    return f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}"
+
+
+def run_params(record: dict[str, Any]) -> dict[str, Any]:
+    """The MLflow params of a training: its recipe, its data and the runtime that really ran."""
+    return {**flatten(record["recipe"]), "data.sha256": record["provenance"]["data_sha256"],
+            **flatten({"runtime": record["runtime"]}), "num_parameters": record["num_parameters"]}
+
+
+def run_tags(record: dict[str, Any]) -> dict[str, str]:
+    prov = record["provenance"]
+    return {
+        "record_id": record["record_id"], "git_commit": prov["git_commit"],
+        "mlflow.source.git.commit": prov["git_commit"], "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": str(project_root()),  # the real repository, also for queued experiments
+        "mlflow.runName": run_name(record["recipe"]),
+        "dvc_exp_name": record.get("dvc_exp_name", ""), "dvc_stage": f"train@{record['recipe']['model']}",
+        "device": record["runtime"]["device"], "device_name": prov["device_name"],
+        "precision": record["runtime"]["precision"], "torch_version": prov["torch_version"],
+        "data_sha256": prov["data_sha256"], "mlflow.note.content": description(record),
+    }
+
+
+def description(record: dict[str, Any]) -> str:
+    recipe, prov, summary = record["recipe"], record["provenance"], record.get("summary")
+    train = recipe["train"]
+    result = (f"**Result:** {summary['final_test_acc']:.2f}% test accuracy after {recipe['epochs']} epochs, "
+              f"{summary['mean_epoch_time_s']:.2f} s/epoch." if summary else "**Result:** training…")
+    return "\n".join([
+        f"**{recipe['model']}**, {recipe['epochs']} epochs, seed {recipe['seed']}: SGD lr {train['lr']} (cosine), "
+        f"momentum {train['momentum']}, weight decay {train['weight_decay']}, batch {train['batch_size']}, "
+        f"init {train['init']}.",
+        f"**Data:** `{recipe['data']['source']}` (sha256 {prov['data_sha256'][:12]}…), train subset "
+        f"{recipe['data']['train_subset'] or 'all'}, test subset {recipe['data']['test_subset'] or 'all'}.",
+        f"**Ran on** {prov['device_name']} ({record['runtime']['precision']}), torch {prov['torch_version']}, "
+        f"git {prov['git_commit'][:10]}, DVC experiment `{record.get('dvc_exp_name') or '-'}`.",
+        result])
+
+
+class NullRun:
+    """The no-op twin of ``TrainingRun`` (``--no-mlflow``)."""
+
+    run_id = None
+
+    def log_epoch(self, record: dict) -> None:
+        pass
+
+    def finish(self, record: dict, artifacts: list[Path]) -> None:
+        pass
+
+
+class TrainingRun:
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_epoch(self, record: dict) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(record[k]), now, record["epoch"])
+                                                    for k in EPOCH_METRICS])
+
+    def finish(self, record: dict, artifacts: list[Path]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(record["summary"][k]), now, 0)
+                                                    for k in SUMMARY_METRICS],
+                              tags=[RunTag("mlflow.note.content", description(record))])
+        for path in artifacts:
+            self.client.log_artifact(self.run_id, str(path))
+
+
+def _open_run(client, experiment_id: str, record: dict, start_time: int | None = None, extra_tags=None):
+    from mlflow.entities import Param
+
+    tags = {**run_tags(record), **(extra_tags or {})}
+    run = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name(record["recipe"]))
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in run_params(record).items()])
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def training_run(record: dict, experiment: str, track: bool = True) -> Iterator[TrainingRun | NullRun]:
+    """Open the run with its params and tags; end it FINISHED, FAILED or KILLED (Ctrl-C)."""
+    if not track:
+        yield NullRun()
+        return
+    client, experiment_id = connect(experiment)
+    run_id = _open_run(client, experiment_id, record)
+    status = "FAILED"
+    try:
+        yield TrainingRun(client, run_id)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)
+
+
+# ---------------------------------------------------------------- DVC and MLflow in step
+def find_run(client, experiment_id: str, record_id: str):
+    """The finished run of this store that logged the training ``record_id``, or None."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.record_id = '{record_id}' and "
+                              "attributes.status = 'FINISHED'", max_results=1)
+    return runs[0] if runs else None
+
+
+def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path]) -> str:
+    """Log a finished training to this store from its record, without training: the same
+    params, tags, per-epoch metrics and artifacts, tagged as restored."""
+    from mlflow.entities import Metric
+
+    run_id = _open_run(client, experiment_id, record, start_time=record.get("started_ms"), extra_tags={
+        "restored": "true", "restored_from_run_id": str(record.get("mlflow_run_id")),
+        "restored_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+    ended = record.get("ended_ms") or int(time.time() * 1000)
+    metrics = [Metric(k, float(h[k]), ended, h["epoch"]) for h in record["history"] for k in EPOCH_METRICS]
+    metrics += [Metric(k, float(record["summary"][k]), ended, 0) for k in SUMMARY_METRICS]
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED", end_time=ended)
+    return run_id
+
+
+def ensure_logged(record_paths: list[Path], experiment: str) -> list[str]:
+    """For every training record in the workspace, make sure the current store holds its run;
+    log the missing ones from the record. Returns one line per restored run."""
+    if not record_paths:
+        return []
+    client, experiment_id = connect(experiment)
+    lines = []
+    for path in record_paths:
+        record = json.loads(path.read_text())
+        try:
+            if find_run(client, experiment_id, record["record_id"]) is not None:
+                continue
+            siblings = [p for p in (path.with_name("history.csv"), path.with_name("metrics.json")) if p.exists()]
+            run_id = restore_run(client, experiment_id, record, [path, *siblings])
+        except Exception as err:
+            raise _store_error(tracking_uri(), err) from err
+        lines.append(f"logged {run_name(record['recipe'])} to MLflow from {path} (run {run_id}, restored from "
+                     f"{record.get('mlflow_run_id') or 'an untracked training'})")
+    return lines
+
+
+def finished_runs(experiment: str):
     """All finished runs of the experiment as a DataFrame (newest first), or an empty one."""
     import mlflow
+    import pandas as pd
 
-    mlflow.set_tracking_uri(tracking_uri(root))
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is None:
-        import pandas as pd
-
+    client, experiment_id = connect(experiment, create=False)
+    if experiment_id is None:
         return pd.DataFrame()
-    return mlflow.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=50000)
+    try:
+        return mlflow.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=50000)
+    except Exception as err:
+        raise _store_error(tracking_uri(), err) from err

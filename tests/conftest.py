@@ -86,3 +86,25 @@ def subprocess_env(**extra: str) -> dict[str, str]:
                 # stages run as `python -m stages.x`: this interpreter's environment first on PATH
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra})
     return env
+
+
+def project_params(**overrides) -> dict:
+    """The committed params.yaml with ``overrides`` merged in, section by section
+    (``train={"lr": 0.1}`` changes one key of the section)."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in overrides.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    return params
+
+
+def project_settings(**overrides):
+    from stages.config import parse_settings
+
+    return parse_settings(project_params(**overrides))
+
+
+# tiny CPU training: the tests' common base
+TINY = {"epochs": 2, "data": {"source": "tiny", "train_subset": 30, "test_subset": 20},
+        "train": {"batch_size": 16}, "runtime": {"device": "cpu"}, "mlflow": {"experiment": "test-exp"}}

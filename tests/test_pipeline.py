@@ -1,7 +1,9 @@
-"""The real tools end to end: `dvc repro`, `dvc exp run -S`, a queued experiment, all
-in a temporary git repository on tiny data, all landing in one MLflow store."""
+"""The real tools end to end: `dvc repro`, `dvc exp run -S`, queued experiments, all in a
+temporary git repository on tiny data, all landing in one MLflow store; and DVC and MLflow
+kept in step whichever way outputs reach the workspace."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,26 +13,49 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, project_params, subprocess_env
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "data/.gitignore", "models", "stages"]
 MODELS = ["alexnet", "vgg16", "vgg16_bn", "vgg8"]
 
 
-def sh(args, cwd, timeout=600):
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=subprocess_env(), timeout=timeout)
+def sh(args, cwd, timeout=600, **env):
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=subprocess_env(**env), timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+    return proc.stdout + proc.stderr
 
 
-def dvc(*args, cwd, timeout=600):
-    return sh([sys.executable, "-m", "dvc", *args], cwd=cwd, timeout=timeout)
+def dvc(*args, cwd, timeout=600, **env):
+    return sh([sys.executable, "-m", "dvc", *args], cwd=cwd, timeout=timeout, **env)
 
 
-def runs_by_name(repo):
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["alexnet-vgg-cifar10"], filter_string="attributes.status = 'FINISHED'")
-    return runs.groupby("tags.mlflow.runName")["run_id"].apply(list).to_dict()
+def finished_runs(db):
+    # MLflow keeps one engine (and its open SQLite connections) per URI: a deleted and
+    # recreated file must be read afresh
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    for engine in SqlAlchemyStore._engine_map.values():
+        engine.dispose()
+    SqlAlchemyStore._engine_map.clear()
+    _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    return mlflow.search_runs(experiment_names=["alexnet-vgg-cifar10"], filter_string="attributes.status = 'FINISHED'")
+
+
+def runs_by_name(db):
+    runs = finished_runs(db)
+    return runs.groupby("tags.mlflow.runName")["run_id"].apply(list).to_dict() if len(runs) else {}
+
+
+def table5(repo):
+    return pd.read_csv(repo / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")
+
+
+def assert_full_report(repo, epochs):
+    """Every model's cell for ``epochs`` holds a number: no "not run" for a trained model."""
+    column = table5(repo)[f"ours ({epochs} ep)"]
+    assert all(re.fullmatch(r"\d+\.\d\d", v) for v in column), column.to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +66,9 @@ def repo(tmp_path_factory, image_tarball):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() \
             else shutil.copy(src, dst)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update(epochs=1, models=MODELS)
-    params["data"].update(source=str(image_tarball), train_subset=30, test_subset=20)
-    params["train"].update(batch_size=16, device="cpu")
+    params = project_params(epochs=1, models=MODELS, data={"source": str(image_tarball), "train_subset": 30,
+                                                           "test_subset": 20},
+                            train={"batch_size": 16}, runtime={"device": "cpu"})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], repo)
     dvc("init", "-q", cwd=repo)
@@ -61,34 +85,29 @@ def test_repro_then_exp_run_track_every_run(repo):
         stage = lock["stages"][f"train@{model}"]
         assert stage["params"]["params.yaml"]["epochs"] == 1
         assert sorted(o["path"] for o in stage["outs"]) == [
-            f"outputs/{model}/checkpoint.pt", f"outputs/{model}/history.csv", f"outputs/{model}/metrics.json"]
-        assert (repo / f"outputs/{model}/metrics.json").exists()
+            f"outputs/{model}/checkpoint.pt", f"outputs/{model}/history.csv", f"outputs/{model}/metrics.json",
+            f"outputs/{model}/record.json"]
     assert "prepare" in lock["stages"]
-    assert "Data and pipelines are up to date" in dvc("status", cwd=repo)
+    # only the report, which reads MLflow (outside DVC's view), is always rebuilt
+    assert json.loads(dvc("status", "--json", cwd=repo)) == {"report": ["always changed"]}
 
     dvc("exp", "run", "-S", "epochs=2", cwd=repo)
-    runs = runs_by_name(repo)
+    runs = runs_by_name(repo / "mlflow.db")
     client = mlflow.MlflowClient()
     for model in MODELS:
         assert len(runs[f"{model}-e1-s0"]) == 1 and len(runs[f"{model}-e2-s0"]) == 1
         history = client.get_metric_history(runs[f"{model}-e2-s0"][0], "test_acc")
         assert sorted(m.step for m in history) == [1, 2]
-        run = client.get_run(runs[f"{model}-e2-s0"][0])
-        assert run.data.tags["dvc_exp_name"]  # set by `dvc exp run`
-    metrics = dvc("metrics", "show", "--json", cwd=repo)
-    assert "final_test_acc" in metrics
-    assert "epochs" in dvc("exp", "show", "--csv", cwd=repo)
+        assert client.get_run(runs[f"{model}-e2-s0"][0]).data.tags["dvc_exp_name"]  # set by `dvc exp run`
+    assert "final_test_acc" in dvc("metrics", "show", "--json", cwd=repo)
 
     # the report: both epoch columns filled from MLflow, for all four models
-    table5 = pd.read_csv(repo / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")
-    assert list(table5.index) == ["AlexNet", "VGG-16", "VGG-16 with BN", "VGG-8"]
-    for model, name in zip(MODELS, table5.index, strict=True):
+    t5 = table5(repo)
+    assert list(t5.index) == ["AlexNet", "VGG-16", "VGG-16 with BN", "VGG-8"]
+    for model, name in zip(MODELS, t5.index, strict=True):
         history = client.get_metric_history(runs[f"{model}-e1-s0"][0], "test_acc")
-        assert table5.loc[name, "ours (1 ep)"] == f"{history[0].value:.2f}"
-        assert float(table5.loc[name, "ours (2 ep)"]) >= 0
-    report = (repo / "reports/report.md").read_text()
-    for name in table5.index:
-        assert f"| {name} |" in report
+        assert t5.loc[name, "ours (1 ep)"] == f"{history[0].value:.2f}"
+    assert_full_report(repo, 2)
     for figure in ("learning_curves", "receptive_field_growth", "vgg8_filters", "alexnet_feature_maps",
                    "vgg16_bn_confusion"):
         assert (repo / f"reports/figures/{figure}.png").exists()
@@ -104,17 +123,85 @@ def test_repro_then_exp_run_track_every_run(repo):
     assert (repo / "reports/report.md").exists()
 
 
-def test_queued_experiments_land_in_the_same_store(repo):
-    dvc("exp", "run", "--queue", "-S", "seed=1", cwd=repo)
-    dvc("exp", "run", "--queue", "-S", "seed=2", cwd=repo)
+def restored_runs(db, originals):
+    runs = finished_runs(db)
+    assert len(runs) == 4 and set(runs["tags.restored"]) == {"true"}
+    assert set(runs["tags.restored_from_run_id"]) == set(originals)
+    return runs
+
+
+def test_a_deleted_store_is_refilled_from_the_outputs_without_training(repo):
+    originals = {json.loads((repo / f"outputs/{m}/record.json").read_text())["mlflow_run_id"] for m in MODELS}
+    original_acc = {r["run_id"]: r["metrics.final_test_acc"] for _, r in finished_runs(repo / "mlflow.db").iterrows()}
+    (repo / "mlflow.db").unlink()
+    out = dvc("repro", cwd=repo)
+    assert "Running stage 'train@" not in out
+    assert "logged vgg8-e2-s0 to MLflow from outputs/vgg8/record.json" in out
+    runs = restored_runs(repo / "mlflow.db", originals)
+    for _, run in runs.iterrows():
+        assert run["metrics.final_test_acc"] == original_acc[run["tags.restored_from_run_id"]]
+        history = mlflow.MlflowClient().get_metric_history(run["run_id"], "test_acc")
+        assert sorted(m.step for m in history) == [1, 2]
+    assert_full_report(repo, 2)
+    assert "logged" not in dvc("repro", cwd=repo)  # once is enough
+    assert len(finished_runs(repo / "mlflow.db")) == 4
+
+
+def test_a_new_tracking_uri_gets_the_workspace_runs(repo):
+    originals = {json.loads((repo / f"outputs/{m}/record.json").read_text())["mlflow_run_id"] for m in MODELS}
+    team = repo / "team.db"
+    dvc("repro", cwd=repo, MLFLOW_TRACKING_URI=f"sqlite:///{team}")
+    restored_runs(team, originals)
+    assert_full_report(repo, 2)
+    team.unlink()
+
+
+def test_an_applied_experiment_from_another_store_is_logged(repo):
+    elsewhere = repo.parent / "elsewhere.db"
+    out = dvc("exp", "run", "--temp", "-S", "epochs=3", cwd=repo, MLFLOW_TRACKING_URI=f"sqlite:///{elsewhere}")
+    name = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
+    assert "alexnet-e3-s0" in runs_by_name(elsewhere) and "alexnet-e3-s0" not in runs_by_name(repo / "mlflow.db")
+    dvc("exp", "apply", name, cwd=repo)
+    out = dvc("repro", cwd=repo)
+    assert "Running stage 'train@" not in out and "logged alexnet-e3-s0 to MLflow" in out
+    assert_full_report(repo, 3)
+    assert all(re.fullmatch(r"\d+\.\d\d", v) for v in table5(repo)["ours (2 ep)"])
+
+
+def test_a_clone_sharing_the_run_cache_restores_trainings_and_their_runs(repo, tmp_path):
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "three epochs"], repo)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    dvc("cache", "dir", str(repo / ".dvc" / "cache"), cwd=clone)
+    out = dvc("repro", cwd=clone)
+    assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out
+    assert "Stage 'train@vgg8' is cached - skipping run" in out
+    assert len(finished_runs(clone / "mlflow.db")) == 4
+    assert_full_report(clone, 3)
+    ours, theirs = table5(clone), table5(repo)
+    assert ours["ours (3 ep)"].equals(theirs["ours (3 ep)"])
+
+
+def test_queued_experiments_differing_in_runtime_fill_one_report(repo):
+    for name, epochs, channels_last in (("cl-off-e4", 4, "false"), ("cl-on-e5", 5, "true")):
+        dvc("exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"epochs={epochs}",
+            "-S", f"runtime.channels_last={channels_last}", cwd=repo)
     dvc("queue", "start", "-j", "2", cwd=repo)
-    wanted = {f"{m}-e2-s{s}" for m in MODELS for s in (1, 2)}
+    wanted = {f"{m}-e{e}-s1" for m in MODELS for e in (4, 5)}
     deadline = time.time() + 480
-    while time.time() < deadline:
-        if wanted <= set(runs_by_name(repo)):
-            break
+    while time.time() < deadline and not wanted <= set(runs_by_name(repo / "mlflow.db")):
         time.sleep(5)
     status = dvc("queue", "status", cwd=repo)
-    dvc("queue", "stop", "--kill", cwd=repo)
-    assert wanted <= set(runs_by_name(repo)), status
+    assert wanted <= set(runs_by_name(repo / "mlflow.db")), status
+    while time.time() < deadline and "Running" in dvc("queue", "status", cwd=repo):
+        time.sleep(3)
     assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
+    runs = finished_runs(repo / "mlflow.db")
+    assert set(runs[runs["tags.mlflow.runName"] == "vgg8-e4-s1"]["params.runtime.channels_last"]) == {"False"}
+    assert not any(src.startswith(str(repo / ".dvc" / "tmp")) for src in runs["tags.mlflow.source.name"])
+    # apply the 5-epoch one: the report takes the 4-epoch runs too, their runtime differs, not their recipe
+    dvc("exp", "apply", "cl-on-e5", cwd=repo)
+    dvc("repro", cwd=repo)
+    assert_full_report(repo, 4)
+    assert_full_report(repo, 5)

@@ -4,7 +4,16 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, random_images, subprocess_env, tar_folder, write_image_tree, write_official_archive
+import yaml
+from conftest import (
+    ROOT,
+    project_params,
+    random_images,
+    subprocess_env,
+    tar_folder,
+    write_image_tree,
+    write_official_archive,
+)
 
 from stages.common import StageError
 from stages.prepare import ARRAY_FILES, CLASSES, load_prepared, prepare
@@ -85,7 +94,7 @@ def test_cli_exits_non_zero_with_one_line_and_keeps_old_output(tmp_path, image_t
     before = (tmp_path / "data" / "cifar10" / "meta.json").read_text()
     truncated = tmp_path / "bad.tar.gz"
     truncated.write_bytes(image_tarball.read_bytes()[:500])
-    (tmp_path / "params.yaml").write_text(f"data:\n  source: {truncated}\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(project_params(data={"source": str(truncated)})))
     proc = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True,
                           env=subprocess_env())
     assert proc.returncode == 1
@@ -97,7 +106,7 @@ def test_cli_exits_non_zero_with_one_line_and_keeps_old_output(tmp_path, image_t
 
 def test_unreachable_download_names_the_url_and_the_fix(tmp_path):
     """A real download attempt through a dead proxy: no network needed, none used."""
-    (tmp_path / "params.yaml").write_text("data:\n  source: official\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(project_params(data={"source": "official"})))
     env = subprocess_env(https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9",
                          HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", no_proxy="")
     proc = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True,

@@ -3,45 +3,53 @@ import time
 import mlflow
 import pandas as pd
 import pytest
-import yaml
-from conftest import ROOT
+from conftest import project_settings
 
-from models import build_model, count_parameters
 from stages.common import StageError
-from stages.report import build_report, choose_epochs, expected_settings
+from stages.report import build_report, choose_epochs
+from stages.selection import compare, expected_params
 from stages.tracking import connect
 
-# the committed defaults (a `dvc exp run` may have changed the workspace's params.yaml)
-PARAMS = {**yaml.safe_load((ROOT / "params.yaml").read_text()), "epochs": 40, "seed": 0}
-PARAMS["data"] = {"source": "official", "train_subset": 0, "test_subset": 0}
+SETTINGS = project_settings(epochs=40, seed=0, data={"source": "official", "train_subset": 0, "test_subset": 0})
 ACC_40 = {"alexnet": 87.0, "vgg16": 10.0, "vgg16_bn": 92.5, "vgg8": 88.0}
 ACC_5 = {"alexnet": 55.5, "vgg8": 25.25}
+PARAMETERS = {"alexnet": 23_238_474, "vgg16": 33_638_218, "vgg16_bn": 33_646_666, "vgg8": 13_119_050}
 
 
-def log_run(model, epochs, acc, seconds, params=PARAMS, **override):
-    settings = {**expected_settings(params), **override}
-    with mlflow.start_run(run_name=f"{model}-e{epochs}-s0") as run:
-        mlflow.log_params({"model": model, "epochs": epochs, **settings})
+def log_run(model, epochs, acc, seconds, seed=0, device="test device", **override):
+    """A finished run as the train stage logs it: recipe and data params, the runtime that ran."""
+    params = {"model": model, "epochs": epochs, "seed": seed, "num_parameters": PARAMETERS[model],
+              **expected_params(SETTINGS, None), "runtime.device": device, "runtime.precision": "bf16", **override}
+    with mlflow.start_run(run_name=f"{model}-e{epochs}-s{seed}") as run:
+        mlflow.log_params(params)
         mlflow.log_metrics({"final_test_acc": acc, "mean_epoch_time_s": seconds})
         for epoch in range(1, epochs + 1):
             mlflow.log_metrics({"test_acc": acc * epoch / epochs, "train_loss": 2.3 / epoch}, step=epoch)
-        mlflow.set_tags({"device_name": "test device", "torch_version": "x", "git_commit": "abc",
-                         "data_sha256": "f" * 64})
+        mlflow.set_tags({"device_name": device, "torch_version": "x", "git_commit": "abc", "data_sha256": "f" * 64})
     time.sleep(0.01)  # distinct start times: "latest" must be well defined
     return run.info.run_id
+
+
+def report(tmp_path, settings=SETTINGS):
+    result = build_report(settings=settings, report_dir=tmp_path / "reports", output_root=tmp_path / "outputs",
+                          rf_dir=tmp_path / "rf", data_dir=tmp_path / "data")
+    tables = {name: pd.read_csv(tmp_path / f"reports/tables/{name}.csv", dtype=str).set_index("model")
+              for name in ("table5_accuracy", "table6_seconds_per_epoch", "table7_parameter_efficiency")}
+    return result, tables, (tmp_path / "reports/report.md").read_text()
 
 
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    experiment_id = connect(PARAMS["mlflow"]["experiment"])
-    mlflow.set_experiment(experiment_id=experiment_id)
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
     ids = {"stale vgg8": log_run("vgg8", 40, 11.11, 9.0)}  # older, superseded by the next vgg8 run
     for model, acc in ACC_40.items():
         ids[model] = log_run(model, 40, acc, 1.5)
     for model, acc in ACC_5.items():
-        ids[f"{model}-5"] = log_run(model, 5, acc, 2.0)
-    ids["other lr"] = log_run("alexnet", 40, 99.99, 1.0, **{"train.lr": "0.1"})  # newest, other settings
+        # the same recipe on another device: a runtime difference never keeps a run out
+        ids[f"{model}-5"] = log_run(model, 5, acc, 2.0, device="cuda:1")
+    ids["other momentum"] = log_run("alexnet", 40, 99.99, 1.0, **{"train.momentum": "0.5"})  # newest, another recipe
+    ids["other data"] = log_run("alexnet", 40, 77.77, 1.0, **{"data.train_subset": "2000"})
     return tmp_path, ids
 
 
@@ -49,48 +57,83 @@ def test_tables_show_exactly_the_matching_runs(store):
     tmp_path, ids = store
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/README.md").write_text("kept")  # the report owns only its own entries
-    build_report(params=PARAMS, report_dir=tmp_path / "reports", output_root=tmp_path / "outputs",
-                 rf_dir=tmp_path / "rf")
-    t5 = pd.read_csv(tmp_path / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")
+    _, t, text = report(tmp_path)
+    t5, t6, t7 = t["table5_accuracy"], t["table6_seconds_per_epoch"], t["table7_parameter_efficiency"]
     assert t5.loc["AlexNet", "ours (40 ep)"] == "87.00" and t5.loc["AlexNet", "diff (40 ep)"] == "-0.81"
     assert t5.loc["VGG-8", "ours (40 ep)"] == "88.00"
     assert t5.loc["VGG-16 with BN", "ours (40 ep)"] == "92.50" and t5.loc["VGG-16 with BN", "paper (40 ep)"] == "91.94"
     assert t5.loc["AlexNet", "ours (5 ep)"] == "55.50" and t5.loc["VGG-8", "ours (5 ep)"] == "25.25"
     assert t5.loc["VGG-16", "ours (5 ep)"] == "not run (`dvc exp run -S epochs=5`)"
-    t6 = pd.read_csv(tmp_path / "reports/tables/table6_seconds_per_epoch.csv", dtype=str).set_index("model")
     assert t6.loc["VGG-8", "ours (40 ep)"] == "1.50" and t6.loc["AlexNet", "ours (5 ep)"] == "2.00"
-    t7 = pd.read_csv(tmp_path / "reports/tables/table7_parameter_efficiency.csv", dtype=str).set_index("model")
-    per_point = count_parameters(build_model("vgg8")) / 88.0 / 1e3
-    assert t7.loc["VGG-8", "params per point"] == f"{per_point:.0f}K" == "149K"
-    report = (tmp_path / "reports/report.md").read_text()
-    assert "99.99" not in report and "11.11" not in report
+    assert t7.loc["VGG-8", "params per point (K)"] == f"{13_119_050 / 88.0 / 1e3:.0f}" == "149"
+    assert "99.99" not in text and "11.11" not in text and "77.77" not in text
+    # what was left out, and why
+    assert "- 1 finished run with train.momentum=0.5" in text
+    assert "- 1 finished run with data.train_subset=2000" in text
+    assert f"older run(s) of vgg8, 40 epochs, with a seed that has a newer run (the latest per seed counts): " \
+           f"{ids['stale vgg8']}" in text
     provenance = pd.read_csv(tmp_path / "reports/tables/provenance_runs.csv")
     assert set(provenance["run id"]) == {ids[m] for m in ACC_40} | {ids["alexnet-5"], ids["vgg8-5"]}
-    assert ids["alexnet"] in report
+    assert set(provenance["device"]) == {"test device", "cuda:1"}
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["README.md", "figures", "report.md", "tables"]
     for figure in ("learning_curves.png", "receptive_field_growth.png"):
         assert (tmp_path / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
-    assert "| Plain VGG-16 does not learn (stays at 10%) | VGG-16 at 10.00% after 40 epochs | reproduced |" in report
-    assert "VGG-8 is the most parameter-efficient model" in report
-    assert "| vgg16 | Pool5 | Tables 2-4 | 236 | 212 |" in report
+    assert "| Plain VGG-16 does not learn (stays at 10%) | VGG-16 at 10.00 after 40 epochs | reproduced " \
+           "(single seed) |" in text
+    assert "VGG-8 is more parameter-efficient than AlexNet" in text
+    assert "| vgg16 | Pool5 | Tables 2-4 | 236 | 212 |" in text
 
 
-def test_ignored_settings_let_other_runs_in(store):
-    tmp_path, _ = store
-    params = {**PARAMS, "report": {"short_epochs": 5, "ignore_params": ["train.lr"]}}
-    build_report(params=params, report_dir=tmp_path / "reports", output_root=tmp_path / "outputs",
-                 rf_dir=tmp_path / "rf")
-    t5 = pd.read_csv(tmp_path / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")
-    assert t5.loc["AlexNet", "ours (40 ep)"] == "99.99"
+def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    for seed, (ax, v8) in enumerate([(85.0, 85.5), (86.0, 84.5), (87.0, 86.5)]):
+        log_run("alexnet", 40, ax, 1.0, seed=seed)
+        log_run("vgg8", 40, v8, 2.0 + seed, seed=seed)
+    _, t, text = report(tmp_path)
+    t5 = t["table5_accuracy"]
+    assert t5.loc["AlexNet", "ours (40 ep)"] == "86.00 ± 1.00 (n=3)"
+    assert t5.loc["VGG-8", "ours (40 ep)"] == "85.50 ± 1.00 (n=3)"
+    assert t["table6_seconds_per_epoch"].loc["VGG-8", "ours (40 ep)"] == "3.00 ± 1.00 (n=3)"
+    seeds = pd.read_csv(tmp_path / "reports/tables/seed_values.csv")
+    assert sorted(seeds[seeds["model"] == "alexnet"]["final_test_acc"]) == [85.0, 86.0, 87.0]
+    assert sorted(seeds[seeds["model"] == "alexnet"]["seed"]) == [0, 1, 2]
+    # VGG-8 0.5 points under AlexNet, with a standard error of 0.82: inside the noise
+    assert "| VGG-8 matches or beats AlexNet with fewer parameters | VGG-8 85.50 ± 1.00 (n=3) vs AlexNet " \
+           "86.00 ± 1.00 (n=3) after 40 epochs | not decided at n=3/3 |" in text
+    assert "twice its standard error" in text
+
+
+def test_compare_uses_the_spread():
+    assert compare([90.0, 91.0, 92.0], [80.0, 81.0, 82.0]) == "greater"
+    assert compare([85.0, 86.0, 87.0], [85.5, 84.5, 86.5]) == "undecided"
+    assert compare([10.0, 10.2], [15.0]) == "less"
+    assert compare([88.0], [87.0]) == "greater"  # single values: no spread to judge by
+
+
+def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    log_run("vgg16", 40, 10.0, 1.0)
+    kaiming = log_run("vgg16", 40, 87.5, 1.0, **{"train.init": "kaiming"})
+    result, t, text = report(tmp_path)
+    assert t["table5_accuracy"].loc["VGG-16", "ours (40 ep)"] == "10.00"
+    ablation = pd.read_csv(tmp_path / "reports/tables/ablation.csv", dtype=str)
+    row = ablation.iloc[0]
+    assert (row["setting"], row["model"], row["epochs"]) == ("train.init=kaiming", "VGG-16", "40")
+    assert row["test acc"] == "87.50" and row["recipe's test acc"] == "10.00"
+    assert row["train loss, epochs 1-5"] == "2.300 / 1.150 / 0.767 / 0.575 / 0.460"
+    provenance = pd.read_csv(tmp_path / "reports/tables/provenance_runs.csv")
+    assert kaiming not in set(provenance["run id"])
+    assert "## Ablation: one setting changed" in text and "87.50" in text
 
 
 def test_long_column_missing_says_how_to_fill_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    mlflow.set_experiment(experiment_id=connect(PARAMS["mlflow"]["experiment"]))
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
     log_run("vgg8", 5, 30.0, 2.0)
-    build_report(params=PARAMS, report_dir=tmp_path / "reports", output_root=tmp_path / "outputs",
-                 rf_dir=tmp_path / "rf")
-    t5 = pd.read_csv(tmp_path / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")
+    _, t, _ = report(tmp_path)
+    t5 = t["table5_accuracy"]
     assert t5.loc["VGG-8", "ours (40 ep)"] == "not run (`dvc repro`)"
     assert t5.loc["VGG-8", "ours (5 ep)"] == "30.00"
     assert t5.loc["AlexNet", "ours (5 ep)"] == "not run (`dvc exp run -S epochs=5`)"
@@ -103,12 +146,15 @@ def test_epoch_columns():
     assert choose_epochs({}, epochs=40, short_epochs=5) == (None, 40)
 
 
-def test_missing_or_empty_store_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_empty_or_corrupt_store_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StageError, match="no MLflow store at .*mlflow.db: train first with `dvc repro`"):
-        build_report(params=PARAMS, report_dir=tmp_path / "reports")
+    with pytest.raises(StageError, match="no MLflow store at .*mlflow.db and no trained outputs"):
+        build_report(settings=SETTINGS, report_dir=tmp_path / "reports")
     assert not (tmp_path / "mlflow.db").exists()
-    connect(PARAMS["mlflow"]["experiment"])
+    connect(SETTINGS.experiment)
     with pytest.raises(StageError, match="has no finished runs in experiment 'alexnet-vgg-cifar10'"):
-        build_report(params=PARAMS, report_dir=tmp_path / "reports")
+        build_report(settings=SETTINGS, report_dir=tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
+    (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StageError, match=r"MLflow store .*mlflow.db is unreadable .*mv .*mlflow.db.bad"):
+        build_report(settings=SETTINGS, report_dir=tmp_path / "reports")

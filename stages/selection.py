@@ -1,0 +1,142 @@
+"""Which MLflow runs the report shows, and why the others are left out.
+
+A run counts for the study when its recipe and data equal the current params.yaml's,
+whatever its epochs, seed and runtime (device, precision, ...). Per model and epoch count
+the report takes the latest finished run of each seed and shows mean ± sd over seeds.
+A run that differs in exactly one of ``report.ablation_keys`` goes to the ablation table;
+every other finished run is counted under "left out", with the setting that kept it out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from stages.config import Settings, flatten
+
+NOT_COMPARED = ("model", "epochs", "seed")  # what varies across a study's cells
+
+
+def expected_params(settings: Settings, data_sha256: str | None) -> dict[str, str]:
+    """The MLflow params (as logged: strings) a run must carry to count. The data is matched
+    by the sha256 of the prepared arrays where known, so paths may differ between machines."""
+    expected = {k: str(v) for k, v in flatten(settings.recipe("")).items() if k not in NOT_COMPARED}
+    if data_sha256:
+        del expected["data.source"]
+        expected["data.sha256"] = data_sha256
+    return expected
+
+
+def _value(run: pd.Series, key: str):
+    value = run.get(f"params.{key}")
+    if (value is None or pd.isna(value)) and key == "data.sha256":  # runs logged before data.sha256 was a param
+        value = run.get("tags.data_sha256")
+    return None if value is None or pd.isna(value) else str(value)
+
+
+@dataclass
+class Cell:
+    """The runs behind one table cell: the latest finished run of each seed."""
+
+    runs: list[pd.Series]
+    superseded: list[str] = field(default_factory=list)  # older runs of the same seed, not shown
+
+    def values(self, metric: str) -> list[float]:
+        return [float(v) for r in self.runs if (v := r.get(f"metrics.{metric}")) is not None and not pd.isna(v)]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(r["params.seed"]) for r in self.runs]
+
+
+@dataclass
+class Selection:
+    study: dict[tuple[str, int], Cell]  # (model, epochs)
+    ablation: dict[tuple[str, str, str, int], Cell]  # (key, value, model, epochs)
+    left_out: list[str]  # one line per reason
+
+
+def _cells(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, Cell]:
+    cells: dict[tuple, Cell] = {}
+    latest: dict[tuple, int] = {}
+    for _, run in runs.sort_values("start_time", ascending=False).iterrows():
+        key = tuple(run[k] for k in keys)
+        seed = (*key, int(run["params.seed"]))
+        cell = cells.setdefault(key, Cell(runs=[]))
+        if seed in latest:
+            cell.superseded.append(run["run_id"])
+        else:
+            latest[seed] = len(cell.runs)
+            cell.runs.append(run)
+    for cell in cells.values():
+        cell.runs.sort(key=lambda r: int(r["params.seed"]))
+    return cells
+
+
+def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None) -> Selection:
+    if runs.empty:
+        return Selection({}, {}, [])
+    expected = expected_params(settings, data_sha256)
+    runs = runs[runs["params.model"].notna() & runs["params.epochs"].notna() & runs["params.seed"].notna()].copy()
+    runs["params.epochs"] = runs["params.epochs"].astype(int)
+    diffs = [[(k, _value(run, k)) for k, v in expected.items() if _value(run, k) != v] for _, run in runs.iterrows()]
+    runs["n_diff"] = [len(d) for d in diffs]
+    runs["diff"] = diffs
+    shown_models = runs["params.model"].isin(settings.models)
+    study_runs = runs[(runs["n_diff"] == 0) & shown_models]
+    is_ablation = runs["diff"].map(lambda d: len(d) == 1 and d[0][0] in settings.report.ablation_keys) & shown_models
+    ablation_runs = runs[is_ablation].copy()
+    ablation_runs["ablation.key"] = ablation_runs["diff"].map(lambda d: d[0][0])
+    ablation_runs["ablation.value"] = ablation_runs["diff"].map(lambda d: d[0][1])
+
+    reasons: Counter[str] = Counter()
+    for _, run in runs[~runs.index.isin(study_runs.index) & ~runs.index.isin(ablation_runs.index)].iterrows():
+        if run["params.model"] not in settings.models and run["n_diff"] == 0:
+            reasons[f"of model {run['params.model']}, not in `models`"] += 1
+        else:
+            reasons[" and ".join(f"{k}={v if v is not None else '(not logged)'}" for k, v in run["diff"])] += 1
+    left_out = [f"{n} finished run{'s' if n > 1 else ''} with {why}" if not why.startswith("of model")
+                else f"{n} finished run{'s' if n > 1 else ''} {why}" for why, n in reasons.most_common()]
+    study = _cells(study_runs, ["params.model", "params.epochs"])
+    ablation = _cells(ablation_runs, ["ablation.key", "ablation.value", "params.model", "params.epochs"])
+    for (model, epochs), cell in study.items():
+        if cell.superseded:
+            left_out.append(f"{len(cell.superseded)} older run(s) of {model}, {epochs} epochs, with a seed that has a "
+                            f"newer run (the latest per seed counts): {', '.join(cell.superseded)}")
+    return Selection(study, ablation, left_out)
+
+
+# ---------------------------------------------------------------- statistics
+def mean_sd(values: list[float]) -> tuple[float, float | None, int]:
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, sd, n
+
+
+def fmt_stat(values: list[float], spec: str = ".2f") -> str:
+    """One seed: the number; several: mean ± sd (n=…)."""
+    if not values:
+        return "-"
+    mean, sd, n = mean_sd(values)
+    return format(mean, spec) if sd is None else f"{mean:{spec}} ± {sd:{spec}} (n={n})"
+
+
+STATISTIC = ("A claim is judged on the mean over seeds; a difference counts only when it exceeds twice its "
+             "standard error, sqrt(sd_a²/n_a + sd_b²/n_b) (roughly a 95% interval for seed-to-seed noise), "
+             "and is otherwise \"not decided\". With one seed there is no spread to judge by: the verdict "
+             "then rests on single values and says so.")
+
+
+def compare(a: list[float], b: list[float]) -> str:
+    """'greater', 'less', or 'undecided' for mean(a) against mean(b) (or a constant as [b])."""
+    mean_a, sd_a, n_a = mean_sd(a)
+    mean_b, sd_b, n_b = mean_sd(b)
+    se = math.sqrt((sd_a or 0.0) ** 2 / n_a + (sd_b or 0.0) ** 2 / n_b)
+    gap = mean_a - mean_b
+    if se > 0 and abs(gap) <= 2 * se:
+        return "undecided"
+    return "greater" if gap > 0 else "less" if gap < 0 else "undecided"

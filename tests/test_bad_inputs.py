@@ -1,0 +1,178 @@
+"""Bad settings and inputs, each through a stage's real command line: one line on stderr
+naming the culprit, a non-zero exit, nothing written, no MLflow run opened."""
+
+import pickle
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+import yaml
+from conftest import TINY, project_params, subprocess_env
+
+from models import build_model
+from stages.prepare import prepare
+
+
+def without(section: str, key: str) -> dict:
+    params = project_params(**TINY)
+    del params[section][key]
+    return params
+
+
+def with_params(**overrides) -> dict:
+    return project_params(**{**TINY, **overrides})
+
+
+# (case, stage, params written to params.yaml (a str is written as is), expected words in the one line)
+BAD_SETTINGS = [
+    ("float epochs", "train", with_params(epochs=5.0), "epochs is 5.0; it must be an integer >= 1"),
+    ("zero epochs", "train", with_params(epochs=0), "epochs is 0"),
+    ("text epochs", "train", with_params(epochs="five"), "epochs is 'five'"),
+    ("negative seed", "train", with_params(seed=-1), "seed is -1"),
+    ("float seed", "train", with_params(seed=1.5), "seed is 1.5"),
+    ("no models", "receptive_field", with_params(models=[]), "models is []"),
+    ("unknown model", "receptive_field", with_params(models=["resnet"]), "models is ['resnet']"),
+    ("repeated model", "receptive_field", with_params(models=["vgg8", "vgg8"]), "distinct models"),
+    ("empty source", "prepare", with_params(data={"source": ""}), "data.source is ''"),
+    ("missing source", "prepare", with_params(data={"source": "/no/such/cifar.tar.gz"}),
+     "data.source '/no/such/cifar.tar.gz': no such file"),
+    ("negative subset", "train", with_params(data={"train_subset": -5}), "data.train_subset is -5"),
+    ("float subset", "train", with_params(data={"test_subset": 10.0}), "data.test_subset is 10.0"),
+    ("empty data section", "train", {**with_params(), "data": {}}, "data.source is missing from params.yaml"),
+    ("null data section", "prepare", {**with_params(), "data": None}, "data must be a mapping"),
+    ("float batch", "train", with_params(train={"batch_size": 64.0}), "train.batch_size is 64.0"),
+    ("zero batch", "train", with_params(train={"batch_size": 0}), "train.batch_size is 0"),
+    ("zero lr", "train", with_params(train={"lr": 0}), "train.lr is 0; it must be a number > 0"),
+    ("text lr", "train", with_params(train={"lr": "fast"}), "train.lr is 'fast'"),
+    ("momentum 1.5", "train", with_params(train={"momentum": 1.5}), "train.momentum is 1.5"),
+    ("negative decay", "train", with_params(train={"weight_decay": -1}), "train.weight_decay is -1"),
+    ("unknown init", "train", with_params(train={"init": "xavier"}), "train.init is 'xavier'"),
+    ("unknown train key", "train", with_params(train={"learning_rate": 0.1}), "unknown key train.learning_rate"),
+    ("missing train key", "train", without("train", "lr"), "train.lr is missing"),
+    ("device gpu", "train", with_params(runtime={"device": "gpu"}), "runtime.device is 'gpu'"),
+    ("precision fp8", "train", with_params(runtime={"precision": "fp8"}), "runtime.precision is 'fp8'"),
+    ("graphs yes", "train", with_params(runtime={"cuda_graphs": "yes"}), "runtime.cuda_graphs is 'yes'"),
+    ("device key in train", "train", with_params(train={"device": "cpu"}), "unknown key train.device"),
+    ("empty experiment", "train", with_params(mlflow={"experiment": ""}), "mlflow.experiment is ''"),
+    ("no feature maps", "evaluate", with_params(evaluate={"feature_map_images": 0}),
+     "evaluate.feature_map_images is 0"),
+    ("zero short epochs", "report", with_params(report={"short_epochs": 0}), "report.short_epochs is 0"),
+    ("ablation key outside train", "report", with_params(report={"ablation_keys": ["lr"]}),
+     "report.ablation_keys is ['lr']"),
+    ("unknown top-level key", "train", {**with_params(), "epoch": 5}, "unknown key epoch"),
+    ("broken YAML", "train", "epochs: [5\nseed: 0\n", "params.yaml is not valid YAML"),
+]
+MODULE = {"train": ["stages.train", "--model", "vgg8"], "evaluate": ["stages.evaluate", "--model", "alexnet"],
+          "prepare": ["stages.prepare"], "receptive_field": ["stages.receptive_field"], "report": ["stages.report"]}
+
+
+@pytest.fixture()
+def workdir(tmp_path, image_tree):
+    prepare(source=str(image_tree), out_dir=tmp_path / "data" / "cifar10")
+    return tmp_path
+
+
+def run_stage(workdir, stage, params, **env):
+    (workdir / "params.yaml").write_text(params if isinstance(params, str) else yaml.safe_dump(params))
+    return subprocess.run([sys.executable, "-m", *MODULE[stage]], cwd=workdir, capture_output=True, text=True,
+                          env=subprocess_env(**env), timeout=300)
+
+
+def assert_one_line_error(proc, expected):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+def assert_nothing_written(workdir):
+    assert sorted(p.name for p in workdir.iterdir()) == ["data", "params.yaml"]  # no outputs, reports or store
+
+
+@pytest.mark.parametrize(("case", "stage", "params", "expected"), BAD_SETTINGS, ids=[c[0] for c in BAD_SETTINGS])
+def test_bad_setting_is_one_line_and_writes_nothing(workdir, case, stage, params, expected):
+    proc = run_stage(workdir, stage, params)
+    assert_one_line_error(proc, expected)
+    assert_nothing_written(workdir)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_opens_no_run(workdir):
+    proc = run_stage(workdir, "train", with_params(runtime={"device": "cuda"}))
+    assert_one_line_error(proc, "runtime.device is 'cuda' but CUDA is not available here")
+    assert_nothing_written(workdir)  # no mlflow.db: the run was never opened
+
+
+class Payload:
+    """Unpickling this runs a command: the attack a shared DVC remote makes possible."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (__import__("os").system, (f"touch {self.marker}",))
+
+
+def write_checkpoint(workdir, kind):
+    path = workdir / "outputs/alexnet/checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    vgg8 = {"model_name": "vgg8", "state_dict": build_model("vgg8").state_dict(),
+            "record": {"recipe": {"model": "vgg8"}}}
+    if kind == "payload":
+        path.write_bytes(pickle.dumps({"model_name": "alexnet", "x": Payload(workdir / "pwned")}))
+    elif kind == "wrong model":
+        torch.save(vgg8, path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(bytes(range(256)) * 64)
+    elif kind == "bare state_dict":
+        torch.save(build_model("alexnet").state_dict(), path)
+
+
+BAD_CHECKPOINTS = [
+    ("payload", "is not a safe, readable checkpoint"),
+    ("wrong model", "holds a 'vgg8' checkpoint, not 'alexnet'"),
+    ("empty", "is not a safe, readable checkpoint"),
+    ("random", "is not a safe, readable checkpoint"),
+    ("bare state_dict", "is not a checkpoint written by the train stage"),
+]
+
+
+@pytest.mark.parametrize(("kind", "expected"), BAD_CHECKPOINTS, ids=[c[0] for c in BAD_CHECKPOINTS])
+def test_bad_checkpoint_is_one_line_and_never_runs_code(workdir, kind, expected):
+    write_checkpoint(workdir, kind)
+    proc = run_stage(workdir, "evaluate", with_params())
+    assert_one_line_error(proc, f"outputs/alexnet/checkpoint.pt {expected}" if kind != "wrong model" else expected)
+    assert "dvc checkout outputs/alexnet/checkpoint.pt" in proc.stderr
+    assert not (workdir / "pwned").exists()
+    assert not (workdir / "outputs/alexnet/eval").exists()
+
+
+def test_corrupt_store_is_one_line_and_the_report_survives(workdir):
+    (workdir / "mlflow.db").write_bytes(b"not a database " * 200)
+    (workdir / "reports").mkdir()
+    (workdir / "reports/report.md").write_text("the last good report")
+    proc = run_stage(workdir, "report", with_params())
+    assert_one_line_error(proc, "mlflow.db is unreadable")
+    assert "mv " in proc.stderr and "mlflow.db.bad" in proc.stderr
+    assert (workdir / "reports/report.md").read_text() == "the last good report"
+
+
+def test_unreachable_server_opens_no_run_and_writes_nothing(workdir):
+    proc = run_stage(workdir, "train", with_params(), MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    assert_one_line_error(proc, "MLflow tracking store http://127.0.0.1:9 is unreachable")
+    assert_nothing_written(workdir)
+
+
+def test_no_run_was_left_failed_or_running(workdir):
+    """The table above leaves no store behind; a store that exists gains no FAILED run."""
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_experiment("test-exp")
+    for params in (with_params(epochs=5.0), with_params(train={"batch_size": 64.0}),
+                   with_params(runtime={"device": "gpu"})):
+        assert run_stage(workdir, "train", params).returncode == 1
+    runs = mlflow.search_runs(experiment_names=["test-exp"])
+    assert runs.empty

@@ -1,0 +1,64 @@
+"""dvc.yaml must list, for every stage, each project module its command imports
+(transitively): a missing one means DVC says "up to date" while the code has changed."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+PACKAGES = ("models", "stages")
+
+
+def module_file(name: str) -> Path | None:
+    parts = name.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    path = ROOT.joinpath(*parts)
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Project modules that ``path`` imports anywhere (top level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # from stages import paper
+    return {name for name in found if (f := module_file(name)) is not None and f.exists()}
+
+
+def closure(module: str) -> set[str]:
+    files, todo = set(), [module]
+    while todo:
+        path = module_file(todo.pop())
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in files:
+            continue
+        files.add(rel)
+        todo += sorted(imported_modules(path))
+    return files - {"stages/__init__.py"}  # empty package marker
+
+
+def stages():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in dvc.items():
+        body = stage.get("do", stage)
+        module = re.search(r"python -m ([\w.]+)", body["cmd"]).group(1)
+        yield name, module, {d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])}
+
+
+@pytest.mark.parametrize(("stage", "module", "deps"), list(stages()), ids=[s[0] for s in stages()])
+def test_every_imported_project_module_is_a_dependency(stage, module, deps):
+    needed = closure(module)
+    missing = sorted(needed - deps)
+    assert not missing, f"dvc.yaml stage {stage!r} imports {missing} but does not list them under deps"
+
+
+def test_the_closure_is_followed():
+    assert {"stages/paper.py", "stages/selection.py", "stages/config.py", "stages/receptive_field.py",
+            "models/__init__.py"} <= closure("stages.report")
