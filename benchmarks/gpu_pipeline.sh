@@ -15,9 +15,15 @@ export PYTHONUNBUFFERED=1 GIT_AUTHOR_NAME=study GIT_AUTHOR_EMAIL=study@localhost
   GIT_COMMITTER_NAME=study GIT_COMMITTER_EMAIL=study@localhost
 OUT=${OUT:-/tmp/gpu-pipeline-out}
 CARRY=.device/gpu
-LIMIT=${LIMIT:-420}          # seconds for all the training; whatever finished is packed
+LIMIT=${LIMIT:-450}          # seconds for all the training; whatever finished is packed
 PY=${PY:-python3}
 mkdir -p "$OUT"
+# dvc.yaml runs `python -m stages...`: make sure `python` is this interpreter
+where() { "$1" -c 'import sys; print(sys.prefix)' 2>/dev/null; }
+if [ "$(where python)" != "$(where $PY)" ]; then  # a wrapper, not a symlink: a venv must stay a venv
+  mkdir -p /tmp/pybin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v $PY)" > /tmp/pybin/python
+  chmod +x /tmp/pybin/python && export PATH=/tmp/pybin:$PATH
+fi
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -35,6 +41,7 @@ $PY -c 'import mlflow, dvc.version; print("mlflow", mlflow.__version__, "dvc", d
 stamp "installed"
 
 # 2. the git history, so every run records the commit that produced it
+command -v git >/dev/null || { echo "no git on this machine: DVC experiments need it"; exit 1; }
 if ! git rev-parse HEAD >/dev/null 2>&1; then
   git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD
 fi
@@ -45,20 +52,21 @@ $PY -m dvc config core.analytics false
 # a subset on the CPU; every queued experiment starts from it
 $PY benchmarks/set_params.py data.source="$CARRY/cifar10-jpeg.tar.gz" epochs=$LONG
 [ "${TINY:-0}" = 1 ] && $PY benchmarks/set_params.py data.train_subset=500 data.test_subset=200 runtime.device=cpu
+$PY -m dvc repro prepare > "$OUT/prepare.log" 2>&1 || { tail -3 "$OUT/prepare.log"; exit 1; }
+stamp "prepared (once: the queued experiments restore it from the run-cache)"
 q() { $PY -m dvc exp run --queue "$@" >/dev/null; }
+q -n e${LONG}-s1 -S seed=1  # the longest first: two workers, one GPU, dvc repro beside them
 q -n e${SHORT}-s0 -S epochs=$SHORT -S seed=0
 q -n e${SHORT}-s1 -S epochs=$SHORT -S seed=1
 q -n kaiming-vgg16-e${LONG}-s0 -S seed=0 -S train.init=kaiming -S 'models=[vgg16]'
-q -n e${LONG}-s1 -S seed=1
 $PY -m dvc queue start -j 2 >/dev/null
 stamp "queue started (2 workers); dvc repro in the workspace beside it"
 R0=$(date +%s)
 timeout $LIMIT $PY -m dvc repro > "$OUT/repro.log" 2>&1; echo "dvc repro exit $?"
 stamp "dvc repro ($LONG epochs, seed 0) took $(( $(date +%s) - R0 )) s wall"
 grep -E "test accuracy|wrote reports" "$OUT/repro.log"
-while [ $(( $(date +%s) - R0 )) -lt $LIMIT ] && $PY -m dvc queue status 2>/dev/null | grep -q -E "Running|Queued"; do
-  sleep 5
-done
+busy() { local status; status=$($PY -m dvc queue status 2>/dev/null); [[ "$status" =~ Running|Queued ]]; }
+while [ $(( $(date +%s) - R0 )) -lt $LIMIT ] && busy; do sleep 5; done
 $PY -m dvc queue status
 $PY -m dvc queue stop --kill >/dev/null 2>&1
 stamp "queue done"
