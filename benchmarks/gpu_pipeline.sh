@@ -42,9 +42,7 @@ stamp "installed"
 
 # 2. the git history, so every run records the commit that produced it
 command -v git >/dev/null || { echo "no git on this machine: DVC experiments need it"; exit 1; }
-if ! git rev-parse HEAD >/dev/null 2>&1; then
-  git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD
-fi
+git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD  # index to our commit
 echo "git commit $(git rev-parse HEAD); changed files: $(git status --porcelain --untracked-files=no | wc -l)"
 $PY -m dvc config core.analytics false
 

@@ -161,7 +161,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         is_cuda = self.device.startswith("cuda")
         if is_cuda:
-            torch.cuda.set_device(self.device)  # graph capture and streams use the current device
+            torch.cuda.set_device(torch.device(self.device).index or 0)  # graphs and streams use it
             torch.backends.cudnn.benchmark = True
         self.precision = self.runtime["precision"]
         self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
