@@ -23,6 +23,9 @@ from models import build_model
 from stages import paper
 from stages.common import StageError, atomic_entries, run_main
 from stages.config import Settings, load_settings
+from stages.init_signal import OUT_DIR as SIGNAL_DIR
+from stages.init_signal import analyse as analyse_init_signal
+from stages.init_signal import summary as init_signal_summary
 from stages.receptive_field import OUT_DIR as RF_DIR
 from stages.receptive_field import analyse as analyse_receptive_fields
 from stages.selection import STATISTIC, Cell, Selection, compare, fmt_stat, mean_sd, select
@@ -242,7 +245,7 @@ def data_sha256(data_dir: Path) -> str | None:
 
 
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
-                 rf_dir: Path = RF_DIR, data_dir: Path = DATA_DIR) -> dict:
+                 rf_dir: Path = RF_DIR, signal_dir: Path = SIGNAL_DIR, data_dir: Path = DATA_DIR) -> dict:
     models = list(settings.models)
     runs, client, uri = fetch_runs(settings, output_root)
     selection = select(runs, settings, data_sha256(data_dir))
@@ -257,6 +260,11 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         rf_tables = {m: pd.read_csv(rf_dir / f"{m}.csv", keep_default_na=False) for m in models}
         rf_diff = pd.read_csv(rf_dir / "paper_differences.csv")
         growth = (rf_dir / "growth.png").read_bytes()
+        if not (signal_dir / "signal.csv").exists():  # likewise: a few seconds on a CPU
+            signal_dir = Path(scratch) / "signal"
+            analyse_init_signal(models, settings.seed, signal_dir)
+        signal = init_signal_summary(pd.read_csv(signal_dir / "signal.csv"))
+        signal_png = (signal_dir / "signal.png").read_bytes()
 
     shown = [(m, e, run) for e in (short, long) if e for m in models
              if (m, e) in selection.study for run in selection.study[(m, e)].runs]
@@ -281,6 +289,8 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         provenance.to_csv(tmp / "tables" / "provenance_runs.csv", index=False)
         curves = plot_learning_curves(client, models, selection.study, long, tmp / "figures" / "learning_curves.png")
         (tmp / "figures" / "receptive_field_growth.png").write_bytes(growth)
+        (tmp / "figures" / "init_signal.png").write_bytes(signal_png)
+        signal.to_csv(tmp / "tables" / "init_signal.csv", index=False)
         pictures = {}
         for model in models:
             source = output_root / model / "eval" / "figures"
@@ -288,14 +298,15 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
                 if (source / f"{kind}.png").exists():
                     shutil.copy(source / f"{kind}.png", tmp / "figures" / f"{model}_{kind}.png")
                     pictures.setdefault(model, []).append(kind)
-        text = render(tables=tables, ablation=ablation, rf_tables=rf_tables, rf_diff=rf_diff, provenance=provenance,
+        text = render(tables=tables, ablation=ablation, signal=signal, rf_tables=rf_tables, rf_diff=rf_diff,
+                      provenance=provenance,
                       short=short, long=long, selection=selection, uri=uri, settings=settings, curves=curves,
                       pictures=pictures)
         (tmp / "report.md").write_text(text)
     return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation}
 
 
-def render(*, tables, ablation, rf_tables, rf_diff, provenance, short, long, selection, uri, settings, curves,
+def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, uri, settings, curves,
            pictures) -> str:
     shas = sorted(set(provenance["data sha256"])) if len(provenance) else []
     devices = sorted(set(provenance["device"].dropna())) if len(provenance) else []
@@ -332,6 +343,13 @@ def render(*, tables, ablation, rf_tables, rf_diff, provenance, short, long, sel
                 "", md_table(ablation), ""]
     else:
         out += ["No runs yet. For example: `dvc exp run -S train.init=kaiming -S 'models=[vgg16]'`.", ""]
+    out += ["## Why plain VGG-16 does not learn: the signal at initialisation", "",
+            "Without training: the standard deviation of each conv/linear layer's output (forward) and of the "
+            "loss gradient at it (backward), for one seeded batch of standard-normal images, each network in "
+            "training mode, PyTorch's default init (solid) against Kaiming's (dashed; `stages/init_signal.py`). "
+            "Where the gradient reaching the first layers is orders of magnitude below the last layer's, those "
+            "layers barely move.", "",
+            "![signal at initialisation](figures/init_signal.png)", "", md_table(signal), ""]
     out += ["## Runs left out", ""]
     out += [f"- {line}" for line in selection.left_out] or ["None: every finished run in the experiment is shown."]
     out += ["", "## Receptive fields (Tables 2-4)", "",
@@ -380,7 +398,8 @@ def main() -> None:
             settings = load_settings(args.store / "params.yaml")
             out = args.store / "report"
             result = build_report(settings=settings, report_dir=out, output_root=args.store / "outputs",
-                                  rf_dir=args.store / "no-receptive-fields", data_dir=args.store / "no-data")
+                                  rf_dir=args.store / "no-receptive-fields", signal_dir=args.store / "no-signal",
+                                  data_dir=args.store / "no-data")
         else:
             out = REPORT_DIR
             result = build_report(settings=load_settings(args.params))

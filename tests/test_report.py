@@ -6,6 +6,9 @@ import pytest
 from conftest import project_settings
 
 from stages.common import StageError
+from stages.init_signal import analyse as analyse_init_signal
+from stages.init_signal import layer_signal
+from stages.receptive_field import analyse as analyse_receptive_fields
 from stages.report import build_report, choose_epochs
 from stages.selection import compare, expected_params
 from stages.tracking import connect
@@ -30,9 +33,18 @@ def log_run(model, epochs, acc, seconds, seed=0, device="test device", **overrid
     return run.info.run_id
 
 
-def report(tmp_path, settings=SETTINGS):
+@pytest.fixture(scope="module")
+def analyses(tmp_path_factory):
+    """The model analyses the report reads (receptive fields, signal at init), made once."""
+    rf_dir, signal_dir = tmp_path_factory.mktemp("rf"), tmp_path_factory.mktemp("sig") / "signal"
+    analyse_receptive_fields(SETTINGS.models, rf_dir)
+    analyse_init_signal(SETTINGS.models, 0, signal_dir)
+    return rf_dir, signal_dir
+
+
+def report(tmp_path, analyses, settings=SETTINGS):
     result = build_report(settings=settings, report_dir=tmp_path / "reports", output_root=tmp_path / "outputs",
-                          rf_dir=tmp_path / "rf", data_dir=tmp_path / "data")
+                          rf_dir=analyses[0], signal_dir=analyses[1], data_dir=tmp_path / "data")
     tables = {name: pd.read_csv(tmp_path / f"reports/tables/{name}.csv", dtype=str).set_index("model")
               for name in ("table5_accuracy", "table6_seconds_per_epoch", "table7_parameter_efficiency")}
     return result, tables, (tmp_path / "reports/report.md").read_text()
@@ -53,11 +65,11 @@ def store(tmp_path, monkeypatch):
     return tmp_path, ids
 
 
-def test_tables_show_exactly_the_matching_runs(store):
+def test_tables_show_exactly_the_matching_runs(store, analyses):
     tmp_path, ids = store
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/README.md").write_text("kept")  # the report owns only its own entries
-    _, t, text = report(tmp_path)
+    _, t, text = report(tmp_path, analyses)
     t5, t6, t7 = t["table5_accuracy"], t["table6_seconds_per_epoch"], t["table7_parameter_efficiency"]
     assert t5.loc["AlexNet", "ours (40 ep)"] == "87.00" and t5.loc["AlexNet", "diff (40 ep)"] == "-0.81"
     assert t5.loc["VGG-8", "ours (40 ep)"] == "88.00"
@@ -82,15 +94,17 @@ def test_tables_show_exactly_the_matching_runs(store):
            "(single seed) |" in text
     assert "VGG-8 is more parameter-efficient than AlexNet" in text
     assert "| vgg16 | Pool5 | Tables 2-4 | 236 | 212 |" in text
+    assert "## Why plain VGG-16 does not learn: the signal at initialisation" in text
+    assert (tmp_path / "reports/figures/init_signal.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkeypatch):
+def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkeypatch, analyses):
     monkeypatch.chdir(tmp_path)
     mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
     for seed, (ax, v8) in enumerate([(85.0, 85.5), (86.0, 84.5), (87.0, 86.5)]):
         log_run("alexnet", 40, ax, 1.0, seed=seed)
         log_run("vgg8", 40, v8, 2.0 + seed, seed=seed)
-    _, t, text = report(tmp_path)
+    _, t, text = report(tmp_path, analyses)
     t5 = t["table5_accuracy"]
     assert t5.loc["AlexNet", "ours (40 ep)"] == "86.00 ± 1.00 (n=3)"
     assert t5.loc["VGG-8", "ours (40 ep)"] == "85.50 ± 1.00 (n=3)"
@@ -111,12 +125,12 @@ def test_compare_uses_the_spread():
     assert compare([88.0], [87.0]) == "greater"  # single values: no spread to judge by
 
 
-def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, monkeypatch):
+def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, monkeypatch, analyses):
     monkeypatch.chdir(tmp_path)
     mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
     log_run("vgg16", 40, 10.0, 1.0)
     kaiming = log_run("vgg16", 40, 87.5, 1.0, **{"train.init": "kaiming"})
-    result, t, text = report(tmp_path)
+    result, t, text = report(tmp_path, analyses)
     assert t["table5_accuracy"].loc["VGG-16", "ours (40 ep)"] == "10.00"
     ablation = pd.read_csv(tmp_path / "reports/tables/ablation.csv", dtype=str)
     row = ablation.iloc[0]
@@ -128,11 +142,11 @@ def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, 
     assert "## Ablation: one setting changed" in text and "87.50" in text
 
 
-def test_long_column_missing_says_how_to_fill_it(tmp_path, monkeypatch):
+def test_long_column_missing_says_how_to_fill_it(tmp_path, monkeypatch, analyses):
     monkeypatch.chdir(tmp_path)
     mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
     log_run("vgg8", 5, 30.0, 2.0)
-    _, t, _ = report(tmp_path)
+    _, t, _ = report(tmp_path, analyses)
     t5 = t["table5_accuracy"]
     assert t5.loc["VGG-8", "ours (40 ep)"] == "not run (`dvc repro`)"
     assert t5.loc["VGG-8", "ours (5 ep)"] == "30.00"
@@ -158,3 +172,16 @@ def test_missing_empty_or_corrupt_store_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StageError, match=r"MLflow store .*mlflow.db is unreadable .*mv .*mlflow.db.bad"):
         build_report(settings=SETTINGS, report_dir=tmp_path / "reports")
+
+
+def test_the_signal_vanishes_through_plain_vgg16_and_survives_with_bn_or_kaiming():
+    def gradient_ratio(model, init):  # gradient at the first conv over that at the last conv
+        table = layer_signal(model, init)
+        convs = table[table["name"].str.startswith("conv")]
+        assert list(convs["layer"]) == list(range(1, 14)) if model.startswith("vgg16") else True
+        return convs["backward_std"].iloc[0] / convs["backward_std"].iloc[-1]
+
+    assert len(layer_signal("vgg16", "default")) == 16  # 13 convs + 3 linear layers
+    assert gradient_ratio("vgg16", "default") < 1e-4  # vanishes
+    assert gradient_ratio("vgg16_bn", "default") > 1e-2  # BN keeps it
+    assert gradient_ratio("vgg16", "kaiming") > 1e-2  # so does Kaiming's init
