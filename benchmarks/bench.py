@@ -13,12 +13,14 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from models import MODEL_NAMES
 from stages import paper
 from stages.common import device_name
 from stages.engine import Recipe, Trainer, balanced_subset, to_device_images, train
+from stages.figures import md_table, plot_curves
 from stages.prepare import arrays_sha256, load_arrays, load_prepared
 
 SETTINGS = {  # name -> (precision, channels_last, torch.compile, CUDA graph of the step)
@@ -94,15 +96,13 @@ def calibrate(arrays: dict, device: str, models, settings, warmup: int, steps: i
 
 
 def calibrate_markdown(env: dict, rows: list[dict], settings) -> str:
-    lines = [f"# Seconds per epoch (50,000 images, batch 128) on {env['device_name']}", "",
-             f"torch {env['torch_version']}; timed steps after warm-up, device synchronised; "
-             "epoch = step time x 391.", "",
-             "| model | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
-    for model in dict.fromkeys(r["model"] for r in rows):
-        cells = [next((f"{r['epoch_s']:.2f}" for r in rows if r["model"] == model and r["setting"] == s), "-")
-                 for s in settings]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    table = pd.DataFrame([{"model": model, **{s: next((f"{r['epoch_s']:.2f}" for r in rows
+                                                       if r["model"] == model and r["setting"] == s), "-")
+                                              for s in settings}}
+                          for model in dict.fromkeys(r["model"] for r in rows)])
+    return "\n".join([f"# Seconds per epoch (50,000 images, batch 128) on {env['device_name']}", "",
+                      f"torch {env['torch_version']}; timed steps after warm-up, device synchronised; "
+                      "epoch = step time x 391.", "", md_table(table)]) + "\n"
 
 
 def study(arrays: dict, device: str, models, epoch_counts, setting: str, out: Path, env: dict, seed: int = 0) -> dict:
@@ -130,16 +130,16 @@ def _versus_paper(results: dict, title: str, key: str, published: dict) -> list[
     """One markdown table: ours beside the paper's value for every epoch count run."""
     runs = {(r["model"], r["epochs"]): r for r in results["runs"]}
     counts = sorted({r["epochs"] for r in results["runs"]})
-    lines = ["", f"## {title}", "", "| model | " + " | ".join(f"ours {e} ep | paper {e} ep" for e in counts) + " |",
-             "|---|" + "---:|---:|" * len(counts)]
+    rows = []
     for model in dict.fromkeys(r["model"] for r in results["runs"]):
-        cells = []
+        row = {"model": model}
         for e in counts:
             value = published[model][paper.EPOCHS.index(e)] if e in paper.EPOCHS else None
             run = runs.get((model, e))
-            cells += [f"{run[key]:.2f}" if run else "-", f"{value:.2f}" if value is not None else "-"]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    return lines
+            row[f"ours {e} ep"] = f"{run[key]:.2f}" if run else "-"
+            row[f"paper {e} ep"] = f"{value:.2f}" if value is not None else "-"
+        rows.append(row)
+    return ["", f"## {title}", "", md_table(pd.DataFrame(rows))]
 
 
 def study_markdown(results: dict) -> str:
@@ -175,32 +175,17 @@ def check_graphs(arrays: dict, device: str, out: Path, env: dict) -> dict:
 
 
 def plot_study(results: dict, path: Path) -> None:
-    """Learning curves of the study's runs: test accuracy and training loss per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Learning curves of the study's runs (the short runs dotted), drawn as the report draws its own."""
     counts = sorted({r["epochs"] for r in results["runs"]})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(r["model"] for r in results["runs"]))}
-    for run in results["runs"]:
-        epochs = [h["epoch"] for h in run["history"]]
-        style = "-" if run["epochs"] == counts[-1] else ":"  # the short runs dotted
-        for ax, key in zip(axes, ("test_acc", "train_loss"), strict=True):
-            ax.plot(epochs, [h[key] for h in run["history"]], style, color=colours[run["model"]],
-                    label=f"{run['model']} ({run['epochs']} ep)")
     env = results["environment"]
-    axes[0].set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    axes[1].set(xlabel="epoch", ylabel="training loss", title="Training loss")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{env['device_name']}, torch {env['torch_version']}, {results['setting']}, CIFAR-10 JPEG mirror",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_curves([{"epochs": [h["epoch"] for h in run["history"]],
+                  "test_acc": [h["test_acc"] for h in run["history"]],
+                  "train_loss": [h["train_loss"] for h in run["history"]],
+                  "style": "-" if run["epochs"] == counts[-1] else ":", "color": colours[run["model"]],
+                  "label": f"{run['model']} ({run['epochs']} ep)"} for run in results["runs"]],
+                path, f"{env['device_name']}, torch {env['torch_version']}, {results['setting']}, "
+                "CIFAR-10 JPEG mirror")
 
 
 def compare(arrays: dict, model: str, subset: int, workers: int, epochs: int) -> dict:

@@ -8,7 +8,6 @@ Writes outputs/<model>/eval/{metrics.json, confusion.csv, per_class.csv, figures
 from __future__ import annotations
 
 import argparse
-import re
 import warnings
 from pathlib import Path
 
@@ -43,10 +42,13 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
             warnings.simplefilter("ignore")
             checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # unpickling refusals, truncation and garbage all land here
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        reason = (f"it refers to {refused.group(1)}, which a checkpoint of tensors and plain data never does"
-                  if refused else f"{type(err).__name__}: {str(err).strip().splitlines()[0][:120]}" if str(err).strip()
-                  else type(err).__name__)
+        text = str(err).strip()
+        if "WeightsUnpickler error:" in text:  # the pickle asks for more than tensors and plain data
+            detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                           if line.strip()), "")
+            reason = f"refused by weights-only loading: {detail[:100]}; a checkpoint holds only tensors and plain data"
+        else:
+            reason = f"{type(err).__name__}: {text.splitlines()[0][:120]}" if text else type(err).__name__
         raise StageError(f"{path} is not a safe, readable checkpoint ({reason}); {fix}") from err
     if not isinstance(checkpoint, dict) or not {"model_name", "state_dict", "record"} <= set(checkpoint):
         raise StageError(f"{path} is not a checkpoint written by the train stage (it needs model_name, state_dict "

@@ -23,6 +23,7 @@ from models import build_model
 from stages import paper
 from stages.common import StageError, atomic_entries, run_main
 from stages.config import Settings, load_settings
+from stages.figures import md_table, plot_curves
 from stages.init_signal import OUT_DIR as SIGNAL_DIR
 from stages.init_signal import analyse as analyse_init_signal
 from stages.init_signal import summary as init_signal_summary
@@ -45,13 +46,6 @@ def choose_epochs(cells: dict, epochs: int, short_epochs: int) -> tuple[int | No
 
 
 # ---------------------------------------------------------------- tables
-def md_table(df: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(df.columns))) + "|"
-    body = ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
-
-
 def not_run(epochs: int | None, workspace_epochs: int) -> str:
     """The cell of a run that is missing, with the command that fills it."""
     epochs = epochs or paper.EPOCHS[0]
@@ -133,35 +127,20 @@ def ablation_table(client, selection: Selection) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- figures
 def plot_learning_curves(client, models, study: dict, long: int, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    drawn = False
+    """Every seed of every model's long run: the first seed solid, the others fainter."""
+    curves = []
     for model in models:
         cell = study.get((model, long))
-        if cell is None:
-            continue
-        for i, run in enumerate(cell.runs):
-            for ax, name in ((ax_acc, "test_acc"), (ax_loss, "train_loss")):
-                points = sorted((m.step, m.value) for m in client.get_metric_history(run["run_id"], name))
-                ax.plot([p[0] for p in points], [p[1] for p in points], color=f"C{models.index(model)}",
-                        alpha=1.0 if i == 0 else 0.45, marker="." if len(points) < 60 else None,
-                        label=NAMES[model] + (f" ({len(cell.runs)} seeds)" if len(cell.runs) > 1 else "")
-                        if i == 0 else None)
-        drawn = True
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"Test accuracy, {long}-epoch runs")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title=f"Training loss, {long}-epoch runs")
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return drawn
+        for i, run in enumerate(cell.runs if cell else []):
+            history = {name: sorted((m.step, m.value) for m in client.get_metric_history(run["run_id"], name))
+                       for name in ("test_acc", "train_loss")}
+            curves.append({"epochs": [s for s, _ in history["test_acc"]],
+                           "test_acc": [v for _, v in history["test_acc"]],
+                           "train_loss": [v for _, v in history["train_loss"]],
+                           "color": f"C{models.index(model)}", "alpha": 1.0 if i == 0 else 0.45,
+                           "label": (NAMES[model] + (f" ({len(cell.runs)} seeds)" if len(cell.runs) > 1 else ""))
+                           if i == 0 else None})
+    return plot_curves(curves, path, f"{long}-epoch runs")
 
 
 # ---------------------------------------------------------------- discussion

@@ -70,7 +70,7 @@ def repo(tmp_path_factory, image_tarball):
                                                            "test_subset": 20},
                             train={"batch_size": 16}, runtime={"device": "cpu"})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(["git", "init", "-q"], repo)
+    sh(["git", "init", "-q", "-b", "main"], repo)
     dvc("init", "-q", cwd=repo)
     dvc("config", "core.analytics", "false", cwd=repo)
     sh(["git", "add", "-A"], repo)
@@ -91,7 +91,12 @@ def test_repro_then_exp_run_track_every_run(repo):
     # only the report, which reads MLflow (outside DVC's view), is always rebuilt
     assert json.loads(dvc("status", "--json", cwd=repo)) == {"report": ["always changed"]}
 
-    dvc("exp", "run", "-S", "epochs=2", cwd=repo)
+    summary = json.loads((repo / "metrics.json").read_text())  # numbers only, the study in one small file
+    assert set(summary) == set(MODELS) and all(set(v) == {"acc", "sec"} for v in summary.values())
+    sh(["git", "add", "-A"], repo)  # the first experiment, committed as a user would
+    sh(["git", "commit", "-qm", "one epoch"], repo)
+
+    dvc("exp", "run", "-n", "e2", "-S", "epochs=2", cwd=repo)
     runs = runs_by_name(repo / "mlflow.db")
     client = mlflow.MlflowClient()
     for model in MODELS:
@@ -99,7 +104,7 @@ def test_repro_then_exp_run_track_every_run(repo):
         history = client.get_metric_history(runs[f"{model}-e2-s0"][0], "test_acc")
         assert sorted(m.step for m in history) == [1, 2]
         assert client.get_run(runs[f"{model}-e2-s0"][0]).data.tags["dvc_exp_name"]  # set by `dvc exp run`
-    assert "final_test_acc" in dvc("metrics", "show", "--json", cwd=repo)
+    compare_with_dvc(repo, summary)
 
     # the report: both epoch columns filled from MLflow, for all four models
     t5 = table5(repo)
@@ -121,6 +126,34 @@ def test_repro_then_exp_run_track_every_run(repo):
     assert "Running stage 'report'" in out
     assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out
     assert (repo / "reports/report.md").exists()
+
+
+def exp_metrics(repo) -> dict[str, dict]:
+    """Experiment or commit name -> its metrics.json, as `dvc exp show --json` reports it."""
+    found = {}
+    for row in json.loads(dvc("exp", "show", "--json", cwd=repo)):
+        for entry in [row, *(rev for exp in row.get("experiments") or [] for rev in exp["revs"])]:
+            found[entry.get("name") or entry["rev"]] = entry["data"]["metrics"]["metrics.json"].get("data")
+    return found
+
+
+def compare_with_dvc(repo, first):
+    """DVC's own comparison of the committed 1-epoch run and the 2-epoch experiment."""
+    shown = exp_metrics(repo)
+    for name in ("main", "e2"):
+        assert all(isinstance(shown[name][m]["acc"], float) for m in MODELS), shown[name]
+    assert shown["main"] == first
+    changed = {m for m in MODELS if shown["main"][m]["acc"] != shown["e2"][m]["acc"]}
+    diff = json.loads(dvc("metrics", "diff", "main", "e2", "--json", cwd=repo))["metrics.json"]
+    assert {k.split(".")[0] for k in diff if k.endswith(".acc")} == changed
+    assert all(diff[f"{m}.acc"]["new"] == shown["e2"][m]["acc"] for m in changed)
+    plots = json.loads(dvc("plots", "diff", "main", "e2", "--json", cwd=repo))["data"]["learning_curves"][0]
+    rows = plots["content"]["data"]["values"]
+    assert {(r["rev"], r["filename"].split("/")[0], r["epoch"]) for r in rows} == {
+        (rev, m, str(e)) for rev, epochs in (("main", 1), ("e2", 2)) for m in MODELS for e in range(1, epochs + 1)}
+    out = sh([sys.executable, "-m", "stages.compare", "main", "e2"], repo)
+    assert "wrote reports/compare.png: test_acc of 4 models in main, e2" in out
+    assert (repo / "reports/compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def restored_runs(db, originals):

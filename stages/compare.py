@@ -1,0 +1,83 @@
+"""Compare experiments offline: the learning curves of every model, one line per
+experiment, as a static image (DVC's own `dvc plots diff` HTML loads Vega from the
+internet). The data comes from `dvc plots diff --json`, so any revision DVC understands
+works: experiment names, commits, branches, `workspace`.
+
+    python -m stages.compare e5-s0 e40-s0            # -> reports/compare.png
+    python -m stages.compare HEAD workspace --metric train_loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stages.common import StageError, atomic_path, run_main
+
+OUT = Path("reports/compare.png")
+
+
+def plots_data(revisions: list[str]) -> list[dict]:
+    """The learning-curve rows of ``dvc plots diff --json`` for ``revisions``."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", "plots", "diff", "--json", *revisions], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise StageError(f"dvc plots diff {' '.join(revisions)} failed: {lines[-1] if lines else proc.returncode}; "
+                         "name revisions that `dvc exp show` lists")
+    plots = json.loads(proc.stdout).get("data", {})
+    rows = [row for plot in plots.get("learning_curves", []) for row in plot["content"]["data"]["values"]]
+    if not rows:
+        raise StageError(f"no learning curves in {', '.join(revisions)}; train first (`dvc exp run`)")
+    return rows
+
+
+def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(row["filename"].split("/")[0] for row in rows))
+    revisions = list(dict.fromkeys(row["rev"] for row in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models, strict=True):
+        for i, rev in enumerate(revisions):
+            points = sorted((int(r["epoch"]), float(r[metric])) for r in rows
+                            if r["rev"] == rev and r["filename"].startswith(f"{model}/"))
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=f"C{i}", label=rev,
+                    marker="." if len(points) < 60 else None)
+        ax.set(title=model, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("revisions", nargs="+", help="experiments or git revisions, as `dvc plots diff` takes them")
+    parser.add_argument("--metric", default="test_acc", help="a history.csv column (default test_acc)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    def work():
+        rows = plots_data(args.revisions)
+        if args.metric not in rows[0]:
+            raise StageError(f"--metric {args.metric!r} is not a history column; one of "
+                             f"{', '.join(k for k in rows[0] if k not in ('rev', 'filename'))}")
+        plot_comparison(rows, args.metric, args.out)
+        print(f"wrote {args.out}: {args.metric} of {len(set(r['filename'] for r in rows))} models in "
+              f"{', '.join(dict.fromkeys(r['rev'] for r in rows))}")
+
+    run_main(work)
+
+
+if __name__ == "__main__":
+    main()

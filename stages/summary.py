@@ -1,0 +1,46 @@
+"""Stage `summary`: the study in one small metrics file, `metrics.json` at the top level,
+for DVC's own comparison (`dvc exp show`, `dvc metrics diff`): per model, the final test
+accuracy (`acc`, %) and the mean seconds per training epoch (`sec`) of the workspace's trainings.
+
+Numbers only, short names; provenance stays in each training's record and in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from stages.common import StageError, run_main, write_json
+from stages.config import load_settings
+
+SUMMARY = Path("metrics.json")
+OUTPUT_ROOT = Path("outputs")
+
+
+def summarise(models, output_root: Path = OUTPUT_ROOT, path: Path = SUMMARY) -> dict:
+    summary = {}
+    for model in models:
+        metrics = output_root / model / "metrics.json"
+        if not metrics.exists():
+            raise StageError(f"{metrics} not found; train it first with `dvc repro train@{model}`")
+        values = json.loads(metrics.read_text())
+        summary[model] = {"acc": round(values["final_test_acc"], 2), "sec": round(values["mean_epoch_time_s"], 3)}
+    write_json(path, summary)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    def work():
+        summary = summarise(load_settings(args.params).models)
+        print("  ".join(f"{m} {v['acc']:.2f}%" for m, v in summary.items()), f"-> {SUMMARY}")
+
+    run_main(work)
+
+
+if __name__ == "__main__":
+    main()
