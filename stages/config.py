@@ -21,7 +21,7 @@ import yaml
 from stages.common import StageError
 
 PARAMS_FILE = "params.yaml"
-MODEL_NAMES = ("alexnet", "vgg16", "vgg16_bn", "vgg8")  # models/ checks the same list
+MODEL_NAMES = ("alexnet", "vgg16", "vgg16_bn", "vgg8")  # as models/ has them (a test checks): no torch import
 INITS = ("default", "kaiming")
 PRECISIONS = ("bf16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -76,7 +76,7 @@ SCHEMA: dict[str, Any] = {
     "report": {
         "short_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
         "ablation_keys": (lambda v: isinstance(v, list) and all(isinstance(k, str) and k.startswith("train.")
-                                                                  for k in v),
+                                                                  and k[6:] in SCHEMA["train"] for k in v),
                           "a list of train.* keys, e.g. [train.init, train.lr]"),
     },
 }

@@ -46,9 +46,9 @@ def choose_epochs(cells: dict, epochs: int, short_epochs: int) -> tuple[int | No
 
 
 # ---------------------------------------------------------------- tables
-def not_run(epochs: int | None, workspace_epochs: int) -> str:
+def not_run(epochs: int | None, workspace_epochs: int, short_epochs: int = paper.EPOCHS[0]) -> str:
     """The cell of a run that is missing, with the command that fills it."""
-    epochs = epochs or paper.EPOCHS[0]
+    epochs = epochs or short_epochs
     command = "dvc repro" if epochs == workspace_epochs else f"dvc exp run -S epochs={epochs}"
     return f"not run (`{command}`)"
 
@@ -62,7 +62,7 @@ def per_point(cell: Cell | None) -> list[float]:
 
 
 def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, long: int,
-                 workspace_epochs: int) -> dict[str, pd.DataFrame]:
+                 workspace_epochs: int, short_epochs: int = paper.EPOCHS[0]) -> dict[str, pd.DataFrame]:
     t1, t5, t6, t7 = [], [], [], []
     for model in models:
         net = build_model(model)
@@ -79,7 +79,7 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
             for row, name, published in ((row5, "final_test_acc", paper.ACCURACY),
                                          (row6, "mean_epoch_time_s", paper.SECONDS)):
                 ours, theirs = (cell.values(name) if cell else []), published[model][idx]
-                row[f"ours ({label})"] = fmt_stat(ours) if ours else not_run(epochs, workspace_epochs)
+                row[f"ours ({label})"] = fmt_stat(ours) if ours else not_run(epochs, workspace_epochs, short_epochs)
                 row[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{theirs:.2f}"
                 row[f"diff ({label})"] = f"{mean_sd(ours)[0] - theirs:+.2f}" if ours else "-"
         t5.append(row5)
@@ -214,7 +214,8 @@ def fetch_runs(settings: Settings, output_root: Path):
     runs = finished_runs(settings.experiment)
     if runs.empty:
         raise StageError(f"MLflow store {uri} has no finished runs in experiment {settings.experiment!r}: "
-                         "fill it with `dvc repro` (40 epochs) and `dvc exp run -S epochs=5`")
+                         f"fill it with `dvc repro` ({settings.epochs} epochs) and "
+                         f"`dvc exp run -S epochs={settings.report.short_epochs}`")
     return runs, mlflow.MlflowClient(uri), uri
 
 
@@ -227,9 +228,10 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
                  rf_dir: Path = RF_DIR, signal_dir: Path = SIGNAL_DIR, data_dir: Path = DATA_DIR) -> dict:
     models = list(settings.models)
     runs, client, uri = fetch_runs(settings, output_root)
-    selection = select(runs, settings, data_sha256(data_dir))
+    workspace = {json.loads(p.read_text())["record_id"] for p in training_records(models, output_root)}
+    selection = select(runs, settings, data_sha256(data_dir), workspace)
     short, long = choose_epochs(selection.study, settings.epochs, settings.report.short_epochs)
-    tables = study_tables(models, selection.study, short, long, settings.epochs)
+    tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs)
     ablation = ablation_table(client, selection)
 
     with tempfile.TemporaryDirectory() as scratch:

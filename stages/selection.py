@@ -59,10 +59,13 @@ class Selection:
     left_out: list[str]  # one line per reason
 
 
-def _cells(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, Cell]:
+def _cells(runs: pd.DataFrame, keys: list[str], workspace: set[str]) -> dict[tuple, Cell]:
+    """Per cell, one run per seed: the workspace's own training if it is one of them (what
+    DVC shows), else the latest."""
     cells: dict[tuple, Cell] = {}
     latest: dict[tuple, int] = {}
-    for _, run in runs.sort_values("start_time", ascending=False).iterrows():
+    runs = runs.assign(in_workspace=runs.get("tags.record_id", pd.Series(index=runs.index)).isin(workspace))
+    for _, run in runs.sort_values(["in_workspace", "start_time"], ascending=False).iterrows():
         key = tuple(run[k] for k in keys)
         seed = (*key, int(run["params.seed"]))
         cell = cells.setdefault(key, Cell(runs=[]))
@@ -76,11 +79,15 @@ def _cells(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, Cell]:
     return cells
 
 
-def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None) -> Selection:
+def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None,
+           workspace: set[str] = frozenset()) -> Selection:
+    """``workspace``: the record ids of the trainings in outputs/."""
     if runs.empty:
         return Selection({}, {}, [])
     expected = expected_params(settings, data_sha256)
-    runs = runs[runs["params.model"].notna() & runs["params.epochs"].notna() & runs["params.seed"].notna()].copy()
+    complete = runs.reindex(columns=["params.model", "params.epochs", "params.seed"]).notna().all(axis=1)
+    unnamed = int((~complete).sum())
+    runs = runs[complete].copy()
     runs["params.epochs"] = runs["params.epochs"].astype(int)
     diffs = [[(k, _value(run, k)) for k, v in expected.items() if _value(run, k) != v] for _, run in runs.iterrows()]
     runs["n_diff"] = [len(d) for d in diffs]
@@ -100,12 +107,17 @@ def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None) -> S
             reasons[" and ".join(f"{k}={v if v is not None else '(not logged)'}" for k, v in run["diff"])] += 1
     left_out = [f"{n} finished run{'s' if n > 1 else ''} with {why}" if not why.startswith("of model")
                 else f"{n} finished run{'s' if n > 1 else ''} {why}" for why, n in reasons.most_common()]
-    study = _cells(study_runs, ["params.model", "params.epochs"])
-    ablation = _cells(ablation_runs, ["ablation.key", "ablation.value", "params.model", "params.epochs"])
-    for (model, epochs), cell in study.items():
+    if unnamed:
+        left_out.append(f"{unnamed} finished run(s) without model, epochs or seed params (not logged by the "
+                        "train stage)")
+    study = _cells(study_runs, ["params.model", "params.epochs"], set(workspace))
+    ablation = _cells(ablation_runs, ["ablation.key", "ablation.value", "params.model", "params.epochs"],
+                      set(workspace))
+    for key, cell in [*study.items(), *ablation.items()]:
         if cell.superseded:
-            left_out.append(f"{len(cell.superseded)} older run(s) of {model}, {epochs} epochs, with a seed that has a "
-                            f"newer run (the latest per seed counts): {', '.join(cell.superseded)}")
+            left_out.append(f"{len(cell.superseded)} other run(s) of {', '.join(map(str, key))} epochs with a seed "
+                            "already shown (per seed: the workspace's training, else the latest): "
+                            f"{', '.join(cell.superseded)}")
     return Selection(study, ablation, left_out)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,18 +150,24 @@ class TrainingRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(record[k]), now, record["epoch"])
-                                                    for k in EPOCH_METRICS])
+        try:
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(record[k]), now, record["epoch"])
+                                                        for k in EPOCH_METRICS])
+        except Exception as err:
+            raise _store_error(tracking_uri(), err) from err
 
     def finish(self, record: dict, artifacts: list[Path]) -> None:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(record["summary"][k]), now, 0)
-                                                    for k in SUMMARY_METRICS],
-                              tags=[RunTag("mlflow.note.content", description(record))])
-        for path in artifacts:
-            self.client.log_artifact(self.run_id, str(path))
+        try:
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(record["summary"][k]), now, 0)
+                                                        for k in SUMMARY_METRICS],
+                                  tags=[RunTag("mlflow.note.content", description(record))])
+            for path in artifacts:
+                self.client.log_artifact(self.run_id, str(path))
+        except Exception as err:
+            raise _store_error(tracking_uri(), err) from err
 
 
 def _open_run(client, experiment_id: str, record: dict, start_time: int | None = None, extra_tags=None):
@@ -179,7 +186,10 @@ def training_run(record: dict, experiment: str, track: bool = True) -> Iterator[
         yield NullRun()
         return
     client, experiment_id = connect(experiment)
-    run_id = _open_run(client, experiment_id, record)
+    try:
+        run_id = _open_run(client, experiment_id, record)
+    except Exception as err:
+        raise _store_error(tracking_uri(), err) from err
     status = "FAILED"
     try:
         yield TrainingRun(client, run_id)
@@ -188,7 +198,10 @@ def training_run(record: dict, experiment: str, track: bool = True) -> Iterator[
         status = "KILLED"
         raise
     finally:
-        client.set_terminated(run_id, status)
+        try:
+            client.set_terminated(run_id, status)
+        except Exception as err:  # never hide the error that ended the run
+            print(f"warning: could not mark MLflow run {run_id} {status} ({type(err).__name__})", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- DVC and MLflow in step
@@ -226,7 +239,15 @@ def ensure_logged(record_paths: list[Path], experiment: str) -> list[str]:
     client, experiment_id = connect(experiment)
     lines = []
     for path in record_paths:
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+            missing = {"record_id", "recipe", "runtime", "provenance", "history", "summary"} - set(record)
+        except (OSError, ValueError) as err:
+            raise StageError(f"{path} is not a readable training record ({err}); restore it with "
+                             f"`dvc checkout {path}`") from err
+        if missing:
+            raise StageError(f"{path} is not a training record of this project (no {', '.join(sorted(missing))}); "
+                             f"restore it with `dvc checkout {path}`")
         try:
             if find_run(client, experiment_id, record["record_id"]) is not None:
                 continue

@@ -44,3 +44,10 @@ def test_unknown_name_lists_the_valid_ones():
         build_model("resnet18")
     with pytest.raises(ValueError, match="default, kaiming"):
         build_model("vgg8", init="xavier")
+
+
+def test_config_names_the_same_models_and_inits_without_importing_torch():
+    from models import INITS, MODEL_NAMES
+    from stages import config
+
+    assert config.MODEL_NAMES == MODEL_NAMES and config.INITS == INITS

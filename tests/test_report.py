@@ -19,7 +19,7 @@ ACC_5 = {"alexnet": 55.5, "vgg8": 25.25}
 PARAMETERS = {"alexnet": 23_238_474, "vgg16": 33_638_218, "vgg16_bn": 33_646_666, "vgg8": 13_119_050}
 
 
-def log_run(model, epochs, acc, seconds, seed=0, device="test device", **override):
+def log_run(model, epochs, acc, seconds, seed=0, device="test device", record_id="", **override):
     """A finished run as the train stage logs it: recipe and data params, the runtime that ran."""
     params = {"model": model, "epochs": epochs, "seed": seed, "num_parameters": PARAMETERS[model],
               **expected_params(SETTINGS, None), "runtime.device": device, "runtime.precision": "bf16", **override}
@@ -28,7 +28,8 @@ def log_run(model, epochs, acc, seconds, seed=0, device="test device", **overrid
         mlflow.log_metrics({"final_test_acc": acc, "mean_epoch_time_s": seconds})
         for epoch in range(1, epochs + 1):
             mlflow.log_metrics({"test_acc": acc * epoch / epochs, "train_loss": 2.3 / epoch}, step=epoch)
-        mlflow.set_tags({"device_name": device, "torch_version": "x", "git_commit": "abc", "data_sha256": "f" * 64})
+        mlflow.set_tags({"device_name": device, "torch_version": "x", "git_commit": "abc", "data_sha256": "f" * 64,
+                         "record_id": record_id})
     time.sleep(0.01)  # distinct start times: "latest" must be well defined
     return run.info.run_id
 
@@ -82,8 +83,8 @@ def test_tables_show_exactly_the_matching_runs(store, analyses):
     # what was left out, and why
     assert "- 1 finished run with train.momentum=0.5" in text
     assert "- 1 finished run with data.train_subset=2000" in text
-    assert f"older run(s) of vgg8, 40 epochs, with a seed that has a newer run (the latest per seed counts): " \
-           f"{ids['stale vgg8']}" in text
+    assert "1 other run(s) of vgg8, 40 epochs with a seed already shown (per seed: the workspace's training, else " \
+           f"the latest): {ids['stale vgg8']}" in text
     provenance = pd.read_csv(tmp_path / "reports/tables/provenance_runs.csv")
     assert set(provenance["run id"]) == {ids[m] for m in ACC_40} | {ids["alexnet-5"], ids["vgg8-5"]}
     assert set(provenance["device"]) == {"test device", "cuda:1"}
@@ -185,3 +186,20 @@ def test_the_signal_vanishes_through_plain_vgg16_and_survives_with_bn_or_kaiming
     assert gradient_ratio("vgg16", "default") < 1e-4  # vanishes
     assert gradient_ratio("vgg16_bn", "default") > 1e-2  # BN keeps it
     assert gradient_ratio("vgg16", "kaiming") > 1e-2  # so does Kaiming's init
+
+
+def test_the_workspace_training_wins_over_a_newer_run_of_the_same_seed(tmp_path, monkeypatch, analyses):
+    """After `dvc exp apply` of an older result, the report shows what DVC shows."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    log_run("vgg8", 40, 84.0, 1.0, record_id="r-applied")
+    newer = log_run("vgg8", 40, 86.0, 1.0, record_id="r-newer")
+    record = tmp_path / "outputs/vgg8/record.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"record_id": "r-applied", "recipe": {}, "runtime": {}, "provenance": {},
+                                  "history": [], "summary": {}}))
+    _, t, text = report(tmp_path, analyses)
+    assert t["table5_accuracy"].loc["VGG-8", "ours (40 ep)"] == "84.00"
+    assert newer in text.split("## Runs left out")[1]
