@@ -111,4 +111,6 @@ def run_main(func) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
+        print("interrupted: this stage's outputs were not written; rerun the same command to start it again",
+              file=sys.stderr)
         sys.exit(130)
