@@ -198,7 +198,8 @@ def training_records(models, output_root: Path) -> list[Path]:
 
 
 def fetch_runs(settings: Settings, output_root: Path):
-    """Log what the store lacks from the workspace's records, then every finished run."""
+    """Log what the store lacks from the workspace's records; then every finished run, and the
+    record ids of the workspace's trainings."""
     import mlflow
 
     from stages.tracking import ensure_logged, finished_runs, tracking_uri
@@ -209,14 +210,15 @@ def fetch_runs(settings: Settings, output_root: Path):
         raise StageError(f"no MLflow store at {uri.removeprefix('sqlite:///')} and no trained outputs in "
                          f"{output_root}/: train first with `dvc repro` (or set MLFLOW_TRACKING_URI to the store "
                          "that holds the runs)")
-    for line in ensure_logged(records, settings.experiment):
+    lines, workspace = ensure_logged(records, settings.experiment)
+    for line in lines:
         print(line)
     runs = finished_runs(settings.experiment)
     if runs.empty:
         raise StageError(f"MLflow store {uri} has no finished runs in experiment {settings.experiment!r}: "
                          f"fill it with `dvc repro` ({settings.epochs} epochs) and "
                          f"`dvc exp run -S epochs={settings.report.short_epochs}`")
-    return runs, mlflow.MlflowClient(uri), uri
+    return runs, workspace, mlflow.MlflowClient(uri), uri
 
 
 def data_sha256(data_dir: Path) -> str | None:
@@ -227,8 +229,7 @@ def data_sha256(data_dir: Path) -> str | None:
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
                  rf_dir: Path = RF_DIR, signal_dir: Path = SIGNAL_DIR, data_dir: Path = DATA_DIR) -> dict:
     models = list(settings.models)
-    runs, client, uri = fetch_runs(settings, output_root)
-    workspace = {json.loads(p.read_text())["record_id"] for p in training_records(models, output_root)}
+    runs, workspace, client, uri = fetch_runs(settings, output_root)
     selection = select(runs, settings, data_sha256(data_dir), workspace)
     short, long = choose_epochs(selection.study, settings.epochs, settings.report.short_epochs)
     tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs)

@@ -231,13 +231,14 @@ def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path])
     return run_id
 
 
-def ensure_logged(record_paths: list[Path], experiment: str) -> list[str]:
+def ensure_logged(record_paths: list[Path], experiment: str) -> tuple[list[str], set[str]]:
     """For every training record in the workspace, make sure the current store holds its run;
-    log the missing ones from the record. Returns one line per restored run."""
+    log the missing ones from the record. Returns one line per restored run, and the
+    records' ids (the trainings DVC has in the workspace)."""
     if not record_paths:
-        return []
+        return [], set()
     client, experiment_id = connect(experiment)
-    lines = []
+    lines, record_ids = [], set()
     for path in record_paths:
         try:
             record = json.loads(path.read_text())
@@ -248,6 +249,7 @@ def ensure_logged(record_paths: list[Path], experiment: str) -> list[str]:
         if missing:
             raise StageError(f"{path} is not a training record of this project (no {', '.join(sorted(missing))}); "
                              f"restore it with `dvc checkout {path}`")
+        record_ids.add(record["record_id"])
         try:
             if find_run(client, experiment_id, record["record_id"]) is not None:
                 continue
@@ -257,7 +259,7 @@ def ensure_logged(record_paths: list[Path], experiment: str) -> list[str]:
             raise _store_error(tracking_uri(), err) from err
         lines.append(f"logged {run_name(record['recipe'])} to MLflow from {path} (run {run_id}, restored from "
                      f"{record.get('mlflow_run_id') or 'an untracked training'})")
-    return lines
+    return lines, record_ids
 
 
 def finished_runs(experiment: str):
