@@ -4,12 +4,14 @@ pandas, pyyaml and matplotlib (no MLflow, no DVC), so it runs on a bare GPU mach
   python -m benchmarks.bench calibrate --data ../shared/data/cifar10-jpeg.tar.gz --out benchmarks/results/x
   python -m benchmarks.bench study     --data ... --out ...   # 4 models x 5 and 40 epochs
   python -m benchmarks.bench compare   --data ... --out ...   # CPU: this loop vs DataLoader baseline
+  python -m benchmarks.bench state-cost --data ... --out ...  # saving the resumable state each epoch
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ SETTINGS = {  # name -> (precision, channels_last, torch.compile, CUDA graph of 
     "fp32+cl+graph": ("fp32", True, False, True),
     "bf16+graph": ("bf16", False, False, True),
     "bf16+cl+graph": ("bf16", True, False, True),
+    "bf16+cl+compile+graph": ("bf16", True, True, True),  # torch.compile'd model inside the captured step
 }
 
 
@@ -207,9 +210,63 @@ def compare(arrays: dict, model: str, subset: int, workers: int, epochs: int) ->
             "baseline_epoch_s": base, "ours_epoch_s": ours, "speedup": min(base) / min(ours)}
 
 
+def state_cost(arrays: dict, device: str, model: str, subset: int, epochs: int, setting: str, state_dir: Path) -> dict:
+    """What saving the resumable training state after every epoch costs (stages.resume): the
+    main thread's copy to host memory, the background write, and epoch times with and without
+    saving, in alternating epochs of one training so that drift hits both alike."""
+    from stages.resume import StateWriter
+
+    idx = balanced_subset(arrays["train_labels"], subset, 0)
+    recipe = recipe_for(setting, epochs=2 * epochs + 1, device=device)
+    trainer = Trainer(model, recipe)
+    x, y = to_device_images(arrays["train_images"][idx], device), torch.as_tensor(arrays["train_labels"][idx],
+                                                                                  device=device)
+    writer = StateWriter(state_dir / f"{model}.pt")
+    trainer.train_one_epoch(x, y)  # warm-up: autotuning, graph capture
+    plain, saving, copy_s, write_s = [], [], [], []
+    for epoch in range(2 * epochs):
+        trainer.synchronize()
+        start = time.perf_counter()
+        trainer.train_one_epoch(x, y)
+        if epoch % 2:
+            t0 = time.perf_counter()
+            state = trainer.state_dict()
+            writer.save({"trainer": state, "history": []})
+            copy_s.append(time.perf_counter() - t0)
+        (saving if epoch % 2 else plain).append(time.perf_counter() - start)
+        if epoch % 2 == 0 and epoch:
+            t0 = time.perf_counter()
+            writer.wait()  # normally overlapped by the next epoch; timed here once it has run
+            write_s.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    writer.wait()
+    size = writer.path.stat().st_size
+    writer.remove()
+    return {"model": model, "images": subset, "setting": setting, "plain_epoch_s": plain, "saving_epoch_s": saving,
+            "copy_s": copy_s, "wait_after_next_epoch_s": write_s, "state_mb": size / 1e6,
+            "overhead_pct": 100 * (statistics.median(saving) / statistics.median(plain) - 1),
+            "copy_pct": 100 * statistics.median(copy_s) / statistics.median(plain)}
+
+
+def state_cost_markdown(env: dict, rows: list[dict]) -> str:
+    lines = [f"# Saving the training state after every epoch, on {env['device_name']}", "",
+             f"torch {env['torch_version']}; alternating epochs of one training with and without saving; medians. "
+             "`copy` is what the epoch waits for (weights, momentum and RNG states copied to host memory); "
+             "the write to disk runs in a background thread during the next epoch.", "",
+             "| model | images | setting | state MB | epoch s (no save) | epoch s (save) | overhead | copy "
+             "| copy share |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['images']} | {r['setting']} | {r['state_mb']:.0f} | "
+                     f"{statistics.median(r['plain_epoch_s']):.3f} | {statistics.median(r['saving_epoch_s']):.3f} | "
+                     f"{r['overhead_pct']:+.1f}% | {statistics.median(r['copy_s']) * 1000:.1f} ms | "
+                     f"{r['copy_pct']:.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["calibrate", "study", "compare", "check-graphs"])
+    parser.add_argument("mode", choices=["calibrate", "study", "compare", "check-graphs", "state-cost"])
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
     parser.add_argument("--out", default="benchmarks/results/latest")
     parser.add_argument("--device", default="auto")
@@ -248,6 +305,12 @@ def main() -> None:
         study(arrays, device, args.models, args.epochs, setting, out, env, args.seed)
     elif args.mode == "check-graphs":
         check_graphs(arrays, device, out, env)
+    elif args.mode == "state-cost":
+        rows = [state_cost(arrays, device, m, args.subset, args.compare_epochs, args.setting, out / "state")
+                for m in args.models]
+        md = state_cost_markdown(env, rows)
+        write_outputs(out, "state_cost", {"environment": env, "rows": rows}, md)
+        print(md)
     else:
         rows = [compare(arrays, m, args.subset, args.workers, args.compare_epochs) for m in args.models]
         lines = [f"# CPU: this project's loop vs a DataLoader baseline on {env['device_name']}", "",

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,9 +19,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+OUTPUT_ROOT = Path("outputs")
+
+
+def output_paths(model: str, root: Path = OUTPUT_ROOT) -> dict[str, Path]:
+    """A training's outputs (stage train@<model>), read by evaluate and the report."""
+    folder = root / model
+    return {"checkpoint": folder / "checkpoint.pt", "record": folder / "record.json",
+            "metrics": folder / "metrics.json", "history": folder / "history.csv"}
+
 
 class StageError(Exception):
     """A bad input or setting: the message names the culprit and the fix."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler pre-empting the job), raised like Ctrl-C so that the same
+    handlers end MLflow runs as KILLED and keep what was saved."""
+
+
+class Interrupted(Exception):
+    """An interrupted stage that has put its house in order: one line, then ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def project_root() -> Path:
@@ -105,12 +128,19 @@ def write_json(path: str | Path, payload: Any) -> None:
 
 def run_main(func) -> None:
     """Run a stage's work; a StageError becomes one line on stderr and exit status 1."""
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         func()
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except Interrupted as err:
+        print(err, file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt as err:
         print("interrupted: this stage's outputs were not written; rerun the same command to start it again",
               file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(err, Terminated) else 130)

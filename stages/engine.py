@@ -73,7 +73,7 @@ def effective_runtime(recipe: Recipe) -> dict:
     is_cuda = device.startswith("cuda")
     return {"device": device, "precision": "bf16" if is_cuda and recipe.precision == "bf16" else "fp32",
             "channels_last": recipe.channels_last, "compile": recipe.compile,
-            "cuda_graphs": is_cuda and recipe.cuda_graphs and not recipe.compile}
+            "cuda_graphs": is_cuda and recipe.cuda_graphs}
 
 
 def balanced_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -170,12 +170,14 @@ class Trainer:
         lr = torch.tensor(recipe.lr, device=self.device) if self.use_graph else recipe.lr
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay, **({"fused": True} if is_cuda else {}))
-        self.step_model = torch.compile(self.model) if recipe.compile else self.model
+        # compiled code is built during the eager warm-up steps, then captured into the graph like any kernel
+        self.step_model = torch.compile(self.model, dynamic=False) if recipe.compile else self.model
         self.normalize = Normalizer(self.device, recipe.channels_last)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(recipe.seed)
         self.epochs_done = 0
         self.steps_done = 0
+        self.eager_warmup_done = 0  # per process: a resumed trainer warms up again before capture
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.graph = None
@@ -217,7 +219,8 @@ class Trainer:
 
     def _graph_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
         if self.graph is None:
-            if self.steps_done < self.GRAPH_WARMUP_STEPS:
+            if self.eager_warmup_done < self.GRAPH_WARMUP_STEPS:
+                self.eager_warmup_done += 1
                 stream = torch.cuda.Stream(self.device)  # warm-up on a side stream, as capture requires
                 stream.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(stream):
@@ -264,6 +267,45 @@ class Trainer:
         correct = (logits.argmax(1) == labels).sum()
         return loss.item(), 100.0 * correct.item() / len(labels)
 
+    def state_dict(self) -> dict:
+        """Everything the loop needs to go on exactly where it stopped, as CPU tensors:
+        weights, optimizer (momentum buffers), every RNG the loop draws from (the
+        augmentation generator, dropout's global generator on the CPU or CUDA), counters.
+        Copying is cheap next to an epoch; writing it to disk is left to the caller."""
+        def to_cpu(obj):
+            if isinstance(obj, torch.Tensor) and obj.is_cuda:  # pinned: a fast copy, from a cached pool
+                return torch.empty_like(obj, device="cpu", pin_memory=True).copy_(obj, non_blocking=True)
+            if isinstance(obj, torch.Tensor):
+                return obj.detach().clone()
+            if isinstance(obj, dict):
+                return {k: to_cpu(v) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [to_cpu(v) for v in obj]
+            return obj
+
+        state = {"model": to_cpu(self.model.state_dict()), "optimizer": to_cpu(self.optimizer.state_dict()),
+                 "generator": self.generator.get_state(), "cpu_rng": torch.get_rng_state(),
+                 "epochs_done": self.epochs_done, "steps_done": self.steps_done}
+        if self.device.startswith("cuda"):
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+            torch.cuda.current_stream(self.device).synchronize()  # the copies above have landed
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from ``state_dict()``'s output; a CUDA graph is captured afresh on the
+        first step (it must record the loaded parameters' update)."""
+        self.model.load_state_dict(state["model"])
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # keep the device tensor a captured step reads; each epoch sets its value
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["cpu_rng"])
+        if "cuda_rng" in state and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.epochs_done, self.steps_done = state["epochs_done"], state["steps_done"]
+        self.graph = None
+
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)
@@ -290,13 +332,14 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 
 def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, trainer: Trainer | None = None,
-          on_epoch: Callable[[dict], None] | None = None, progress: bool | None = None,
-          log: Callable[[str], None] = print) -> dict:
+          history: list[dict] | None = None, on_epoch: Callable[[dict], None] | None = None,
+          progress: bool | None = None, log: Callable[[str], None] = print) -> dict:
     """Train ``model_name`` on ``arrays`` (uint8 NHWC images, int labels) with ``recipe``.
 
     Returns the trained ``Trainer`` (model inside), the per-epoch history and summary
     metrics. ``on_epoch`` gets each epoch's record as soon as it is measured; ``trainer``
-    is one already built for this model and recipe."""
+    is one already built for this model and recipe, possibly resumed, in which case
+    ``history`` holds its finished epochs and training goes on after them."""
     trainer = trainer or Trainer(model_name, recipe)
     device = trainer.device
     train_x = to_device_images(arrays["train_images"], device)
@@ -307,8 +350,10 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
         raise StageError("the training or test split is empty; check data.train_subset / data.test_subset")
     progress = sys.stderr.isatty() if progress is None else progress
     batches = math.ceil(len(train_y) / recipe.batch_size)
-    history = []
-    for epoch in range(1, recipe.epochs + 1):
+    history = list(history or [])
+    if len(history) != trainer.epochs_done:
+        raise ValueError(f"history has {len(history)} epochs, the trainer {trainer.epochs_done}")
+    for epoch in range(trainer.epochs_done + 1, recipe.epochs + 1):
         lr = trainer.current_lr()
         bar = _progress_bar(batches, f"{model_name} {epoch}/{recipe.epochs}", progress)
         trainer.synchronize()

@@ -17,12 +17,11 @@ import torch
 from torch import nn
 
 from models import MODEL_NAMES, build_model, count_parameters
-from stages.common import StageError, atomic_path, run_main, write_json
+from stages.common import OUTPUT_ROOT, StageError, atomic_path, output_paths, run_main, write_json
 from stages.config import load_settings
 from stages.engine import Normalizer, balanced_subset, pick_device, predict, to_device_images
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.prepare import load_prepared
-from stages.train import OUTPUT_ROOT, output_paths
 
 
 def eval_dir(model: str, root: Path = OUTPUT_ROOT) -> Path:

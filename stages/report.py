@@ -21,7 +21,7 @@ from torch import nn
 
 from models import build_model
 from stages import paper
-from stages.common import StageError, atomic_entries, run_main
+from stages.common import OUTPUT_ROOT, StageError, atomic_entries, output_paths, run_main
 from stages.config import Settings, load_settings
 from stages.figures import md_table, plot_curves
 from stages.init_signal import OUT_DIR as SIGNAL_DIR
@@ -30,7 +30,6 @@ from stages.init_signal import summary as init_signal_summary
 from stages.receptive_field import OUT_DIR as RF_DIR
 from stages.receptive_field import analyse as analyse_receptive_fields
 from stages.selection import STATISTIC, Cell, Selection, compare, fmt_stat, mean_sd, select
-from stages.train import OUTPUT_ROOT, output_paths
 
 REPORT_DIR = Path("reports")
 DATA_DIR = Path("data/cifar10")

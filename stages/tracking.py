@@ -13,13 +13,14 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.common import StageError, project_root
+from stages.common import Interrupted, StageError, project_root
 from stages.config import flatten
 
 DB_NAME = "mlflow.db"
@@ -110,8 +111,54 @@ def run_tags(record: dict[str, Any]) -> dict[str, str]:
         "dvc_exp_name": record.get("dvc_exp_name", ""), "dvc_stage": f"train@{record['recipe']['model']}",
         "device": record["runtime"]["device"], "device_name": prov["device_name"],
         "precision": record["runtime"]["precision"], "torch_version": prov["torch_version"],
-        "data_sha256": prov["data_sha256"], "mlflow.note.content": description(record),
+        "data_sha256": prov["data_sha256"], "mlflow.note.content": description(record), **process_tags(),
     }
+
+
+# ---------------------------------------------------------------- runs whose process died
+def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not
+    mistaken for the process that opened a run; "" where /proc does not tell."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_tags() -> dict[str, str]:
+    """Which process owns a RUNNING run: lets a later start tell a live run from an orphan."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "pid_started": _process_start(os.getpid())}
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    now = _process_start(pid)
+    return not (started and now and now != started)
+
+
+def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[str]:
+    """End as KILLED the runs of this experiment left RUNNING by a process of this host that no
+    longer exists (SIGKILL, power loss), tagged so. Runs of live processes, of other hosts,
+    and ``keep`` (the run being resumed) are left alone."""
+    host = socket.gethostname()
+    lines = []
+    for run in client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                  f"tags.host = '{host}'", max_results=1000):
+        tags, run_id = run.data.tags, run.info.run_id
+        pid = int(tags.get("pid", "0") or 0)
+        if run_id == keep or not pid or _alive(pid, tags.get("pid_started", "")):
+            continue
+        client.set_tag(run_id, "ended_by", f"sweep at a later start: its process {pid} on {host} had died "
+                       "without ending it (killed or power loss)")
+        client.set_terminated(run_id, "KILLED")
+        lines.append(f"ended MLflow run {run_id} ({tags.get('mlflow.runName', '?')}) as KILLED: its process "
+                     f"{pid} on {host} no longer exists")
+    return lines
 
 
 def description(record: dict[str, Any]) -> str:
@@ -142,32 +189,73 @@ class NullRun:
         pass
 
 
+class TrackingOffline(StageError):
+    """The tracking store went away and did not come back before the training ended."""
+
+
 class TrainingRun:
+    """A training's run: epochs are logged as they end; while the store is unreachable
+    they wait in memory (and in the saved training state) and go in once it answers."""
+
     def __init__(self, client, run_id: str):
         self.client, self.run_id = client, run_id
+        self.pending: list[dict] = []
+        self.offline_since: int | None = None
 
-    def log_epoch(self, record: dict) -> None:
+    def _flush(self) -> bool:
         from mlflow.entities import Metric
 
+        if not self.pending:
+            return True
         now = int(time.time() * 1000)
+        metrics = [Metric(k, float(r[k]), now, r["epoch"]) for r in self.pending for k in EPOCH_METRICS]
         try:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(record[k]), now, record["epoch"])
-                                                        for k in EPOCH_METRICS])
+            for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+                self.client.log_batch(self.run_id, metrics=metrics[start:start + 1000])
         except Exception as err:
-            raise _store_error(tracking_uri(), err) from err
+            if self.offline_since is None:
+                self.offline_since = self.pending[0]["epoch"]
+                print(f"warning: MLflow store {tracking_uri()} unreachable at epoch {self.offline_since} "
+                      f"({type(err).__name__}); training goes on, its metrics wait here", file=sys.stderr)
+            return False
+        if self.offline_since is not None:
+            print(f"MLflow store is back: logged epochs {self.pending[0]['epoch']}-{self.pending[-1]['epoch']}",
+                  file=sys.stderr)
+            self.offline_since = None
+        self.pending.clear()
+        return True
+
+    def log_epoch(self, record: dict) -> None:
+        self.pending.append(record)
+        self._flush()
+
+    def catch_up(self, history: list[dict]) -> None:
+        """Log the epochs of ``history`` the run lacks (a resumed run, a store that was down)."""
+        try:
+            logged = {m.step for m in self.client.get_metric_history(self.run_id, "test_acc")}
+        except Exception:
+            logged = set()
+        self.pending = [h for h in history if h["epoch"] not in logged] + self.pending
+        self._flush()
 
     def finish(self, record: dict, artifacts: list[Path]) -> None:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         try:
+            if not self._flush():
+                raise ConnectionError("still unreachable")
             self.client.log_batch(self.run_id, metrics=[Metric(k, float(record["summary"][k]), now, 0)
                                                         for k in SUMMARY_METRICS],
                                   tags=[RunTag("mlflow.note.content", description(record))])
             for path in artifacts:
                 self.client.log_artifact(self.run_id, str(path))
         except Exception as err:
-            raise _store_error(tracking_uri(), err) from err
+            raise TrackingOffline(
+                f"MLflow store {tracking_uri()} is unreachable ({type(err).__name__}), so run {self.run_id} "
+                f"is not complete there; the training is saved locally (outputs/{record['recipe']['model']} "
+                "and its training state): rerun `dvc repro` once the store is back to log it without "
+                "training again") from err
 
 
 def _open_run(client, experiment_id: str, record: dict, start_time: int | None = None, extra_tags=None):
@@ -179,29 +267,60 @@ def _open_run(client, experiment_id: str, record: dict, start_time: int | None =
     return run.info.run_id
 
 
+def _reopen(client, experiment_id: str, run_id: str, epochs_done: int) -> str | None:
+    """Reopen a resumed training's run in this store, or None if the store lacks it."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        return None
+    if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        return None
+    client.update_run(run_id, status="RUNNING")
+    for key, value in {**process_tags(), "resumed_after_epoch": str(epochs_done)}.items():
+        client.set_tag(run_id, key, value)
+    return run_id
+
+
 @contextlib.contextmanager
-def training_run(record: dict, experiment: str, track: bool = True) -> Iterator[TrainingRun | NullRun]:
-    """Open the run with its params and tags; end it FINISHED, FAILED or KILLED (Ctrl-C)."""
+def training_run(record: dict, experiment: str, track: bool = True, history: list[dict] | None = None,
+                 log=print) -> Iterator[TrainingRun | NullRun]:
+    """Open the training's run with its params and tags, or reopen it when the training
+    resumes (``record["mlflow_run_id"]``, ``history`` its finished epochs); end it FINISHED,
+    FAILED, or KILLED (Ctrl-C, SIGTERM). Runs of dead processes are swept first. A store
+    gone at the end leaves the run open, for the next start to complete."""
     if not track:
         yield NullRun()
         return
     client, experiment_id = connect(experiment)
+    resumed = record.get("mlflow_run_id")
     try:
-        run_id = _open_run(client, experiment_id, record)
+        for line in sweep_orphans(client, experiment_id, keep=resumed):
+            log(line)
+        run_id = _reopen(client, experiment_id, resumed, len(history or [])) if resumed else None
+        if resumed and run_id is None:
+            log(f"the MLflow store lacks run {resumed} of this training; logging it as a new run")
+        run_id = run_id or _open_run(client, experiment_id, record)
     except Exception as err:
         raise _store_error(tracking_uri(), err) from err
+    run = TrainingRun(client, run_id)
+    run.catch_up(history or [])
     status = "FAILED"
     try:
-        yield TrainingRun(client, run_id)
+        yield run
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         status = "KILLED"
         raise
+    except TrackingOffline:
+        status = None  # nothing to end it with; the next start completes it
+        raise
     finally:
-        try:
-            client.set_terminated(run_id, status)
-        except Exception as err:  # never hide the error that ended the run
-            print(f"warning: could not mark MLflow run {run_id} {status} ({type(err).__name__})", file=sys.stderr)
+        if status is not None:
+            try:
+                client.set_terminated(run_id, status)
+            except Exception as err:  # never hide the error that ended the run
+                print(f"warning: could not mark MLflow run {run_id} {status} ({type(err).__name__})",
+                      file=sys.stderr)
 
 
 # ---------------------------------------------------------------- DVC and MLflow in step

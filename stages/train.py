@@ -17,18 +17,21 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.common import StageError, atomic_path, provenance, run_main, write_json
+from stages.common import (
+    OUTPUT_ROOT,
+    Interrupted,
+    StageError,
+    Terminated,
+    atomic_path,
+    output_paths,
+    provenance,
+    run_main,
+    write_json,
+)
 from stages.config import MODEL_NAMES, Settings, load_settings
 from stages.prepare import OUT_DIR as DATA_DIR
 
-OUTPUT_ROOT = Path("outputs")
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
-
-
-def output_paths(model: str, root: Path = OUTPUT_ROOT) -> dict[str, Path]:
-    folder = root / model
-    return {"checkpoint": folder / "checkpoint.pt", "record": folder / "record.json",
-            "metrics": folder / "metrics.json", "history": folder / "history.csv"}
 
 
 def engine_recipe(settings: Settings):
@@ -56,12 +59,16 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, output_root: Path = OUTPUT_ROOT,
-                 track: bool = True, progress: bool | None = None) -> dict:
-    """Train ``model`` as ``settings`` say; log to MLflow when ``track``; write the outputs."""
+                 track: bool = True, progress: bool | None = None, log=print) -> dict:
+    """Train ``model`` as ``settings`` say; log to MLflow when ``track``; write the outputs.
+
+    The training state is saved after every epoch (stages.resume); a start that finds
+    one for the same recipe, data and runtime goes on from it, in the same MLflow run."""
     import torch
 
     from stages.engine import Trainer, train
     from stages.prepare import load_prepared
+    from stages.resume import StateWriter, fingerprint, load_resumable, state_path
     from stages.tracking import training_run
 
     if model not in MODEL_NAMES:
@@ -75,13 +82,43 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     record = {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime, "provenance": prov,
               "num_parameters": trainer.num_parameters, "experiment": settings.experiment,
               "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "started_ms": int(time.time() * 1000)}
+    fingerprint_hex = fingerprint(record)
+    state, line = load_resumable(model, record)
+    if line:
+        log(line)
+    history: list[dict] = []
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        history = state["history"]
+        # the training's identity goes on; where it resumed is recorded beside it
+        record = {**state["record"], "resumed": [*state["record"].get("resumed", []), {
+            "after_epoch": len(history), "git_commit": prov["git_commit"], "at_ms": int(time.time() * 1000)}]}
+    writer = StateWriter(state_path(model, fingerprint_hex))
 
     paths = output_paths(model, output_root)
-    with training_run(record, settings.experiment, track=track) as run:
-        result = train(model, arrays, trainer.recipe, trainer=trainer, on_epoch=run.log_epoch, progress=progress)
+    with training_run(record, settings.experiment, track=track, history=history, log=log) as run:
+        record["mlflow_run_id"] = run.run_id
+
+        def end_of_epoch(epoch_record: dict) -> None:
+            history.append(epoch_record)  # state first: a kill between the two re-logs nothing twice
+            writer.save({"fingerprint": fingerprint_hex, "trainer": trainer.state_dict(), "history": list(history),
+                         "record": record, "saved_ms": int(time.time() * 1000)})
+            run.log_epoch(epoch_record)
+
+        try:
+            result = train(model, arrays, trainer.recipe, trainer=trainer, history=list(history),
+                           on_epoch=end_of_epoch, progress=progress, log=log)
+        except KeyboardInterrupt as err:
+            writer.wait()
+            total = settings.epochs
+            done = len(history)
+            saved = (f"epoch{'s 1-' if done > 1 else ' '}{done} saved; rerun `dvc repro` to resume" if done
+                     else "no epoch had finished; rerun `dvc repro` to start again")
+            raise Interrupted(f"{model}: interrupted at epoch {len(history) + 1}/{total} ({saved})",
+                              143 if isinstance(err, Terminated) else 130) from err
+        writer.wait()
         summary = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-        record.update(history=result["history"], summary=summary, mlflow_run_id=run.run_id,
-                      ended_ms=int(time.time() * 1000))
+        record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000))
         with atomic_path(paths["checkpoint"]) as tmp:
             torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record}, tmp)
         write_json(paths["record"], record)
@@ -89,6 +126,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         write_json(paths["metrics"], {k: summary[k] for k in ("final_test_acc", "best_test_acc", "final_train_loss",
                                                                 "mean_epoch_time_s", "num_parameters")})
         run.finish(record, [paths["record"], paths["metrics"], paths["history"]])
+    writer.remove()  # complete everywhere: nothing left to resume
     return {**result, "record": record, "paths": paths}
 
 

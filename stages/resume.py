@@ -1,0 +1,115 @@
+"""Resumable training: the whole training state after every epoch, where DVC never wipes it.
+
+DVC deletes a stage's outputs before it runs the stage again, so the state lives beside
+them, in ``.train_state/`` at the real project root (queued experiments share it), one
+file per model and fingerprint (recipe, data, runtime): runs of other seeds or recipes,
+queued side by side, never touch each other's state. Writes go through a background
+thread and a rename, so an epoch waits only for a copy in memory, and a kill at any
+moment leaves the previous state whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from stages.common import StageError, project_root
+from stages.config import flatten
+
+STATE_DIR = ".train_state"
+
+
+def fingerprint(record: dict[str, Any]) -> str:
+    """What must match for a saved state to be resumed: recipe, data and the runtime that ran
+    (a CUDA state does not go on as a CPU run, nor bf16 as fp32)."""
+    key = {"recipe": record["recipe"], "data_sha256": record["provenance"]["data_sha256"],
+           "runtime": record["runtime"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def state_path(model: str, fingerprint_hex: str, root: Path | None = None) -> Path:
+    return (root or project_root()) / STATE_DIR / f"{model}-{fingerprint_hex[:16]}.pt"
+
+
+def _differences(old: dict, new: dict) -> str:
+    keys = ("recipe", "runtime")
+    a = flatten({k: old.get(k, {}) for k in keys})
+    b = flatten({k: new.get(k, {}) for k in keys})
+    changed = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if old.get("provenance", {}).get("data_sha256") != new["provenance"]["data_sha256"]:
+        changed.append("data (sha256 differs)")
+    return ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+
+
+def load_resumable(model: str, record: dict[str, Any], root: Path | None = None) -> tuple[dict | None, str | None]:
+    """(saved state, one line saying what happens) for a training about to start. Only a
+    state whose fingerprint matches ``record`` is resumed; others are left alone and named."""
+    import torch
+
+    path = state_path(model, fingerprint(record), root)
+    if path.exists():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a state cut short by a full disk: start again, keep it for a look
+            path.replace(path.with_suffix(".bad"))
+            return None, (f"{model}: saved state {path} is unreadable ({type(err).__name__}); moved it to "
+                          f"{path.with_suffix('.bad').name} and starting fresh")
+        if state.get("fingerprint") == fingerprint(record):
+            done = state["trainer"]["epochs_done"]
+            return state, (f"{model}: resuming after epoch {done}/{record['recipe']['epochs']} from {path} "
+                           f"(saved {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state['saved_ms'] / 1000))})")
+    others = sorted(path.parent.glob(f"{model}-*.pt")) if path.parent.exists() else []
+    if others:
+        try:
+            old = torch.load(others[-1], map_location="cpu", weights_only=True)["record"]
+            why = _differences(old, record)
+        except Exception:
+            why = "unreadable"
+        return None, (f"{model}: a saved state for a different recipe, data or runtime is in {path.parent} "
+                      f"({why}); starting fresh and leaving it there")
+    return None, None
+
+
+class StateWriter:
+    """Saves states to one path, one write at a time, in a background thread; each write
+    goes to a temporary file that replaces the old state only when complete."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(state,), name="state-writer", daemon=False)
+        self._thread.start()
+
+    def _write(self, state: dict[str, Any]) -> None:
+        import torch
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self.path)
+        except BaseException as err:  # reported by the next wait(), in the main thread
+            self._error = err
+
+    def wait(self) -> None:
+        """Block until the last write has landed; raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise StageError(f"could not save the training state to {self.path} ({type(err).__name__}: {err}); "
+                             "free disk space there and rerun") from err
+
+    def remove(self) -> None:
+        self.wait()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,220 @@
+"""No work lost: real training processes killed (SIGKILL, SIGINT, SIGTERM) and resumed, runs of
+dead processes swept, and a real `mlflow server` that dies mid-run and comes back."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+from conftest import TINY, project_params, subprocess_env, write_image_tree
+
+from stages.prepare import prepare
+from stages.tracking import process_tags
+
+EPOCHS = 3
+# ~300 training images: an AlexNet epoch lasts about a second on a laptop core, long enough
+# to be killed in the middle of
+PARAMS = project_params(**{**TINY, "epochs": EPOCHS, "data": {"source": "tiny", "train_subset": 0, "test_subset": 0}})
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tree = write_image_tree(tmp_path_factory.mktemp("resume-tree") / "cifar", {"train": 30, "test": 4})
+    out = tmp_path_factory.mktemp("resume-data") / "cifar10"
+    prepare(source=str(tree), out_dir=out)
+    return out
+
+
+def make_project(root: Path, prepared: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    os.symlink(prepared, root / "data" / "cifar10")
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    return root
+
+
+def start_training(project: Path, model: str = "alexnet", **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stages.train", "--model", model], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(**env))
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for_state(project: Path, epochs_done: int, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    """The saved state once it holds ``epochs_done`` epochs (read while the trainer runs on)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"training ended early: {proc.communicate()}"
+        for path in (project / ".train_state").glob("*.pt"):
+            try:
+                state = torch.load(path, weights_only=True)
+            except Exception:  # replaced while being read
+                continue
+            if state["trainer"]["epochs_done"] >= epochs_done:
+                return state
+        time.sleep(0.05)
+    raise AssertionError(f"no state with {epochs_done} epochs after {timeout} s")
+
+
+def outputs(project: Path, model: str = "alexnet") -> tuple[list[dict], dict]:
+    ckpt = torch.load(project / "outputs" / model / "checkpoint.pt", weights_only=True)
+    history = [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in ckpt["record"]["history"]]
+    return history, ckpt["state_dict"]
+
+
+def runs(project: Path):
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("test-exp")
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_sigkill_mid_epoch_then_rerun_gives_the_same_history_weights_and_run(tmp_path, prepared):
+    reference = make_project(tmp_path / "reference", prepared)
+    code, _, err = finish(start_training(reference, "alexnet"))
+    assert code == 0, err
+    assert not list((reference / ".train_state").glob("*.pt")), "a completed training leaves no state behind"
+
+    project = make_project(tmp_path / "killed", prepared)
+    proc = start_training(project, "alexnet")
+    state = wait_for_state(project, 1, proc)
+    time.sleep(0.4)  # well into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_run = state["record"]["mlflow_run_id"]
+    client, found = runs(project)
+    assert [r.info.status for r in found] == ["RUNNING"], "SIGKILL leaves the run open, for the next start"
+
+    # two more RUNNING runs of this host: one of a process that has ended, one of a live process
+    experiment_id = found[0].info.experiment_id
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = client.create_run(experiment_id, run_name="dead", tags={**process_tags(), "pid": gone.stdout.strip(),
+                                                                   "pid_started": ""}).info.run_id
+    live = client.create_run(experiment_id, run_name="live", tags=process_tags()).info.run_id
+
+    code, out, err = finish(start_training(project, "alexnet"))
+    assert code == 0, err
+    assert "resuming after epoch 1/3" in out or "resuming after epoch 2/3" in out, out
+    assert "Traceback" not in err
+    assert outputs(project)[0] == outputs(reference)[0], "the same per-epoch losses and accuracies"
+    weights, ref_weights = outputs(project)[1], outputs(reference)[1]
+    assert all(torch.equal(weights[k], ref_weights[k]) for k in ref_weights), "bit-identical weights"
+
+    client, found = runs(project)
+    by_id = {r.info.run_id: r for r in found}
+    assert by_id[killed_run].info.status == "FINISHED", "the resumed training goes on in its own run"
+    assert [m.step for m in client.get_metric_history(killed_run, "test_acc")] == [1, 2, 3]
+    assert by_id[killed_run].data.tags["resumed_after_epoch"] in ("1", "2")
+    assert by_id[dead].info.status == "KILLED" and "died" in by_id[dead].data.tags["ended_by"]
+    assert by_id[live].info.status == "RUNNING", "a live process's run is never touched"
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_training_ends_its_run_killed_and_resumes(tmp_path, prepared, sig, code):
+    project = make_project(tmp_path, prepared)
+    proc = start_training(project, "alexnet")
+    wait_for_state(project, 1, proc)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    returncode, _, err = finish(proc)
+    assert returncode == code
+    lines = [line for line in err.strip().splitlines() if " INFO mlflow" not in line]  # store creation
+    assert len(lines) == 1 and lines[0].startswith("alexnet: interrupted at epoch "), err
+    assert "rerun `dvc repro` to resume" in lines[0]
+    client, found = runs(project)
+    assert [r.info.status for r in found] == ["KILLED"]
+    if sig == signal.SIGTERM:
+        return
+    returncode, out, err = finish(start_training(project, "alexnet"))
+    assert returncode == 0 and "resuming after epoch" in out, err
+    client, again = runs(project)
+    assert [(r.info.run_id, r.info.status) for r in again] == [(found[0].info.run_id, "FINISHED")]
+    assert [m.step for m in client.get_metric_history(found[0].info.run_id, "test_acc")] == [1, 2, 3]
+
+
+def test_a_different_recipe_never_resumes(tmp_path, prepared):
+    project = make_project(tmp_path, prepared)
+    proc = start_training(project, "alexnet")
+    wait_for_state(project, 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (project / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "epochs": 1}))
+    code, out, err = finish(start_training(project, "alexnet"))
+    assert code == 0, err
+    assert "a saved state for a different recipe, data or runtime" in out and "epochs 3 -> 1" in out
+    assert "resuming" not in out
+    _, found = runs(project)
+    assert sorted(r.info.status for r in found) == ["FINISHED", "KILLED"], "the orphan is swept, a new run made"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--serve-artifacts",
+                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=subprocess_env())
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            assert proc.poll() is None, "mlflow server did not start"
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not open its port")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_tracking_server_that_dies_mid_run_loses_nothing(tmp_path, prepared):
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    project = make_project(tmp_path / "project", prepared)
+    server = start_server(server_dir, port)
+    try:
+        proc = start_training(project, "alexnet", MLFLOW_TRACKING_URI=uri)
+        wait_for_state(project, 1, proc)
+        stop_server(server)
+        code, out, err = finish(proc)
+        # training went on to the end, wrote its outputs, and says in one line what is missing
+        assert code == 1 and "Traceback" not in err, err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "rerun `dvc repro` once the store is back" in errors[0], err
+        assert len(outputs(project)[0]) == EPOCHS
+        assert list((project / ".train_state").glob("*.pt")), "the state stays until the run is complete"
+
+        server = start_server(server_dir, port)
+        code, out, err = finish(start_training(project, "alexnet", MLFLOW_TRACKING_URI=uri))
+        assert code == 0 and "Traceback" not in err, err
+        assert "resuming after epoch 3/3" in out and "epoch 1/3:" not in out, "nothing is trained again"
+        client = mlflow.MlflowClient(uri)
+        found = client.search_runs([client.get_experiment_by_name("test-exp").experiment_id])
+        assert [r.info.status for r in found] == ["FINISHED"]
+        run_id = found[0].info.run_id
+        assert [m.step for m in client.get_metric_history(run_id, "test_acc")] == [1, 2, 3]
+        assert "final_test_acc" in found[0].data.metrics
+        assert {a.path for a in client.list_artifacts(run_id)} >= {"record.json", "history.csv", "metrics.json"}
+        assert not list((project / ".train_state").glob("*.pt"))
+    finally:
+        stop_server(server)
