@@ -155,23 +155,28 @@ def study_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_graphs(arrays: dict, device: str, out: Path, env: dict) -> dict:
-    """The graph-replayed step must train like the eager one: same seed, 2 epochs of
-    VGG-16-BN on 10,000 images (dropout and BN included), trajectories side by side."""
+def check_graphs(arrays: dict, device: str, out: Path, env: dict, settings=("bf16+cl+graph",)) -> dict:
+    """The graph-replayed step (and whatever else ``settings`` add, torch.compile inside it)
+    must train like the eager one: same seed, 2 epochs of VGG-16-BN on 10,000 images
+    (dropout and BN included), trajectories side by side."""
     idx = balanced_subset(arrays["train_labels"], 10000, 0)
     tidx = balanced_subset(arrays["test_labels"], 2000, 0)
     sub = {"train_images": arrays["train_images"][idx], "train_labels": arrays["train_labels"][idx],
            "test_images": arrays["test_images"][tidx], "test_labels": arrays["test_labels"][tidx]}
     runs = {}
-    for setting in ("bf16+cl", "bf16+cl+graph"):
+    for setting in ("bf16+cl", *settings):
         result = train("vgg16_bn", sub, recipe_for(setting, epochs=2, device=device), progress=False)
         runs[setting] = result["history"]
-    eager, graph = runs["bf16+cl"][-1], runs["bf16+cl+graph"][-1]
-    ok = abs(eager["train_loss"] - graph["train_loss"]) < 0.1 and abs(eager["test_acc"] - graph["test_acc"]) < 5
+    eager, lines, ok = runs["bf16+cl"][-1], [], True
+    for setting in settings:
+        other = runs[setting][-1]
+        agree = abs(eager["train_loss"] - other["train_loss"]) < 0.1 and abs(eager["test_acc"] - other["test_acc"]) < 5
+        ok &= agree
+        lines.append(f"{setting} vs eager: train loss {other['train_loss']:.4f} vs {eager['train_loss']:.4f}, test acc "
+                     f"{other['test_acc']:.2f} vs {eager['test_acc']:.2f} -> {'AGREE' if agree else 'DIFFER'}")
     payload = {"environment": env, "runs": runs, "agree": ok}
-    write_outputs(out, "check_graphs", payload, f"graph vs eager agree: {ok}\n")
-    print(f"graph vs eager: train loss {graph['train_loss']:.3f} vs {eager['train_loss']:.3f}, test acc "
-          f"{graph['test_acc']:.2f} vs {eager['test_acc']:.2f} -> {'AGREE' if ok else 'DIFFER'}", flush=True)
+    write_outputs(out, "check_graphs", payload, "\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
     if not ok:
         raise SystemExit(3)
     return payload
@@ -191,20 +196,22 @@ def plot_study(results: dict, path: Path) -> None:
                 "CIFAR-10 JPEG mirror")
 
 
-def compare(arrays: dict, model: str, subset: int, workers: int, epochs: int) -> dict:
-    """CPU: the project's loop against the DataLoader baseline, same model, subset, machine."""
+def compare(arrays: dict, model: str, subset: int, workers: int, epochs: int, device: str = "cpu") -> dict:
+    """The project's loop (params.yaml's default runtime) against the DataLoader baseline,
+    same model, subset, machine."""
     from benchmarks.baseline import baseline_epoch_seconds
 
     idx = balanced_subset(arrays["train_labels"], subset, 0)
     images, labels = arrays["train_images"][idx], arrays["train_labels"][idx]
-    base = baseline_epoch_seconds(model, images, labels, workers=workers, epochs=epochs)
-    recipe = Recipe(epochs=epochs, device="cpu")
+    base = baseline_epoch_seconds(model, images, labels, device=device, workers=workers, epochs=epochs)
+    recipe = Recipe(epochs=epochs, device=device)
     trainer = Trainer(model, recipe)
-    x, y = to_device_images(images, "cpu"), torch.as_tensor(labels)
+    x, y = to_device_images(images, device), torch.as_tensor(labels, device=device)
     ours = []
     for _ in range(epochs):
+        trainer.synchronize()
         start = time.perf_counter()
-        trainer.train_one_epoch(x, y)
+        trainer.train_one_epoch(x, y)  # ends with a host sync
         ours.append(time.perf_counter() - start)
     return {"model": model, "images": subset, "workers": workers, "threads": torch.get_num_threads(),
             "baseline_epoch_s": base, "ours_epoch_s": ours, "speedup": min(base) / min(ours)}
@@ -281,6 +288,8 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=2000, help="compare: training images")
     parser.add_argument("--workers", type=int, default=2, help="compare: DataLoader workers of the baseline")
     parser.add_argument("--compare-epochs", type=int, default=2)
+    parser.add_argument("--check-with", nargs="+", default=["bf16+cl+graph"], choices=list(SETTINGS),
+                        help="check-graphs: settings checked against eager bf16+cl")
     args = parser.parse_args()
     from stages.engine import pick_device
 
@@ -304,7 +313,7 @@ def main() -> None:
             print(f"fastest calibrated setting: {setting} ({totals[setting]:.2f} s per epoch of all models)")
         study(arrays, device, args.models, args.epochs, setting, out, env, args.seed)
     elif args.mode == "check-graphs":
-        check_graphs(arrays, device, out, env)
+        check_graphs(arrays, device, out, env, args.check_with)
     elif args.mode == "state-cost":
         rows = [state_cost(arrays, device, m, args.subset, args.compare_epochs, args.setting, out / "state")
                 for m in args.models]
@@ -312,8 +321,8 @@ def main() -> None:
         write_outputs(out, "state_cost", {"environment": env, "rows": rows}, md)
         print(md)
     else:
-        rows = [compare(arrays, m, args.subset, args.workers, args.compare_epochs) for m in args.models]
-        lines = [f"# CPU: this project's loop vs a DataLoader baseline on {env['device_name']}", "",
+        rows = [compare(arrays, m, args.subset, args.workers, args.compare_epochs, device) for m in args.models]
+        lines = [f"# This project's loop vs a DataLoader baseline on {env['device_name']}", "",
                  f"torch {env['torch_version']}, {args.subset} training images, {args.compare_epochs} epochs each, "
                  f"best epoch shown; baseline = PIL transforms + DataLoader({args.workers} workers).", "",
                  "| model | baseline s/epoch | ours s/epoch | speed-up |", "|---|---:|---:|---:|"]

@@ -79,6 +79,17 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux; None elsewhere): a stage's start-up cost
+    (interpreter, imports) before its own code runs."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def provenance(*, device: str, data_sha256: str) -> dict[str, Any]:
     """Where and with what a result was produced (the recipe is recorded beside it)."""
     import torch

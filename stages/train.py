@@ -17,17 +17,8 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.common import (
-    OUTPUT_ROOT,
-    Interrupted,
-    StageError,
-    Terminated,
-    atomic_path,
-    output_paths,
-    provenance,
-    run_main,
-    write_json,
-)
+from stages.common import (OUTPUT_ROOT, Interrupted, StageError, Terminated, atomic_path, output_paths,
+                           process_age_s, provenance, run_main, write_json)
 from stages.config import MODEL_NAMES, Settings, load_settings
 from stages.prepare import OUT_DIR as DATA_DIR
 
@@ -64,6 +55,15 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
     The training state is saved after every epoch (stages.resume); a start that finds
     one for the same recipe, data and runtime goes on from it, in the same MLflow run."""
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def mark(phase: str) -> None:  # where a stage's wall time goes, beside the training itself
+        nonlocal clock
+        now = time.perf_counter()
+        timings[phase] = timings.get(phase, 0.0) + now - clock
+        clock = now
+
     import torch
 
     from stages.engine import Trainer, train
@@ -73,11 +73,14 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
+    mark("imports_s")
     arrays, data_meta = load_prepared(data_dir)
     arrays = select_subsets(arrays, settings.data.train_subset, settings.data.test_subset, settings.seed)
+    mark("data_load_s")
     recipe = settings.recipe(model)
     recipe["data"]["source"] = data_meta["source"]  # what prepare really read
     trainer = Trainer(model, engine_recipe(settings))  # resolves the device: a bad one fails before any run opens
+    mark("model_and_device_s")
     prov = provenance(device=trainer.device, data_sha256=data_meta["sha256"])
     record = {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime, "provenance": prov,
               "num_parameters": trainer.num_parameters, "experiment": settings.experiment,
@@ -94,10 +97,12 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         record = {**state["record"], "resumed": [*state["record"].get("resumed", []), {
             "after_epoch": len(history), "git_commit": prov["git_commit"], "at_ms": int(time.time() * 1000)}]}
     writer = StateWriter(state_path(model, fingerprint_hex))
+    mark("resume_check_s")
 
     paths = output_paths(model, output_root)
     with training_run(record, settings.experiment, track=track, history=history, log=log) as run:
         record["mlflow_run_id"] = run.run_id
+        mark("mlflow_open_s")
 
         def end_of_epoch(epoch_record: dict) -> None:
             history.append(epoch_record)  # state first: a kill between the two re-logs nothing twice
@@ -117,17 +122,21 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
             raise Interrupted(f"{model}: interrupted at epoch {len(history) + 1}/{total} ({saved})",
                               143 if isinstance(err, Terminated) else 130) from err
         writer.wait()
+        mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
         summary = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-        record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000))
+        record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000),
+                      timings_s={**timings, "epochs_s": sum(h["epoch_time_s"] for h in result["history"])})
         with atomic_path(paths["checkpoint"]) as tmp:
             torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record}, tmp)
         write_json(paths["record"], record)
         write_history(paths["history"], result["history"])
         write_json(paths["metrics"], {k: summary[k] for k in ("final_test_acc", "best_test_acc", "final_train_loss",
                                                                 "mean_epoch_time_s", "num_parameters")})
+        mark("outputs_s")
         run.finish(record, [paths["record"], paths["metrics"], paths["history"]])
     writer.remove()  # complete everywhere: nothing left to resume
-    return {**result, "record": record, "paths": paths}
+    mark("mlflow_finish_s")
+    return {**result, "record": record, "paths": paths, "timings_s": timings}
 
 
 def main() -> None:
@@ -138,11 +147,17 @@ def main() -> None:
     args = parser.parse_args()
 
     def work():
+        startup = process_age_s()
         settings = load_settings(args.params)
         out = run_training(model=args.model, settings=settings, track=not args.no_mlflow)
         s, prov = out["record"]["summary"], out["record"]["provenance"]
         print(f"{args.model}: test accuracy {s['final_test_acc']:.2f}% after {settings.epochs} epochs, "
               f"{s['mean_epoch_time_s']:.2f} s/epoch on {prov['device_name']} -> {out['paths']['record']}")
+        t = out["timings_s"]
+        parts = [f"start-up {startup:.1f}" if startup is not None else ""] + [
+            f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.1f}" for name, seconds in t.items()]
+        print(f"{args.model}: stage {(startup or 0) + sum(t.values()):.1f} s = {', '.join(p for p in parts if p)} "
+              f"(epochs alone {sum(h['epoch_time_s'] for h in out['history']):.1f})")
 
     run_main(work)
 
