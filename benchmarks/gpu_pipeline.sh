@@ -21,8 +21,9 @@ mkdir -p "$OUT"
 # dvc.yaml runs `python -m stages...`: make sure `python` is this interpreter
 where() { "$1" -c 'import sys; print(sys.prefix)' 2>/dev/null; }
 if [ "$(where python)" != "$(where $PY)" ]; then  # a wrapper, not a symlink: a venv must stay a venv
-  mkdir -p /tmp/pybin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v $PY)" > /tmp/pybin/python
-  chmod +x /tmp/pybin/python && export PATH=/tmp/pybin:$PATH
+  BIN=$(mktemp -d)  # a fresh folder: never write through a link left by an earlier run
+  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v $PY)" > $BIN/python
+  chmod +x $BIN/python && export PATH=$BIN:$PATH
 fi
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
