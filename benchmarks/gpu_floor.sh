@@ -32,13 +32,15 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+limit() { local t=$(( $(left) - $1 )); [ $t -gt 15 ] && echo $t || echo 15; }  # seconds for a part, keeping $1
 pack() { cp "$OUT/log.txt" $R/ 2>/dev/null; tar -czf "$OUT/floor.tar.gz" -C $R .; stamp "packed"; }
 trap pack EXIT
 
 if [ "${TINY:-0}" = 1 ]; then
-  DEV=cpu; EPOCHS=2; SUB="--subset 500"; PROF_MODELS="alexnet"; CAL_MODELS="alexnet"; STEPS="--warmup 2 --steps 3"
+  DEV=cpu; EPOCHS=2; SUB="--subset 500"; BASE_SUB="--subset 500"; PROF_MODELS="alexnet --steps 2 --timed 3"; CAL_MODELS="alexnet"
+  STEPS="--warmup 2 --steps 3"
 else
-  DEV=cuda; EPOCHS=40; SUB="--subset 50000"; PROF_MODELS="vgg16_bn alexnet"; CAL_MODELS="vgg16_bn alexnet vgg8 vgg16"
+  DEV=cuda; EPOCHS=40; SUB="--subset 50000"; BASE_SUB="--subset 10000"; PROF_MODELS="vgg16_bn alexnet"; CAL_MODELS="vgg16_bn alexnet vgg8 vgg16"
   STEPS="--warmup 20 --steps 60"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
@@ -67,12 +69,12 @@ grep -E "^\| " $R/state.log
 stamp "state cost"
 # 3. the plain DataLoader loop beside ours
 timeout 100 $PY -m benchmarks.bench compare --data data/cifar10 --device $DEV --models alexnet vgg16_bn \
-  --subset 10000 --workers 8 --compare-epochs 2 --out $R/compare > $R/compare.log 2>&1; echo "compare exit $?"
+  $BASE_SUB --workers 8 --compare-epochs 2 --out $R/compare > $R/compare.log 2>&1; echo "compare exit $?"
 grep -E "^\| " $R/compare.log
 stamp "baseline"
 # 4. the pipeline: dvc repro of everything after prepare
 W0=$(date +%s)
-timeout $(( $(left) - 150 )) $PY -m dvc repro > $R/repro.log 2>&1; echo "dvc repro exit $?"
+timeout $(limit 150) $PY -m dvc repro > $R/repro.log 2>&1; echo "dvc repro exit $?"
 echo "dvc repro wall $(( $(date +%s) - W0 )) s" | tee $R/repro_wall.txt
 grep -E "stage [0-9.]+ s =|test accuracy|wrote reports" $R/repro.log
 $PY - <<'EOF' > $R/pipeline_timings.json
@@ -83,7 +85,7 @@ EOF
 cp -r reports $R/report 2>/dev/null
 stamp "pipeline"
 # 5. torch.compile inside the captured step, then its check against eager
-timeout $(( $(left) - 70 )) $PY -m benchmarks.bench calibrate --data data/cifar10 --device $DEV --models $CAL_MODELS \
+timeout $(limit 70) $PY -m benchmarks.bench calibrate --data data/cifar10 --device $DEV --models $CAL_MODELS \
   --settings bf16+cl+graph bf16+cl+compile+graph $STEPS --out $R/calibrate > $R/calibrate.log 2>&1
 echo "calibrate exit $?"; grep -E "ms/step" $R/calibrate.log
 stamp "calibrated"

@@ -69,16 +69,16 @@ def kernel_breakdown(trainer: Trainer, images: torch.Tensor, labels: torch.Tenso
             "table": prof.key_averages().table(sort_by="self_device_time_total", row_limit=30)}
 
 
-def profile_model(arrays: dict, device: str, model: str, steps: int = 20) -> dict:
+def profile_model(arrays: dict, device: str, model: str, steps: int = 20, timed: int = 60) -> dict:
     images = to_device_images(arrays["train_images"][:20000], device)
     labels = torch.as_tensor(arrays["train_labels"][:20000], device=device)
     eager = Trainer(model, recipe_for("bf16+cl", epochs=1, device=device))
     flops = step_flops(eager, images[:128], labels[:128])
-    eager_step_s = time_steps(eager, images, labels, warmup=10, steps=40)
+    eager_step_s = time_steps(eager, images, labels, warmup=max(2, timed // 6), steps=max(2, timed * 2 // 3))
     breakdown = kernel_breakdown(eager, images, labels, steps)
     del eager
     graph = Trainer(model, recipe_for("bf16+cl+graph", epochs=1, device=device))
-    graph_step_s = time_steps(graph, images, labels, warmup=20, steps=60)
+    graph_step_s = time_steps(graph, images, labels, warmup=max(2, timed // 3), steps=timed)
     peak = peak_tflops(torch.cuda.get_device_name()) if device.startswith("cuda") else None
     achieved = flops / graph_step_s / 1e12
     return {"model": model, "flops_per_step": flops, "eager_step_ms": 1000 * eager_step_s,
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["vgg16_bn"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="benchmarks/results/latest")
+    parser.add_argument("--steps", type=int, default=20, help="profiled eager steps")
+    parser.add_argument("--timed", type=int, default=60, help="timed graph steps")
     args = parser.parse_args()
     from stages.engine import pick_device
 
@@ -124,7 +126,7 @@ def main() -> None:
     rows = []
     for model in args.models:
         start = time.perf_counter()
-        rows.append(profile_model(arrays, device, model))
+        rows.append(profile_model(arrays, device, model, args.steps, args.timed))
         print(f"{model} profiled in {time.perf_counter() - start:.0f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
