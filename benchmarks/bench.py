@@ -155,12 +155,13 @@ def study_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_graphs(arrays: dict, device: str, out: Path, env: dict, settings=("bf16+cl+graph",)) -> dict:
+def check_graphs(arrays: dict, device: str, out: Path, env: dict, settings=("bf16+cl+graph",),
+                 images: int = 10000) -> dict:
     """The graph-replayed step (and whatever else ``settings`` add, torch.compile inside it)
     must train like the eager one: same seed, 2 epochs of VGG-16-BN on 10,000 images
     (dropout and BN included), trajectories side by side."""
-    idx = balanced_subset(arrays["train_labels"], 10000, 0)
-    tidx = balanced_subset(arrays["test_labels"], 2000, 0)
+    idx = balanced_subset(arrays["train_labels"], images, 0)
+    tidx = balanced_subset(arrays["test_labels"], images // 5, 0)
     sub = {"train_images": arrays["train_images"][idx], "train_labels": arrays["train_labels"][idx],
            "test_images": arrays["test_images"][tidx], "test_labels": arrays["test_labels"][tidx]}
     runs = {}
@@ -285,7 +286,7 @@ def main() -> None:
     parser.add_argument("--setting", default="bf16+cl", choices=list(SETTINGS), help="study: speed setting")
     parser.add_argument("--seed", type=int, default=0, help="study: the recipe's seed")
     parser.add_argument("--fastest-from", help="study: pick the fastest setting in this calibrate.json")
-    parser.add_argument("--subset", type=int, default=2000, help="compare: training images")
+    parser.add_argument("--subset", type=int, default=2000, help="compare, state-cost, check-graphs: training images")
     parser.add_argument("--workers", type=int, default=2, help="compare: DataLoader workers of the baseline")
     parser.add_argument("--compare-epochs", type=int, default=2)
     parser.add_argument("--check-with", nargs="+", default=["bf16+cl+graph"], choices=list(SETTINGS),
@@ -313,7 +314,7 @@ def main() -> None:
             print(f"fastest calibrated setting: {setting} ({totals[setting]:.2f} s per epoch of all models)")
         study(arrays, device, args.models, args.epochs, setting, out, env, args.seed)
     elif args.mode == "check-graphs":
-        check_graphs(arrays, device, out, env, args.check_with)
+        check_graphs(arrays, device, out, env, args.check_with, args.subset)
     elif args.mode == "state-cost":
         rows = [state_cost(arrays, device, m, args.subset, args.compare_epochs, args.setting, out / "state")
                 for m in args.models]

@@ -37,10 +37,10 @@ pack() { cp "$OUT/log.txt" $R/ 2>/dev/null; tar -czf "$OUT/floor.tar.gz" -C $R .
 trap pack EXIT
 
 if [ "${TINY:-0}" = 1 ]; then
-  DEV=cpu; EPOCHS=2; SUB="--subset 500"; BASE_SUB="--subset 500"; PROF_MODELS="alexnet --steps 2 --timed 3"; CAL_MODELS="alexnet"
+  DEV=cpu; EPOCHS=2; SUB="--subset 500"; BASE_SUB="--subset 500"; CHECK_SUB="--subset 200"; PROF_MODELS="alexnet --steps 2 --timed 3"; CAL_MODELS="alexnet"
   STEPS="--warmup 2 --steps 3"
 else
-  DEV=cuda; EPOCHS=40; SUB="--subset 50000"; BASE_SUB="--subset 10000"; PROF_MODELS="vgg16_bn alexnet"; CAL_MODELS="vgg16_bn alexnet vgg8 vgg16"
+  DEV=cuda; EPOCHS=40; SUB="--subset 50000"; BASE_SUB="--subset 10000"; CHECK_SUB="--subset 10000"; PROF_MODELS="vgg16_bn alexnet"; CAL_MODELS="vgg16_bn alexnet vgg8 vgg16"
   STEPS="--warmup 20 --steps 60"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
@@ -90,6 +90,6 @@ timeout $(limit 70) $PY -m benchmarks.bench calibrate --data data/cifar10 --devi
 echo "calibrate exit $?"; grep -E "ms/step" $R/calibrate.log
 stamp "calibrated"
 [ "$(left)" -gt 45 ] && timeout $(( $(left) - 10 )) $PY -m benchmarks.bench check-graphs --data data/cifar10 \
-  --device $DEV --check-with bf16+cl+compile+graph --out $R/check > $R/check.log 2>&1
+  --device $DEV --check-with bf16+cl+compile+graph $CHECK_SUB --out $R/check > $R/check.log 2>&1
 tail -2 $R/check.log 2>/dev/null
 stamp "done"

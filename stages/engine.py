@@ -39,7 +39,7 @@ class Recipe:
     padding: int = 4  # random crop 32 from the zero-padded 40x40 image
     eval_batch_size: int = 1000
     device: str = "auto"
-    precision: str = "bf16"  # bf16 autocast, applied on CUDA only
+    precision: str = "bf16"  # bf16 autocast where it is native: CUDA, CPUs with AVX512-BF16 or AMX
     channels_last: bool = True
     compile: bool = False
     cuda_graphs: bool = True  # replay the training step as one CUDA graph (CUDA only)
@@ -66,12 +66,36 @@ def pick_device(name: str = "auto") -> str:
     return name
 
 
+def native_bf16_cpu() -> str | None:
+    """The feature that gives this CPU native bf16 matrix math (x86: AMX or AVX512-BF16), as
+    torch reports it, or None: there bf16 autocast would be emulated and slower than fp32."""
+    for feature, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return feature
+    return None
+
+
+def precision_choice(device: str, requested: str) -> tuple[str, str]:
+    """(precision that runs on ``device``, one line saying why) for ``runtime.precision``."""
+    if requested == "fp32":
+        return "fp32", "fp32, as runtime.precision asks"
+    if device.startswith("cuda"):
+        return "bf16", "bf16 autocast on CUDA"
+    if device == "cpu":
+        feature = native_bf16_cpu()
+        if feature:
+            return "bf16", f"bf16 autocast on the CPU, which has native bf16 ({feature})"
+        return "fp32", "fp32: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 would be slower"
+    return "fp32", "fp32 on Apple MPS (bf16 autocast there is not measured by this project)"
+
+
 def effective_runtime(recipe: Recipe) -> dict:
     """What will actually run for ``recipe`` on this machine: the device resolved, and bf16
     and CUDA graphs only where they apply. This, not the request, is what gets logged."""
     device = pick_device(recipe.device)
     is_cuda = device.startswith("cuda")
-    return {"device": device, "precision": "bf16" if is_cuda and recipe.precision == "bf16" else "fp32",
+    return {"device": device, "precision": precision_choice(device, recipe.precision)[0],
             "channels_last": recipe.channels_last, "compile": recipe.compile,
             "cuda_graphs": is_cuda and recipe.cuda_graphs}
 
@@ -183,8 +207,8 @@ class Trainer:
         self.graph = None
 
     def _autocast(self):
-        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None,
-                              cache_enabled=False)
+        return torch.autocast(device_type=autocast_device(self.device), dtype=self.autocast_dtype,
+                              enabled=self.autocast_dtype is not None, cache_enabled=False)
 
     def current_lr(self) -> float:
         return cosine_lr(self.recipe.lr, self.epochs_done, self.recipe.epochs)
@@ -311,6 +335,10 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
 
+def autocast_device(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, normalize: Normalizer, autocast_dtype: torch.dtype | None,
             batch_size: int = 1000) -> torch.Tensor:
@@ -318,7 +346,8 @@ def predict(model: nn.Module, images: torch.Tensor, normalize: Normalizer, autoc
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
-        with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with torch.autocast(device_type=autocast_device(images.device.type), dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
             outputs.append(model(normalize(images[start:start + batch_size])).float())
     return torch.cat(outputs)
 
@@ -329,6 +358,16 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+
+
+def eta_line(model_name: str, remaining_s: float, next_epoch: int, epochs: int) -> str:
+    """After the first epoch off the GPU: how long the rest will take, so that nobody waits a day unawares."""
+    hours, minutes = divmod(round(remaining_s / 60), 60)
+    pace = f"{hours} h {minutes:02d} min" if hours else f"{max(minutes, 1)} min"
+    hint = (" on this CPU; for a look at the study in minutes, run the quick demo (README)"
+            if remaining_s > 1800 else "")
+    rest = f"epochs {next_epoch}-{epochs}" if next_epoch < epochs else f"epoch {epochs}"
+    return f"{model_name}: at this pace {rest} take about {pace}{hint}"
 
 
 def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, trainer: Trainer | None = None,
@@ -353,7 +392,9 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
     history = list(history or [])
     if len(history) != trainer.epochs_done:
         raise ValueError(f"history has {len(history)} epochs, the trainer {trainer.epochs_done}")
-    for epoch in range(trainer.epochs_done + 1, recipe.epochs + 1):
+    first_epoch = trainer.epochs_done + 1
+    for epoch in range(first_epoch, recipe.epochs + 1):
+        epoch_start = time.perf_counter()
         lr = trainer.current_lr()
         bar = _progress_bar(batches, f"{model_name} {epoch}/{recipe.epochs}", progress)
         trainer.synchronize()
@@ -373,6 +414,9 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
             log(f"{model_name} epoch {epoch}/{recipe.epochs}: {summary}")
         if on_epoch is not None:
             on_epoch(record)
+        if epoch == first_epoch and epoch < recipe.epochs and not device.startswith("cuda"):
+            log(eta_line(model_name, (time.perf_counter() - epoch_start) * (recipe.epochs - epoch), epoch + 1,
+                         recipe.epochs))
     times = [h["epoch_time_s"] for h in history]
     metrics = {
         "model": model_name,

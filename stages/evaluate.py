@@ -19,7 +19,7 @@ from torch import nn
 from models import MODEL_NAMES, build_model, count_parameters
 from stages.common import OUTPUT_ROOT, StageError, atomic_path, output_paths, run_main, write_json
 from stages.config import load_settings
-from stages.engine import Normalizer, balanced_subset, pick_device, predict, to_device_images
+from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.prepare import load_prepared
 
@@ -158,7 +158,8 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     channels_last = runtime["channels_last"]
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    autocast = torch.bfloat16 if device.startswith("cuda") and runtime["precision"] == "bf16" else None
+    # as trained, where this device has native bf16 (a GPU-trained model evaluated on an older CPU runs fp32)
+    autocast = torch.bfloat16 if precision_choice(device, runtime["precision"])[0] == "bf16" else None
     normalize = Normalizer(device, channels_last)
     images = to_device_images(arrays["test_images"][test_idx], device)
     labels = arrays["test_labels"][test_idx]

@@ -17,8 +17,18 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.common import (OUTPUT_ROOT, Interrupted, StageError, Terminated, atomic_path, output_paths,
-                           process_age_s, provenance, run_main, write_json)
+from stages.common import (
+    OUTPUT_ROOT,
+    Interrupted,
+    StageError,
+    Terminated,
+    atomic_path,
+    output_paths,
+    process_age_s,
+    provenance,
+    run_main,
+    write_json,
+)
 from stages.config import MODEL_NAMES, Settings, load_settings
 from stages.prepare import OUT_DIR as DATA_DIR
 
@@ -66,7 +76,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
     import torch
 
-    from stages.engine import Trainer, train
+    from stages.engine import Trainer, precision_choice, train
     from stages.prepare import load_prepared
     from stages.resume import StateWriter, fingerprint, load_resumable, state_path
     from stages.tracking import training_run
@@ -81,6 +91,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     recipe["data"]["source"] = data_meta["source"]  # what prepare really read
     trainer = Trainer(model, engine_recipe(settings))  # resolves the device: a bad one fails before any run opens
     mark("model_and_device_s")
+    log(f"{model}: {precision_choice(trainer.device, settings.runtime.precision)[1]}")
     prov = provenance(device=trainer.device, data_sha256=data_meta["sha256"])
     record = {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime, "provenance": prov,
               "num_parameters": trainer.num_parameters, "experiment": settings.experiment,

@@ -9,10 +9,13 @@ from stages.engine import (
     STD,
     Normalizer,
     Recipe,
+    Trainer,
     balanced_subset,
     cosine_lr,
     effective_runtime,
+    native_bf16_cpu,
     pick_device,
+    precision_choice,
     random_crop_flip,
 )
 
@@ -94,7 +97,23 @@ def test_devices_and_the_runtime_that_really_runs():
     if not torch.cuda.is_available():
         with pytest.raises(StageError, match="CUDA is not available"):
             pick_device("cuda")
-        # on a CPU the request for bf16 and CUDA graphs is not what runs: the record says fp32, no graphs
+        # on a CPU the request for CUDA graphs is not what runs, nor bf16 where the CPU lacks it
         assert effective_runtime(Recipe(device="auto", precision="bf16", cuda_graphs=True)) == {
-            "device": "cpu", "precision": "fp32", "channels_last": True, "compile": False, "cuda_graphs": False}
+            "device": "cpu", "precision": "bf16" if native_bf16_cpu() else "fp32", "channels_last": True,
+            "compile": False, "cuda_graphs": False}
     assert pick_device("auto") in ("cuda", "mps", "cpu")
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected", "why"), [
+    (False, False, "fp32", "no native bf16"), (False, True, "bf16", "AVX512-BF16"), (True, False, "bf16", "AMX")])
+def test_bf16_runs_on_a_cpu_only_where_it_is_native(monkeypatch, amx, avx512_bf16, expected, why):
+    """What torch reports about the CPU decides, and the record logs what was chosen."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    precision, line = precision_choice("cpu", "bf16")
+    assert precision == expected and why in line
+    assert precision_choice("cpu", "fp32")[0] == "fp32" and precision_choice("mps", "bf16")[0] == "fp32"
+    assert effective_runtime(Recipe(device="cpu", precision="bf16"))["precision"] == expected
+    trainer = Trainer("vgg8", Recipe(device="cpu", precision="bf16", epochs=1))
+    assert trainer.precision == expected
+    assert (trainer.autocast_dtype == torch.bfloat16) == (expected == "bf16")

@@ -10,6 +10,7 @@ import yaml
 from conftest import TINY, project_params, project_settings, subprocess_env
 
 from models import build_model
+from stages.engine import precision_choice
 from stages.prepare import prepare
 from stages.train import run_training
 
@@ -41,8 +42,10 @@ def test_training_writes_outputs_and_one_mlflow_run(project):
     prov = record["provenance"]
     assert record["recipe"]["seed"] == 0 and prov["device"] == "cpu" and prov["torch_version"] == torch.__version__
     assert len(prov["data_sha256"]) == 64 and record["recipe"]["data"]["source"].endswith("cifar")
-    # what ran, not what was asked: params.yaml asks for bf16 and CUDA graphs, the CPU ran fp32 without
-    assert record["runtime"] == {"device": "cpu", "precision": "fp32", "channels_last": True, "compile": False,
+    # what ran, not what was asked: params.yaml asks for bf16 and CUDA graphs; the CPU ran without graphs, and in
+    # bf16 only where it has native bf16
+    assert record["runtime"] == {"device": "cpu", "precision": precision_choice("cpu", "bf16")[0],
+                                 "channels_last": True, "compile": False,
                                  "cuda_graphs": False}
 
     ckpt = torch.load(project / "outputs/vgg8/checkpoint.pt", weights_only=True)
@@ -58,7 +61,8 @@ def test_training_writes_outputs_and_one_mlflow_run(project):
     assert run["run_id"] == record["mlflow_run_id"] == out["record"]["mlflow_run_id"]
     assert run["params.model"] == "vgg8" and run["params.epochs"] == "2" and run["params.seed"] == "0"
     assert run["params.train.batch_size"] == "16" and run["params.num_parameters"] == "13119050"
-    assert run["params.runtime.precision"] == "fp32" and run["params.runtime.cuda_graphs"] == "False"
+    assert run["params.runtime.precision"] == record["runtime"]["precision"]
+    assert run["params.runtime.cuda_graphs"] == "False"
     assert run["params.data.sha256"] == prov["data_sha256"] and run["tags.record_id"] == record["record_id"]
     assert "vgg8" in run["tags.mlflow.note.content"] and "test accuracy" in run["tags.mlflow.note.content"]
     assert run["tags.data_sha256"] == prov["data_sha256"] and run["tags.torch_version"] == torch.__version__
