@@ -237,6 +237,7 @@ def state_cost(arrays: dict, device: str, model: str, subset: int, epochs: int, 
         start = time.perf_counter()
         trainer.train_one_epoch(x, y)
         if epoch % 2:
+            writer.wait()  # as the train stage does: the previous write is done with the reused buffers
             t0 = time.perf_counter()
             state = trainer.state_dict()
             writer.save({"trainer": state, "history": []})

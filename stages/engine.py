@@ -202,6 +202,7 @@ class Trainer:
         self.epochs_done = 0
         self.steps_done = 0
         self.eager_warmup_done = 0  # per process: a resumed trainer warms up again before capture
+        self._host_buffers: dict[str, torch.Tensor] = {}  # state_dict()'s pinned copies, reused
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.graph = None
@@ -295,19 +296,25 @@ class Trainer:
         """Everything the loop needs to go on exactly where it stopped, as CPU tensors:
         weights, optimizer (momentum buffers), every RNG the loop draws from (the
         augmentation generator, dropout's global generator on the CPU or CUDA), counters.
-        Copying is cheap next to an epoch; writing it to disk is left to the caller."""
-        def to_cpu(obj):
-            if isinstance(obj, torch.Tensor) and obj.is_cuda:  # pinned: a fast copy, from a cached pool
-                return torch.empty_like(obj, device="cpu", pin_memory=True).copy_(obj, non_blocking=True)
+        On CUDA the copies land in pinned host buffers kept from one call to the next
+        (pinning memory anew each epoch costs more than the copy), so a caller must be done
+        with the previous state before asking again; writing it to disk is the caller's."""
+        def to_host(obj, key: str):
+            if isinstance(obj, torch.Tensor) and obj.is_cuda:
+                buffer = self._host_buffers.get(key)
+                if buffer is None or buffer.shape != obj.shape or buffer.dtype != obj.dtype:
+                    buffer = self._host_buffers[key] = torch.empty_like(obj, device="cpu", pin_memory=True)
+                return buffer.copy_(obj, non_blocking=True)
             if isinstance(obj, torch.Tensor):
                 return obj.detach().clone()
             if isinstance(obj, dict):
-                return {k: to_cpu(v) for k, v in obj.items()}
+                return {k: to_host(v, f"{key}/{k}") for k, v in obj.items()}
             if isinstance(obj, list):
-                return [to_cpu(v) for v in obj]
+                return [to_host(v, f"{key}/{i}") for i, v in enumerate(obj)]
             return obj
 
-        state = {"model": to_cpu(self.model.state_dict()), "optimizer": to_cpu(self.optimizer.state_dict()),
+        state = {"model": to_host(self.model.state_dict(), "model"),
+                 "optimizer": to_host(self.optimizer.state_dict(), "optimizer"),
                  "generator": self.generator.get_state(), "cpu_rng": torch.get_rng_state(),
                  "epochs_done": self.epochs_done, "steps_done": self.steps_done}
         if self.device.startswith("cuda"):

@@ -117,6 +117,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
         def end_of_epoch(epoch_record: dict) -> None:
             history.append(epoch_record)  # state first: a kill between the two re-logs nothing twice
+            writer.wait()  # the last epoch's write is done with the buffers state_dict() reuses
             writer.save({"fingerprint": fingerprint_hex, "trainer": trainer.state_dict(), "history": list(history),
                          "record": record, "saved_ms": int(time.time() * 1000)})
             run.log_epoch(epoch_record)
