@@ -40,26 +40,36 @@ def study_transform():
     ])
 
 
+class BaselineLoop:
+    """The plain loop (fp32, default memory format, as tutorials do), one epoch per call."""
+
+    def __init__(self, model_name: str, images: np.ndarray, labels: np.ndarray, *, device: str = "cpu",
+                 batch_size: int = 128, workers: int = 2, seed: int = 0):
+        torch.manual_seed(seed)
+        self.device = device
+        self.model = build_model(model_name).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        self.loader = DataLoader(InMemoryCIFAR(images, labels, study_transform()), batch_size=batch_size,
+                                 shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+
+    def epoch(self) -> float:
+        """Seconds for one epoch."""
+        self.model.train()
+        start = time.perf_counter()
+        for x, y in self.loader:
+            x, y = x.to(self.device), y.to(self.device)
+            loss = F.cross_entropy(self.model(x), y)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            loss.item()  # the per-batch host sync such loops do for their running loss
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
 def baseline_epoch_seconds(model_name: str, images: np.ndarray, labels: np.ndarray, *, device: str = "cpu",
                            batch_size: int = 128, workers: int = 2, seed: int = 0, epochs: int = 1) -> list[float]:
-    """Seconds per epoch of the plain loop (fp32, default memory format, as tutorials do)."""
-    torch.manual_seed(seed)
-    model = build_model(model_name).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    loader = DataLoader(InMemoryCIFAR(images, labels, study_transform()), batch_size=batch_size, shuffle=True,
-                        num_workers=workers, persistent_workers=workers > 0)
-    times = []
-    for _ in range(epochs):
-        model.train()
-        start = time.perf_counter()
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss.item()  # the per-batch host sync such loops do for their running loss
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
+    """Seconds per epoch of the plain loop, ``epochs`` in a row."""
+    loop = BaselineLoop(model_name, images, labels, device=device, batch_size=batch_size, workers=workers, seed=seed)
+    return [loop.epoch() for _ in range(epochs)]

@@ -5,6 +5,7 @@ pandas, pyyaml and matplotlib (no MLflow, no DVC), so it runs on a bare GPU mach
   python -m benchmarks.bench study     --data ... --out ...   # 4 models x 5 and 40 epochs
   python -m benchmarks.bench compare   --data ... --out ...   # CPU: this loop vs DataLoader baseline
   python -m benchmarks.bench state-cost --data ... --out ...  # saving the resumable state each epoch
+  python -m benchmarks.bench precision --data ... --out ...   # fp32 against bf16 autocast, same seed
 """
 
 from __future__ import annotations
@@ -199,23 +200,66 @@ def plot_study(results: dict, path: Path) -> None:
 
 def compare(arrays: dict, model: str, subset: int, workers: int, epochs: int, device: str = "cpu") -> dict:
     """The project's loop (params.yaml's default runtime) against the DataLoader baseline,
-    same model, subset, machine."""
-    from benchmarks.baseline import baseline_epoch_seconds
+    same model, subset, machine: one warm-up epoch each, then ``epochs`` epochs of each,
+    interleaved so that drift of the machine hits both alike."""
+    from benchmarks.baseline import BaselineLoop
 
     idx = balanced_subset(arrays["train_labels"], subset, 0)
     images, labels = arrays["train_images"][idx], arrays["train_labels"][idx]
-    base = baseline_epoch_seconds(model, images, labels, device=device, workers=workers, epochs=epochs)
-    recipe = Recipe(epochs=epochs, device=device)
-    trainer = Trainer(model, recipe)
+    base = BaselineLoop(model, images, labels, device=device, workers=workers)
+    trainer = Trainer(model, Recipe(epochs=epochs + 1, device=device))
     x, y = to_device_images(images, device), torch.as_tensor(labels, device=device)
-    ours = []
-    for _ in range(epochs):
+
+    def ours_epoch() -> float:
         trainer.synchronize()
         start = time.perf_counter()
         trainer.train_one_epoch(x, y)  # ends with a host sync
-        ours.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    base.epoch(), ours_epoch()  # warm-up: workers, allocator, cuDNN autotuning, graph capture
+    base_s, ours_s = [], []
+    for _ in range(epochs):
+        base_s.append(base.epoch())
+        ours_s.append(ours_epoch())
+    ratios = [b / o for b, o in zip(base_s, ours_s, strict=True)]
     return {"model": model, "images": subset, "workers": workers, "threads": torch.get_num_threads(),
-            "baseline_epoch_s": base, "ours_epoch_s": ours, "speedup": min(base) / min(ours)}
+            "precision": trainer.precision, "baseline_epoch_s": base_s, "ours_epoch_s": ours_s,
+            "speedup": statistics.median(base_s) / statistics.median(ours_s),
+            "speedup_range": [min(ratios), max(ratios)]}
+
+
+def precision_compare(arrays: dict, model: str, subset: int, test_subset: int, epochs: int, device: str) -> dict:
+    """The same training in fp32 and under bf16 autocast: same subset, seed, order of batches."""
+    idx = balanced_subset(arrays["train_labels"], subset, 0)
+    tidx = balanced_subset(arrays["test_labels"], test_subset, 0)
+    sub = {"train_images": arrays["train_images"][idx], "train_labels": arrays["train_labels"][idx],
+           "test_images": arrays["test_images"][tidx], "test_labels": arrays["test_labels"][tidx]}
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        result = train(model, sub, Recipe(epochs=epochs, device=device, precision=precision), progress=False,
+                       log=lambda line: print(line, flush=True))
+        m = result["metrics"]
+        runs[precision] = {"ran": m["precision"], "final_test_acc": m["final_test_acc"],
+                           "mean_epoch_time_s": m["mean_epoch_time_s"], "history": result["history"]}
+    return {"model": model, "images": subset, "test_images": test_subset, "epochs": epochs, "runs": runs}
+
+
+def precision_markdown(env: dict, rows: list[dict]) -> str:
+    lines = [f"# fp32 against bf16 autocast on {env['device_name']}", "",
+             f"torch {env['torch_version']}, seed 0, the study's recipe; the same class-balanced subsets for both. "
+             "SE = the binomial standard error of one accuracy on this many test images (seed-to-seed spread "
+             "adds to it).", "",
+             "| model | images | epochs | fp32 acc | bf16 acc | diff | SE | fp32 s/epoch | bf16 s/epoch | speed-up |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        f, b = r["runs"]["fp32"], r["runs"]["bf16"]
+        p = f["final_test_acc"] / 100
+        se = 100 * (p * (1 - p) / r["test_images"]) ** 0.5
+        lines.append(f"| {r['model']} | {r['images']} | {r['epochs']} | {f['final_test_acc']:.2f} | "
+                     f"{b['final_test_acc']:.2f} ({b['ran']}) | {b['final_test_acc'] - f['final_test_acc']:+.2f} | "
+                     f"{se:.2f} | {f['mean_epoch_time_s']:.2f} | {b['mean_epoch_time_s']:.2f} | "
+                     f"{f['mean_epoch_time_s'] / b['mean_epoch_time_s']:.2f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def state_cost(arrays: dict, device: str, model: str, subset: int, epochs: int, setting: str, state_dir: Path) -> dict:
@@ -280,7 +324,7 @@ def state_cost_markdown(env: dict, rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["calibrate", "study", "compare", "check-graphs", "state-cost"])
+    parser.add_argument("mode", choices=["calibrate", "study", "compare", "check-graphs", "state-cost", "precision"])
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
     parser.add_argument("--out", default="benchmarks/results/latest")
     parser.add_argument("--device", default="auto")
@@ -295,12 +339,16 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=2000, help="compare, state-cost, check-graphs: training images")
     parser.add_argument("--workers", type=int, default=2, help="compare: DataLoader workers of the baseline")
     parser.add_argument("--compare-epochs", type=int, default=2)
+    parser.add_argument("--test-subset", type=int, default=2000, help="precision: test images")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = torch's default)")
     parser.add_argument("--check-with", nargs="+", default=["bf16+cl+graph"], choices=list(SETTINGS),
                         help="check-graphs: settings checked against eager bf16+cl")
     args = parser.parse_args()
     from stages.engine import pick_device
 
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     start = time.perf_counter()
     arrays, sha = load_data(args.data)
@@ -321,6 +369,12 @@ def main() -> None:
         study(arrays, device, args.models, args.epochs, setting, out, env, args.seed)
     elif args.mode == "check-graphs":
         check_graphs(arrays, device, out, env, args.check_with, args.subset)
+    elif args.mode == "precision":
+        rows = [precision_compare(arrays, m, args.subset, args.test_subset, args.compare_epochs, device)
+                for m in args.models]
+        md = precision_markdown(env, rows)
+        write_outputs(out, "precision", {"environment": env, "rows": rows}, md)
+        print(md)
     elif args.mode == "state-cost":
         rows = [state_cost(arrays, device, m, args.subset, args.compare_epochs, args.setting, out / "state")
                 for m in args.models]
@@ -330,11 +384,15 @@ def main() -> None:
     else:
         rows = [compare(arrays, m, args.subset, args.workers, args.compare_epochs, device) for m in args.models]
         lines = [f"# This project's loop vs a DataLoader baseline on {env['device_name']}", "",
-                 f"torch {env['torch_version']}, {args.subset} training images, {args.compare_epochs} epochs each, "
-                 f"best epoch shown; baseline = PIL transforms + DataLoader({args.workers} workers).", "",
-                 "| model | baseline s/epoch | ours s/epoch | speed-up |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {min(r['baseline_epoch_s']):.2f} | {min(r['ours_epoch_s']):.2f} | "
-                  f"{r['speedup']:.2f}x |" for r in rows]
+                 f"torch {env['torch_version']}, {args.subset} training images, {torch.get_num_threads()} threads; "
+                 f"after one warm-up epoch each, {args.compare_epochs} epochs each, interleaved; medians, and the "
+                 f"range of the per-pair ratios. Baseline = PIL transforms + DataLoader({args.workers} workers), "
+                 "fp32; ours = params.yaml's default runtime (its precision in the table).", "",
+                 "| model | ours precision | baseline s/epoch | ours s/epoch | speed-up (median) | range |",
+                 "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['precision']} | {statistics.median(r['baseline_epoch_s']):.2f} | "
+                  f"{statistics.median(r['ours_epoch_s']):.2f} | {r['speedup']:.2f}x | "
+                  f"{r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}x |" for r in rows]
         md = "\n".join(lines) + "\n"
         write_outputs(out, "compare", {"environment": env, "rows": rows}, md)
         print(md)
