@@ -68,6 +68,8 @@ SCHEMA: dict[str, Any] = {
     },
     "mlflow": {
         "experiment": (_text, "a non-empty experiment name"),
+        "log_model": (lambda v: isinstance(v, bool), "true or false"),
+        "system_metrics": (lambda v: isinstance(v, bool), "true or false"),
     },
     "evaluate": {
         "feature_map_images": (lambda v: _int(v) and 1 <= v <= 16, "an integer from 1 to 16"),
@@ -132,6 +134,8 @@ class Settings:
     train: Train
     runtime: Runtime
     experiment: str
+    log_model: bool  # the evaluate stage logs the trained model as an MLflow model
+    system_metrics: bool  # CPU, memory (and GPU through NVML) sampled into the training run
     evaluate: Evaluate
     report: Report
 
@@ -169,6 +173,7 @@ def parse_settings(raw: Any) -> Settings:
         train=Train(**{k: (float(v) if k in ("lr", "momentum", "weight_decay") else v)
                        for k, v in raw["train"].items()}),
         runtime=Runtime(**raw["runtime"]), experiment=raw["mlflow"]["experiment"],
+        log_model=raw["mlflow"]["log_model"], system_metrics=raw["mlflow"]["system_metrics"],
         evaluate=Evaluate(**raw["evaluate"]),
         report=Report(short_epochs=raw["report"]["short_epochs"],
                       ablation_keys=tuple(raw["report"]["ablation_keys"])))

@@ -198,10 +198,36 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     return metrics
 
 
+def log_to_training_run(model: str, experiment: str, log_model: bool, output_root: Path = OUTPUT_ROOT) -> str:
+    """Log the evaluation (and the model when ``log_model``) into the MLflow run of the
+    training it evaluated; one line saying what happened. A store without that run, or
+    unreachable, is no failure: the report stage logs both once the store has the run."""
+    import json
+
+    from stages.run_content import log_evaluation
+    from stages.tracking import connect, find_run
+
+    paths = output_paths(model, output_root)
+    record = json.loads(paths["record"].read_text())
+    later = f"the report stage logs it from outputs/{model} later"
+    try:
+        client, experiment_id = connect(experiment)
+        run = find_run(client, experiment_id, record["record_id"])
+        if run is None:
+            return f"{model}: the MLflow store has no finished run of this training yet; {later}"
+        log_evaluation(client, run.info.run_id, record, eval_dir(model, output_root),
+                       paths["checkpoint"] if log_model else None)
+    except Exception as err:  # StageError from connect included: one line, the stage's outputs stand
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        return f"warning: {model}: evaluation not logged to MLflow ({first}); {later}"
+    return f"{model}: evaluation{' and model' if log_model else ''} logged to MLflow run {run.info.run_id}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--no-mlflow", action="store_true", help="evaluate without logging to MLflow")
     args = parser.parse_args()
 
     def work():
@@ -211,6 +237,8 @@ def main() -> None:
         per_point = m["params_per_accuracy_point"]
         efficiency = f"{per_point / 1e3:.0f}K parameters per point" if per_point else "no correct predictions"
         print(f"{args.model}: test accuracy {m['test_acc']:.2f}% on {m['test_images']} images, {efficiency}")
+        if not args.no_mlflow:
+            print(log_to_training_run(args.model, settings.experiment, settings.log_model))
 
     run_main(work)
 

@@ -209,7 +209,7 @@ def fetch_runs(settings: Settings, output_root: Path):
         raise StageError(f"no MLflow store at {uri.removeprefix('sqlite:///')} and no trained outputs in "
                          f"{output_root}/: train first with `dvc repro` (or set MLFLOW_TRACKING_URI to the store "
                          "that holds the runs)")
-    lines, workspace = ensure_logged(records, settings.experiment)
+    lines, workspace = ensure_logged(records, settings.experiment, settings.log_model)
     for line in lines:
         print(line)
     runs = finished_runs(settings.experiment)

@@ -26,6 +26,10 @@ from stages.config import flatten
 DB_NAME = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
+STUDY = ("Four networks (AlexNet adapted to 32x32, VGG-16, VGG-16-BN, VGG-8) trained on CIFAR-10 with one "
+         "recipe: SGD lr 0.01 (cosine), momentum 0.9, weight decay 5e-4, batch 128, random crop and flip. "
+         "One run per training: compare them in the runs table (Model training), with the columns "
+         "`params.model`, `params.epochs`, `params.seed`, `metrics.test_acc`, `metrics.eval/test_acc`.")
 SUMMARY_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s",
                    "mean_epoch_time_s_after_first", "num_parameters")
 
@@ -84,7 +88,8 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
             if found is not None or not create:
                 return client, found.experiment_id if found else None
             location = None if uri.startswith(("http", "databricks")) else (root / ARTIFACT_DIR).as_uri()
-            return client, client.create_experiment(experiment, artifact_location=location)
+            return client, client.create_experiment(experiment, artifact_location=location,
+                                                    tags={"mlflow.note.content": STUDY})
     except Exception as err:
         if "already exists" in str(err):  # a server-side race: someone created it first
             return client, client.get_experiment_by_name(experiment).experiment_id
@@ -262,8 +267,11 @@ def _open_run(client, experiment_id: str, record: dict, start_time: int | None =
     from mlflow.entities import Param
 
     tags = {**run_tags(record), **(extra_tags or {})}
+    from stages.run_content import dataset_input
+
     run = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name(record["recipe"]))
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in run_params(record).items()])
+    client.log_inputs(run.info.run_id, datasets=[dataset_input(record, "training")])
     return run.info.run_id
 
 
@@ -283,7 +291,7 @@ def _reopen(client, experiment_id: str, run_id: str, epochs_done: int) -> str | 
 
 @contextlib.contextmanager
 def training_run(record: dict, experiment: str, track: bool = True, history: list[dict] | None = None,
-                 log=print) -> Iterator[TrainingRun | NullRun]:
+                 log=print, system_metrics: bool = False) -> Iterator[TrainingRun | NullRun]:
     """Open the training's run with its params and tags, or reopen it when the training
     resumes (``record["mlflow_run_id"]``, ``history`` its finished epochs); end it FINISHED,
     FAILED, or KILLED (Ctrl-C, SIGTERM). Runs of dead processes are swept first. A store
@@ -304,9 +312,12 @@ def training_run(record: dict, experiment: str, track: bool = True, history: lis
         raise _store_error(tracking_uri(), err) from err
     run = TrainingRun(client, run_id)
     run.catch_up(history or [])
+    from stages.run_content import system_metrics as sampling
+
     status = "FAILED"
     try:
-        yield run
+        with sampling(run_id, system_metrics):
+            yield run
         status = "FINISHED"
     except (KeyboardInterrupt, Interrupted):
         status = "KILLED"
@@ -350,10 +361,13 @@ def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path])
     return run_id
 
 
-def ensure_logged(record_paths: list[Path], experiment: str) -> tuple[list[str], set[str]]:
-    """For every training record in the workspace, make sure the current store holds its run;
-    log the missing ones from the record. Returns one line per restored run, and the
+def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = False) -> tuple[list[str], set[str]]:
+    """For every training record in the workspace, make sure the current store holds its run,
+    and its evaluation where the workspace has one; log what is missing from the record and
+    the evaluate stage's outputs. Returns one line per run logged or completed, and the
     records' ids (the trainings DVC has in the workspace)."""
+    from stages.run_content import EVAL_MARK, log_evaluation
+
     if not record_paths:
         return [], set()
     client, experiment_id = connect(experiment)
@@ -369,15 +383,22 @@ def ensure_logged(record_paths: list[Path], experiment: str) -> tuple[list[str],
             raise StageError(f"{path} is not a training record of this project (no {', '.join(sorted(missing))}); "
                              f"restore it with `dvc checkout {path}`")
         record_ids.add(record["record_id"])
+        eval_dir, checkpoint = path.with_name("eval"), path.with_name("checkpoint.pt")
         try:
-            if find_run(client, experiment_id, record["record_id"]) is not None:
-                continue
-            siblings = [p for p in (path.with_name("history.csv"), path.with_name("metrics.json")) if p.exists()]
-            run_id = restore_run(client, experiment_id, record, [path, *siblings])
+            found = find_run(client, experiment_id, record["record_id"])
+            if found is None:
+                siblings = [p for p in (path.with_name("history.csv"), path.with_name("metrics.json")) if p.exists()]
+                run_id = restore_run(client, experiment_id, record, [path, *siblings])
+                lines.append(f"logged {run_name(record['recipe'])} to MLflow from {path} (run {run_id}, restored "
+                             f"from {record.get('mlflow_run_id') or 'an untracked training'})")
+            else:
+                run_id = found.info.run_id
+            if (eval_dir / "metrics.json").exists() and (found is None or EVAL_MARK not in found.data.metrics):
+                log_evaluation(client, run_id, record, eval_dir,
+                               checkpoint if log_model and checkpoint.exists() else None)
+                lines.append(f"logged the evaluation of {run_name(record['recipe'])} to MLflow run {run_id}")
         except Exception as err:
             raise _store_error(tracking_uri(), err) from err
-        lines.append(f"logged {run_name(record['recipe'])} to MLflow from {path} (run {run_id}, restored from "
-                     f"{record.get('mlflow_run_id') or 'an untracked training'})")
     return lines, record_ids
 
 

@@ -111,7 +111,8 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     mark("resume_check_s")
 
     paths = output_paths(model, output_root)
-    with training_run(record, settings.experiment, track=track, history=history, log=log) as run:
+    with training_run(record, settings.experiment, track=track, history=history, log=log,
+                      system_metrics=settings.system_metrics) as run:
         record["mlflow_run_id"] = run.run_id
         mark("mlflow_open_s")
 

@@ -6,8 +6,12 @@ import hashlib
 import io
 import os
 import pickle
+import signal
+import socket
+import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +112,32 @@ def project_settings(**overrides):
 # tiny CPU training: the tests' common base
 TINY = {"epochs": 2, "data": {"source": "tiny", "train_subset": 30, "test_subset": 20},
         "train": {"batch_size": 16}, "runtime": {"device": "cpu"}, "mlflow": {"experiment": "test-exp"}}
+
+
+# a real `mlflow server` on loopback, for the tests of a team's tracking server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--serve-artifacts",
+                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=subprocess_env())
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            assert proc.poll() is None, "mlflow server did not start"
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not open its port")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

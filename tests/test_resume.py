@@ -3,7 +3,6 @@ dead processes swept, and a real `mlflow server` that dies mid-run and comes bac
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import TINY, project_params, subprocess_env, write_image_tree
+from conftest import TINY, free_port, project_params, start_server, stop_server, subprocess_env, write_image_tree
 
 from stages.prepare import prepare
 from stages.tracking import process_tags
@@ -155,34 +154,6 @@ def test_a_different_recipe_never_resumes(tmp_path, prepared):
     assert "resuming" not in out
     _, found = runs(project)
     assert sorted(r.info.status for r in found) == ["FINISHED", "KILLED"], "the orphan is swept, a new run made"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--serve-artifacts",
-                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=subprocess_env())
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc
-        except OSError:
-            assert proc.poll() is None, "mlflow server did not start"
-            time.sleep(0.5)
-    raise AssertionError("mlflow server did not open its port")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def test_a_tracking_server_that_dies_mid_run_loses_nothing(tmp_path, prepared):

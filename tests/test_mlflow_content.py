@@ -1,0 +1,79 @@
+"""What a user finds in MLflow after train and evaluate, through the real stages, in the local
+store and on a real `mlflow server` (SQLite backend, artifacts served by the server): the
+evaluation, the figures, the model (loaded back and predicting), the dataset, the description."""
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY, free_port, project_params, start_server, stop_server, subprocess_env
+
+from models import build_model
+from stages.prepare import CLASSES, load_prepared, prepare
+from stages.run_content import UInt8Classifier
+
+
+def run_stage(project, *args, **env):
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=project, capture_output=True, text=True,
+                          env=subprocess_env(**env), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("store", ["local", "server"])
+def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, image_tree, store):
+    project = tmp_path / "project"
+    prepare(source=str(image_tree), out_dir=project / "data" / "cifar10")
+    (project / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
+    env, server = {}, None
+    if store == "server":
+        port = free_port()
+        (tmp_path / "server").mkdir()
+        server = start_server(tmp_path / "server", port)
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+    uri = env.get("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        run_stage(project, "stages.train", "--model", "alexnet", **env)
+        out = run_stage(project, "stages.evaluate", "--model", "alexnet", **env)
+        assert "evaluation and model logged to MLflow run" in out.stdout
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name("test-exp")
+        assert "Four networks" in experiment.tags["mlflow.note.content"]
+        [run] = client.search_runs([experiment.experiment_id])
+        run_id, metrics, tags = run.info.run_id, run.data.metrics, run.data.tags
+        assert run.info.status == "FINISHED"
+        record = torch.load(project / "outputs/alexnet/checkpoint.pt", weights_only=True)["record"]
+        # the evaluation: its metrics beside the training's, per class too
+        assert metrics["eval/test_acc"] == pytest.approx(metrics["test_acc"])
+        assert {f"test_acc_class/{c}" for c in CLASSES} <= set(metrics)
+        assert "eval/params_per_accuracy_point" in metrics
+        figures = {a.path for a in client.list_artifacts(run_id, "figures")}
+        assert figures == {f"figures/{n}.png" for n in ("confusion", "filters", "feature_maps", "learning_curve")}
+        # the dataset, with the data's digest, as training and as evaluation input
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "evaluation"}
+        assert {d.digest for d in inputs.values()} == {record["provenance"]["data_sha256"][:32]}
+        assert inputs["training"].name == "cifar10-train-30" and inputs["evaluation"].name == "cifar10-test-20"
+        # description and source
+        assert "**alexnet**, 2 epochs, seed 0" in tags["mlflow.note.content"] and "test accuracy" in tags[
+            "mlflow.note.content"]
+        assert tags["mlflow.source.name"] == str(project.resolve())
+        # the model: loaded back through pyfunc, it predicts what the checkpoint predicts
+        arrays, _ = load_prepared(project / "data" / "cifar10")
+        images = np.ascontiguousarray(arrays["test_images"][:8].transpose(0, 3, 1, 2))  # uint8 NCHW
+        mlflow.set_tracking_uri(uri)
+        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        assert served.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+        predicted = np.asarray(served.predict(images)).argmax(1)
+        net = build_model("alexnet")
+        net.load_state_dict(torch.load(project / "outputs/alexnet/checkpoint.pt", weights_only=True)["state_dict"])
+        with torch.inference_mode():
+            expected = UInt8Classifier(net).eval()(torch.from_numpy(images)).argmax(1).numpy()
+        assert (predicted == expected).all()
+    finally:
+        if server is not None:
+            stop_server(server)
