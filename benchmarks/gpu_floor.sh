@@ -24,12 +24,7 @@ PY=${PY:-python3}
 BUDGET=${BUDGET:-540}  # seconds for the whole script
 mkdir -p "$OUT"
 R=/tmp/floor; rm -rf $R; mkdir -p $R
-where() { "$1" -c 'import sys; print(sys.prefix)' 2>/dev/null; }
-if [ "$(where python)" != "$(where $PY)" ]; then  # dvc.yaml runs `python`: this interpreter
-  BIN=$(mktemp -d)  # a fresh folder: never write through a link left by an earlier run
-  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v $PY)" > $BIN/python
-  chmod +x $BIN/python && export PATH=$BIN:$PATH
-fi
+. benchmarks/device_python.sh  # `python` = $PY for dvc.yaml's commands
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }

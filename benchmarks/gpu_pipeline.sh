@@ -18,13 +18,7 @@ CARRY=.device/gpu
 LIMIT=${LIMIT:-450}          # seconds for all the training; whatever finished is packed
 PY=${PY:-python3}
 mkdir -p "$OUT"
-# dvc.yaml runs `python -m stages...`: make sure `python` is this interpreter
-where() { "$1" -c 'import sys; print(sys.prefix)' 2>/dev/null; }
-if [ "$(where python)" != "$(where $PY)" ]; then  # a wrapper, not a symlink: a venv must stay a venv
-  BIN=$(mktemp -d)  # a fresh folder: never write through a link left by an earlier run
-  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v $PY)" > $BIN/python
-  chmod +x $BIN/python && export PATH=$BIN:$PATH
-fi
+. benchmarks/device_python.sh  # `python` = $PY for dvc.yaml's commands
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }

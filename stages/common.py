@@ -79,14 +79,22 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def process_start_ticks(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (Linux /proc); "" where that
+    cannot be read. Tells a reused pid from the process that had it, and a process's age."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def process_age_s() -> float | None:
     """Seconds since this process started (Linux; None elsewhere): a stage's start-up cost
     (interpreter, imports) before its own code runs."""
+    ticks = process_start_ticks(os.getpid())
     try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+        return float(Path("/proc/uptime").read_text().split()[0]) - int(ticks) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
         return None
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.common import Interrupted, StageError, project_root
+from stages.common import Interrupted, StageError, process_start_ticks, project_root
 from stages.config import flatten
 
 DB_NAME = "mlflow.db"
@@ -121,18 +121,9 @@ def run_tags(record: dict[str, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- runs whose process died
-def _process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), so a reused pid is not
-    mistaken for the process that opened a run; "" where /proc does not tell."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def process_tags() -> dict[str, str]:
     """Which process owns a RUNNING run: lets a later start tell a live run from an orphan."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), "pid_started": _process_start(os.getpid())}
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "pid_started": process_start_ticks(os.getpid())}
 
 
 def _alive(pid: int, started: str) -> bool:
@@ -142,7 +133,7 @@ def _alive(pid: int, started: str) -> bool:
         return False
     except PermissionError:  # someone else's live process
         return True
-    now = _process_start(pid)
+    now = process_start_ticks(pid)
     return not (started and now and now != started)
 
 
@@ -283,9 +274,11 @@ def _reopen(client, experiment_id: str, run_id: str, epochs_done: int) -> str | 
         return None
     if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
         return None
+    from mlflow.entities import RunTag
+
     client.update_run(run_id, status="RUNNING")
-    for key, value in {**process_tags(), "resumed_after_epoch": str(epochs_done)}.items():
-        client.set_tag(run_id, key, value)
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in
+                                   {**process_tags(), "resumed_after_epoch": str(epochs_done)}.items()])
     return run_id
 
 

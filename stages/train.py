@@ -127,12 +127,11 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
             result = train(model, arrays, trainer.recipe, trainer=trainer, history=list(history),
                            on_epoch=end_of_epoch, progress=progress, log=log)
         except KeyboardInterrupt as err:
-            writer.wait()
-            total = settings.epochs
+            writer.wait()  # the last finished epoch's state lands before the process goes
             done = len(history)
             saved = (f"epoch{'s 1-' if done > 1 else ' '}{done} saved; rerun `dvc repro` to resume" if done
                      else "no epoch had finished; rerun `dvc repro` to start again")
-            raise Interrupted(f"{model}: interrupted at epoch {len(history) + 1}/{total} ({saved})",
+            raise Interrupted(f"{model}: interrupted at epoch {done + 1}/{settings.epochs} ({saved})",
                               143 if isinstance(err, Terminated) else 130) from err
         writer.wait()
         mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
