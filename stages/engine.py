@@ -370,11 +370,11 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 def eta_line(model_name: str, remaining_s: float, next_epoch: int, epochs: int) -> str:
     """After the first epoch off the GPU: how long the rest will take, so that nobody waits a day unawares."""
     hours, minutes = divmod(round(remaining_s / 60), 60)
-    pace = f"{hours} h {minutes:02d} min" if hours else f"{max(minutes, 1)} min"
+    pace = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min" if minutes else f"{remaining_s:.0f} s"
     hint = (" on this CPU; for a look at the study in minutes, run the quick demo (README)"
             if remaining_s > 1800 else "")
-    rest = f"epochs {next_epoch}-{epochs}" if next_epoch < epochs else f"epoch {epochs}"
-    return f"{model_name}: at this pace {rest} take about {pace}{hint}"
+    rest = f"epochs {next_epoch}-{epochs} take" if next_epoch < epochs else f"epoch {epochs} takes"
+    return f"{model_name}: at this pace {rest} about {pace}{hint}"
 
 
 def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, trainer: Trainer | None = None,
