@@ -30,6 +30,8 @@ STUDY = ("Four networks (AlexNet adapted to 32x32, VGG-16, VGG-16-BN, VGG-8) tra
          "recipe: SGD lr 0.01 (cosine), momentum 0.9, weight decay 5e-4, batch 128, random crop and flip. "
          "One run per training: compare them in the runs table (Model training), with the columns "
          "`params.model`, `params.epochs`, `params.seed`, `metrics.test_acc`, `metrics.eval/test_acc`.")
+# Opens the experiment on its runs table (MLflow 3 otherwise shows the GenAI overview first)
+EXPERIMENT_TAGS = {"mlflow.note.content": STUDY, "mlflow.experimentKind": "custom_model_development"}
 SUMMARY_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s",
                    "mean_epoch_time_s_after_first", "num_parameters")
 
@@ -86,10 +88,13 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
             client = mlflow.MlflowClient(uri)  # a SQLite store is opened (and migrated) here
             found = client.get_experiment_by_name(experiment)
             if found is not None or not create:
+                if found is not None and create:  # an experiment made before the tags existed
+                    for key, value in EXPERIMENT_TAGS.items():
+                        if key not in found.tags:
+                            client.set_experiment_tag(found.experiment_id, key, value)
                 return client, found.experiment_id if found else None
             location = None if uri.startswith(("http", "databricks")) else (root / ARTIFACT_DIR).as_uri()
-            return client, client.create_experiment(experiment, artifact_location=location,
-                                                    tags={"mlflow.note.content": STUDY})
+            return client, client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
     except Exception as err:
         if "already exists" in str(err):  # a server-side race: someone created it first
             return client, client.get_experiment_by_name(experiment).experiment_id
@@ -328,11 +333,27 @@ def training_run(record: dict, experiment: str, track: bool = True, history: lis
 
 
 # ---------------------------------------------------------------- DVC and MLflow in step
-def find_run(client, experiment_id: str, record_id: str):
-    """The finished run of this store that logged the training ``record_id``, or None."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.record_id = '{record_id}' and "
-                              "attributes.status = 'FINISHED'", max_results=1)
+def find_run(client, experiment_id: str, record_id: str, finished: bool = True):
+    """The finished run of this store that logged the training ``record_id``, or None; with
+    ``finished=False`` any live run of it, a finished one first."""
+    status = " and attributes.status = 'FINISHED'" if finished else ""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.record_id = '{record_id}'{status}",
+                              max_results=100)
+    runs.sort(key=lambda run: run.info.status != "FINISHED")
     return runs[0] if runs else None
+
+
+def complete_run(client, run_id: str, record: dict, artifacts: list[Path]) -> None:
+    """Finish from its record a run its training left open (the store went away before the
+    end): the missing epochs, the summary, the artifacts, FINISHED at the training's end."""
+    from mlflow.entities import RunTag
+
+    run = TrainingRun(client, run_id)
+    run.catch_up(record["history"])
+    run.finish(record, artifacts)
+    client.log_batch(run_id, tags=[RunTag("completed_by", "the report stage, from the training's record: "
+                                          "its process ended before the store could take it")])
+    client.set_terminated(run_id, "FINISHED", end_time=record.get("ended_ms") or int(time.time() * 1000))
 
 
 def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path]) -> str:
@@ -378,14 +399,19 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
         record_ids.add(record["record_id"])
         eval_dir, checkpoint = path.with_name("eval"), path.with_name("checkpoint.pt")
         try:
-            found = find_run(client, experiment_id, record["record_id"])
+            found = find_run(client, experiment_id, record["record_id"], finished=False)
+            siblings = [p for p in (path.with_name("history.csv"), path.with_name("metrics.json")) if p.exists()]
             if found is None:
-                siblings = [p for p in (path.with_name("history.csv"), path.with_name("metrics.json")) if p.exists()]
                 run_id = restore_run(client, experiment_id, record, [path, *siblings])
                 lines.append(f"logged {run_name(record['recipe'])} to MLflow from {path} (run {run_id}, restored "
                              f"from {record.get('mlflow_run_id') or 'an untracked training'})")
             else:
                 run_id = found.info.run_id
+                if found.info.status != "FINISHED":  # complete it: a second run would double the training
+                    complete_run(client, run_id, record, [path, *siblings])
+                    lines.append(f"completed MLflow run {run_id} ({run_name(record['recipe'])}, left "
+                                 f"{found.info.status}) from {path}")
+                    found = None  # its evaluation, if any, is not in it yet
             if (eval_dir / "metrics.json").exists() and (found is None or EVAL_MARK not in found.data.metrics):
                 log_evaluation(client, run_id, record, eval_dir,
                                checkpoint if log_model and checkpoint.exists() else None)

@@ -77,3 +77,35 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
     finally:
         if server is not None:
             stop_server(server)
+
+
+def test_a_run_left_open_by_a_lost_store_is_completed_not_doubled(tmp_path, image_tree, monkeypatch):
+    """The store went away before the training's end: the report stage finishes that run
+    from the record instead of logging a second run of the same training."""
+    import json
+
+    from stages.tracking import TrainingRun, _open_run, connect, ensure_logged
+
+    project = tmp_path / "project"
+    prepare(source=str(image_tree), out_dir=project / "data" / "cifar10")
+    (project / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
+    run_stage(project, "stages.train", "--model", "alexnet", "--no-mlflow")
+    record_path = project / "outputs/alexnet/record.json"
+    record = json.loads(record_path.read_text())
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client, experiment_id = connect("test-exp")
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    left_open = _open_run(client, experiment_id, record)
+    TrainingRun(client, left_open).log_epoch(record["history"][0])  # epoch 2 never reached the store
+
+    lines, _ = ensure_logged([record_path], "test-exp")
+    assert lines == [f"completed MLflow run {left_open} (alexnet-e2-s0, left RUNNING) from {record_path}"]
+    [run] = client.search_runs([experiment_id])
+    assert run.info.run_id == left_open and run.info.status == "FINISHED"
+    assert run.info.end_time == record["ended_ms"]
+    steps = {m.step: m.value for m in client.get_metric_history(left_open, "test_acc")}
+    assert steps == {h["epoch"]: pytest.approx(h["test_acc"]) for h in record["history"]}
+    assert run.data.metrics["final_test_acc"] == pytest.approx(record["summary"]["final_test_acc"])
+    assert {"record.json", "metrics.json", "history.csv"} <= {a.path for a in client.list_artifacts(left_open)}
+    assert ensure_logged([record_path], "test-exp")[0] == []  # complete now: nothing more to do
