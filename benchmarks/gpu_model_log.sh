@@ -8,6 +8,7 @@
 #
 #   bash benchmarks/gpu_model_log.sh          # on the GPU machine, from the repo root
 #   TINY=1 bash benchmarks/gpu_model_log.sh   # CPU rehearsal: a subset, 1 epoch
+#   COST_ONLY=1 bash benchmarks/gpu_model_log.sh   # part 1 only
 #
 # Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle, wheels/}; writes $OUT/model_log.tar.gz and $OUT/log.txt.
 set -uo pipefail
@@ -44,13 +45,14 @@ else
   $PY benchmarks/set_params.py data.source="$CARRY/cifar10-jpeg.tar.gz" epochs=5
   MODELS="alexnet vgg16 vgg16_bn vgg8"; EVAL_MODEL=vgg16_bn; REPEATS=3
 fi
-P0=$(date +%s); $PY -m dvc repro prepare > $R/prepare.log 2>&1 || { tail -3 $R/prepare.log; exit 1; }
-stamp "installed and prepared ($(( $(date +%s) - P0 )) s for prepare)"
-
-# 1. log_model alone, per model
+# 1. log_model alone, per model (no data needed); COST_ONLY=1 stops after it
 timeout 150 $PY -m benchmarks.model_log_cost --models $MODELS --repeats $REPEATS --out $R/cost > $R/cost.log 2>&1
 echo "model_log_cost exit $?"; grep -E "^\| |first call" $R/cost.log
 stamp "log_model measured"
+[ "${COST_ONLY:-0}" = 1 ] && exit 0
+P0=$(date +%s); $PY -m dvc repro prepare > $R/prepare.log 2>&1 || { tail -3 $R/prepare.log; exit 1; }
+stamp "installed and prepared ($(( $(date +%s) - P0 )) s for prepare)"
+
 # 2. the 5-epoch pipeline with the model logged
 W0=$(date +%s)
 timeout 240 $PY -m dvc repro > $R/repro.log 2>&1; echo "dvc repro exit $?, wall $(( $(date +%s) - W0 )) s"

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -57,10 +58,19 @@ def measure(model: str, workdir: Path, repeats: int) -> dict:
         seconds.append(time.perf_counter() - start)
         sizes.append(folder_mb(workdir / "mlartifacts") - before)
     warm = seconds[1:] or seconds
+    loads = {}  # how pyfunc loads it back here: on its default device (CUDA where there is one), and on the CPU
+    for where, config in (("default", None), ("cpu", {"device": "cpu"})):
+        try:
+            served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", model_config=config)
+            served.predict(np.zeros((2, 3, 32, 32), np.uint8))
+            loads[where] = "ok"
+        except Exception as err:
+            loads[where] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
     return {"model": model, "parameters": sum(p.numel() for p in build_model(model).parameters()),
             "checkpoint_mb": checkpoint.stat().st_size / 1e6, "first_s": seconds[0],
             "warm_s": statistics.median(warm), "warm_s_min": min(warm), "warm_s_max": max(warm),
-            "written_mb": statistics.median(sizes)}
+            "written_mb": statistics.median(sizes), "pyfunc_load_default_device": loads["default"],
+            "pyfunc_load_cpu": loads["cpu"]}
 
 
 def main() -> None:
@@ -83,9 +93,11 @@ def main() -> None:
                                capture_output=True, text=True, check=True)
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
         r = rows[-1]
+        r["serving_input_checked"] = "Failed to validate serving input" not in child.stderr  # MLflow's own check
         print(f"{model}: first call {r['first_s']:.2f} s, then {r['warm_s']:.2f} s "
               f"({r['warm_s_min']:.2f}-{r['warm_s_max']:.2f}); {r['written_mb']:.0f} MB written", flush=True)
-    env = {"device_name": device_name("cpu"), "torch_version": torch.__version__, "mlflow_version": mlflow.__version__,
+    cuda = torch.cuda.is_available()
+    env = {"device_name": device_name("cpu"), "cuda": device_name("cuda") if cuda else None, "torch_version": torch.__version__, "mlflow_version": mlflow.__version__,
            "repeats": args.repeats, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "model_log_cost.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
@@ -94,8 +106,12 @@ def main() -> None:
           f"{r['warm_s']:.2f} ({r['warm_s_min']:.2f}-{r['warm_s_max']:.2f})", f"{r['written_mb']:.0f}"] for r in rows],
         columns=["model", "parameters", "checkpoint MB", "first call in a process, s", "later calls, s (median, range)",
                  "MB written"]))
-    (args.out / "model_log_cost.md").write_text(f"# Cost of `mlflow.log_model` per run\n\n{json.dumps(env)}\n\n{table}\n")
+    loads = "\n".join(f"- {r['model']}: pyfunc.load_model on its default device: {r['pyfunc_load_default_device']}; "
+                      f"with model_config={{'device': 'cpu'}}: {r['pyfunc_load_cpu']}" for r in rows)
+    (args.out / "model_log_cost.md").write_text(f"# Cost of `mlflow.log_model` per run\n\n{json.dumps(env)}\n\n"
+                                                f"{table}\n\n{loads}\n")
     print(table)
+    print(loads)
 
 
 if __name__ == "__main__":

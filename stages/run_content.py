@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -141,8 +142,25 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
         logits = model(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, logits)
     run = client.get_run(run_id)
-    # log_model writes into the active run: reopen the finished run, then end it as it was
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+    # log_model writes into the active run: reopen the finished run, then end it as it was.
+    # It saves with torch.export (no pickle) and checks the input example by loading the model
+    # back on the default device, CUDA where there is one, where CPU weights of an exported
+    # model can't go: check it on the CPU, where every machine can load it.
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False), _environ(MLFLOW_DEFAULT_PREDICTION_DEVICE="cpu"):
         mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
