@@ -95,7 +95,8 @@ def main() -> None:
         r = rows[-1]
         r["serving_input_checked"] = "Failed to validate serving input" not in child.stderr  # MLflow's own check
         print(f"{model}: first call {r['first_s']:.2f} s, then {r['warm_s']:.2f} s "
-              f"({r['warm_s_min']:.2f}-{r['warm_s_max']:.2f}); {r['written_mb']:.0f} MB written", flush=True)
+              f"({r['warm_s_min']:.2f}-{r['warm_s_max']:.2f}); {r['written_mb']:.0f} MB written; MLflow's "
+              f"serving-input check {'passed' if r['serving_input_checked'] else 'FAILED'}", flush=True)
     cuda = torch.cuda.is_available()
     env = {"device_name": device_name("cpu"), "cuda": device_name("cuda") if cuda else None, "torch_version": torch.__version__, "mlflow_version": mlflow.__version__,
            "repeats": args.repeats, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -227,6 +227,8 @@ def data_sha256(data_dir: Path) -> str | None:
 
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
                  rf_dir: Path = RF_DIR, signal_dir: Path = SIGNAL_DIR, data_dir: Path = DATA_DIR) -> dict:
+    from stages.tracking import runs_table_link
+
     models = list(settings.models)
     runs, workspace, client, uri = fetch_runs(settings, output_root)
     selection = select(runs, settings, data_sha256(data_dir), workspace)
@@ -284,7 +286,8 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
                       short=short, long=long, selection=selection, uri=uri, settings=settings, curves=curves,
                       pictures=pictures)
         (tmp / "report.md").write_text(text)
-    return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation}
+    return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation,
+            "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
 
 
 def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, uri, settings, curves,
@@ -387,6 +390,7 @@ def main() -> None:
         cells = sum(len(c.runs) for c in result["selection"].study.values())
         print(f"wrote {out / 'report.md'}: {cells} runs in the study's tables, short {result['short']} / "
               f"long {result['long']} epochs, in {time.perf_counter() - start:.1f} s")
+        print(f"the runs in MLflow: {result['runs_table']}")
 
     run_main(work)
 

@@ -421,6 +421,15 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
     return lines, record_ids
 
 
+def runs_table_link(uri: str, experiment_id: str) -> str:
+    """How to open the experiment's runs table: MLflow 3.17's UI opens an experiment on its GenAI
+    view unless the URL (or the browser's last choice) says Model training."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
+
+
 def finished_runs(experiment: str):
     """All finished runs of the experiment as a DataFrame (newest first), or an empty one."""
     import mlflow

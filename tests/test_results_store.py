@@ -26,6 +26,9 @@ def test_the_report_rebuilds_from_the_store_alone(store, tmp_path):
                           capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "logged" not in proc.stdout  # every record in the store already has its run
+    db = (copy / "mlflow.db").resolve()
+    assert (f"the runs in MLflow: `mlflow ui --backend-store-uri sqlite:///{db}`, then "
+            "http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning") in proc.stdout
     for name in TABLES:
         committed = pd.read_csv(store / "report/tables" / f"{name}.csv", dtype=str)
         rebuilt = pd.read_csv(copy / "report/tables" / f"{name}.csv", dtype=str)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The MLflow UI screenshots of README, made with headless Chromium from Debian's packages
+# (`apt-get install chromium`) against a copy of a results store:
+#   docs/figures/mlflow_runs_table.png        the experiment's runs table
+#   docs/figures/mlflow_compare_h100_study.png the compare view of the four 40-epoch seed-0 runs
+#
+#   bash docs/mlflow_screenshots.sh [results/h100-2026-11-27]
+set -euo pipefail
+STORE=${1:-results/h100-2026-11-27}
+PORT=${PORT:-5077}
+TMP=$(mktemp -d)
+cp -r "$STORE/mlflow.db" "$STORE/mlartifacts" "$TMP/"
+mlflow server --backend-store-uri "sqlite:///$TMP/mlflow.db" --host 127.0.0.1 --port "$PORT" > "$TMP/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; rm -rf "$TMP"' EXIT
+for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 1; done
+# the experiment's id and the four runs of the 40-epoch column, as URL-encoded JSON lists
+read -r EXP RUNS < <(python - "$TMP/mlflow.db" <<'EOF'
+import json, sys, urllib.parse
+import mlflow
+client = mlflow.MlflowClient(f"sqlite:///{sys.argv[1]}")
+exp = client.get_experiment_by_name("alexnet-vgg-cifar10")
+runs = client.search_runs([exp.experiment_id], "params.epochs = '40' and params.seed = '0' and "
+                          "params.`train.init` = 'default' and attributes.status = 'FINISHED'")
+ids = [r.info.run_id for r in sorted(runs, key=lambda r: r.data.params["model"])]
+print(exp.experiment_id, urllib.parse.quote(json.dumps(ids, separators=(",", ":"))))
+EOF
+)
+URL="http://127.0.0.1:$PORT/#"
+shot() {  # file, width, height, url
+  timeout 120 chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size="$2,$3" \
+    --virtual-time-budget=25000 --screenshot="$1" "$4" > /dev/null 2>&1
+}
+# `workflowType=machine_learning`: MLflow 3.17's switch between its GenAI and Model training views
+shot "$TMP/runs.png" 1600 1000 "$URL/experiments/$EXP/runs?workflowType=machine_learning"
+shot "$TMP/compare.png" 1600 3200 \
+  "$URL/compare-runs?runs=$RUNS&experiments=%5B%22$EXP%22%5D&workflowType=machine_learning"
+python - "$TMP" <<'EOF'
+import sys
+from PIL import Image
+tmp = sys.argv[1]
+Image.open(f"{tmp}/runs.png").resize((1200, 750), Image.LANCZOS).save("docs/figures/mlflow_runs_table.png", optimize=True)
+compare = Image.open(f"{tmp}/compare.png").crop((0, 0, 1600, 2660))  # down to the tags table
+compare.resize((1200, 1995), Image.LANCZOS).save("docs/figures/mlflow_compare_h100_study.png", optimize=True)
+EOF
+echo "wrote docs/figures/mlflow_runs_table.png and docs/figures/mlflow_compare_h100_study.png"
