@@ -3,10 +3,13 @@
 # (`apt-get install chromium`) against a copy of a results store:
 #   docs/figures/mlflow_runs_table.png        the experiment's runs table
 #   docs/figures/mlflow_compare_h100_study.png the compare view of the four 40-epoch seed-0 runs
+#   docs/figures/mlflow_run_page.png          one run's page, when a run id is given
 #
 #   bash docs/mlflow_screenshots.sh [results/h100-2026-11-27]
+#   bash docs/mlflow_screenshots.sh <folder with mlflow.db and mlartifacts/> <run id>   # the run page only
 set -euo pipefail
 STORE=${1:-results/h100-2026-11-27}
+RUN=${2:-}
 PORT=${PORT:-5077}
 TMP=$(mktemp -d)
 cp -r "$STORE/mlflow.db" "$STORE/mlartifacts" "$TMP/"
@@ -31,6 +34,13 @@ shot() {  # file, width, height, url
   timeout 120 chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size="$2,$3" \
     --virtual-time-budget=25000 --screenshot="$1" "$4" > /dev/null 2>&1
 }
+if [ -n "$RUN" ]; then
+  shot "$TMP/run.png" 1600 1600 "$URL/experiments/$EXP/runs/$RUN?workflowType=machine_learning"
+  python -c "from PIL import Image; Image.open('$TMP/run.png').crop((0, 0, 1190, 1600)).save(
+    'docs/figures/mlflow_run_page.png', optimize=True)"
+  echo "wrote docs/figures/mlflow_run_page.png"
+  exit 0
+fi
 # `workflowType=machine_learning`: MLflow 3.17's switch between its GenAI and Model training views
 shot "$TMP/runs.png" 1600 1000 "$URL/experiments/$EXP/runs?workflowType=machine_learning"
 shot "$TMP/compare.png" 1600 3200 \
