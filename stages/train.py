@@ -108,6 +108,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         record = {**state["record"], "resumed": [*state["record"].get("resumed", []), {
             "after_epoch": len(history), "git_commit": prov["git_commit"], "at_ms": int(time.time() * 1000)}]}
     writer = StateWriter(state_path(model, fingerprint_hex))
+    resumed_epochs = len(history)  # trained by an earlier process: not part of this one's time
     mark("resume_check_s")
 
     paths = output_paths(model, output_root)
@@ -136,8 +137,9 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         writer.wait()
         mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
         summary = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+        epochs_s = sum(h["epoch_time_s"] for h in result["history"][resumed_epochs:])
         record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000),
-                      timings_s={**timings, "epochs_s": sum(h["epoch_time_s"] for h in result["history"])})
+                      timings_s={**timings, "epochs_s": epochs_s})
         with atomic_path(paths["checkpoint"]) as tmp:
             torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record}, tmp)
         write_json(paths["record"], record)
@@ -148,7 +150,8 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         run.finish(record, [paths["record"], paths["metrics"], paths["history"]])
     writer.remove()  # complete everywhere: nothing left to resume
     mark("mlflow_finish_s")
-    return {**result, "record": record, "paths": paths, "timings_s": timings}
+    return {**result, "record": record, "paths": paths, "timings_s": timings, "epochs_s": epochs_s,
+            "resumed_epochs": resumed_epochs}
 
 
 def main() -> None:
@@ -168,8 +171,10 @@ def main() -> None:
         t = out["timings_s"]
         parts = [f"start-up {startup:.1f}" if startup is not None else ""] + [
             f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.1f}" for name, seconds in t.items()]
+        n = out["resumed_epochs"]
+        earlier = f"; epoch{f's 1-{n}' if n > 1 else ' 1'} ran before the resume" if n else ""
         print(f"{args.model}: stage {(startup or 0) + sum(t.values()):.1f} s = {', '.join(p for p in parts if p)} "
-              f"(epochs alone {sum(h['epoch_time_s'] for h in out['history']):.1f})")
+              f"(epochs alone {out['epochs_s']:.1f}{earlier})")
 
     run_main(work)
 

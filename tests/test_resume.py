@@ -1,6 +1,7 @@
 """No work lost: real training processes killed (SIGKILL, SIGINT, SIGTERM) and resumed, runs of
 dead processes swept, and a real `mlflow server` that dies mid-run and comes back."""
 
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,11 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_history_weights_and_run(tmp
     code, out, err = finish(start_training(project, "alexnet"))
     assert code == 0, err
     assert "resuming after epoch 1/3" in out or "resuming after epoch 2/3" in out, out
+    resumed = 1 if "resuming after epoch 1/3" in out else 2
+    record = json.loads((project / "outputs/alexnet/record.json").read_text())
+    assert record["timings_s"]["epochs_s"] == pytest.approx(  # this process's epochs only
+        sum(h["epoch_time_s"] for h in record["history"][resumed:]))
+    assert ("; epoch 1 ran before the resume)" if resumed == 1 else "; epochs 1-2 ran before the resume)") in out
     assert "Traceback" not in err
     assert outputs(project)[0] == outputs(reference)[0], "the same per-epoch losses and accuracies"
     weights, ref_weights = outputs(project)[1], outputs(reference)[1]
