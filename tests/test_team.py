@@ -99,11 +99,7 @@ def test_three_machines_one_study(team):
     report = (c / "reports/report.md").read_text()
     assert str(team["root"] / "a") not in report and str(team["root"] / "b") not in report
 
-    # the report again from the server alone, after C's own local store is gone
-    (c / "mlflow.db").unlink(missing_ok=True)
-    sh([sys.executable, "-m", "stages.report"], c, **uri)
-    again = pd.read_csv(c / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
-    assert again.to_dict() == table.to_dict()
+    assert not (c / "mlflow.db").exists(), "C's report came from the server alone: C has no local store"
 
     # a pulled checkpoint evaluates on C, with the data pulled too (prepare ran on A only)
     dvc("exp", "apply", "team-a", cwd=c)
