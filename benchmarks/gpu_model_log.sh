@@ -8,7 +8,7 @@
 #
 #   bash benchmarks/gpu_model_log.sh          # on the GPU machine, from the repo root
 #   TINY=1 bash benchmarks/gpu_model_log.sh   # CPU rehearsal: a subset, 1 epoch
-#   COST_ONLY=1 bash benchmarks/gpu_model_log.sh   # part 1 only
+#   COST_ONLY=1 bash benchmarks/gpu_model_log.sh   # part 1 only (COST_REPEATS=2 COST_TIMEOUT=100: shorter)
 #
 # Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle, wheels/}; writes $OUT/model_log.tar.gz and $OUT/log.txt.
 set -uo pipefail
@@ -46,7 +46,8 @@ else
   MODELS="alexnet vgg16 vgg16_bn vgg8"; EVAL_MODEL=vgg16_bn; REPEATS=3
 fi
 # 1. log_model alone, per model (no data needed); COST_ONLY=1 stops after it
-timeout 150 $PY -m benchmarks.model_log_cost --models $MODELS --repeats $REPEATS --out $R/cost > $R/cost.log 2>&1
+timeout ${COST_TIMEOUT:-150} $PY -m benchmarks.model_log_cost --models $MODELS --repeats ${COST_REPEATS:-$REPEATS} \
+  --out $R/cost > $R/cost.log 2>&1
 echo "model_log_cost exit $?"; grep -E "^\| |first call" $R/cost.log
 stamp "log_model measured"
 [ "${COST_ONLY:-0}" = 1 ] && exit 0

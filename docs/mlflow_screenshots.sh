@@ -12,11 +12,20 @@ STORE=${1:-results/h100-2026-11-27}
 RUN=${2:-}
 PORT=${PORT:-5077}
 TMP=$(mktemp -d)
-cp -r "$STORE/mlflow.db" "$STORE/mlartifacts" "$TMP/"
-mlflow server --backend-store-uri "sqlite:///$TMP/mlflow.db" --host 127.0.0.1 --port "$PORT" > "$TMP/server.log" 2>&1 &
+cp "$STORE/mlflow.db" "$TMP/"  # a copy: the server must not change the store (the pages show no artifacts)
+if curl -sf "http://127.0.0.1:$PORT/health" > /dev/null; then
+  echo "error: something already serves port $PORT; stop it or set PORT=<free port>"; exit 1
+fi
+# its own process group: `mlflow server` starts the web server as a child, which must go too
+setsid mlflow server --backend-store-uri "sqlite:///$TMP/mlflow.db" --host 127.0.0.1 --port "$PORT" \
+  > "$TMP/server.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; rm -rf "$TMP"' EXIT
-for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 1; done
+trap 'kill -- -$SERVER 2>/dev/null; rm -rf "$TMP"' EXIT
+for i in $(seq 61); do
+  curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break
+  [ "$i" = 61 ] && { tail -5 "$TMP/server.log"; echo "error: mlflow server did not start in 60 s"; exit 1; }
+  sleep 1
+done
 # the experiment's id and the four runs of the 40-epoch column, as URL-encoded JSON lists
 read -r EXP RUNS < <(python - "$TMP/mlflow.db" <<'EOF'
 import json, sys, urllib.parse
@@ -26,7 +35,7 @@ exp = client.get_experiment_by_name("alexnet-vgg-cifar10")
 runs = client.search_runs([exp.experiment_id], "params.epochs = '40' and params.seed = '0' and "
                           "params.`train.init` = 'default' and attributes.status = 'FINISHED'")
 ids = [r.info.run_id for r in sorted(runs, key=lambda r: r.data.params["model"])]
-print(exp.experiment_id, urllib.parse.quote(json.dumps(ids, separators=(",", ":"))))
+print(exp.experiment_id, urllib.parse.quote(json.dumps(ids, separators=(",", ":"))) if len(ids) == 4 else "-")
 EOF
 )
 URL="http://127.0.0.1:$PORT/#"
@@ -41,6 +50,7 @@ if [ -n "$RUN" ]; then
   echo "wrote docs/figures/mlflow_run_page.png"
   exit 0
 fi
+[ "$RUNS" = - ] && { echo "error: $STORE lacks the four 40-epoch seed-0 runs of the study"; exit 1; }
 # `workflowType=machine_learning`: MLflow 3.17's switch between its GenAI and Model training views
 shot "$TMP/runs.png" 1600 1000 "$URL/experiments/$EXP/runs?workflowType=machine_learning"
 shot "$TMP/compare.png" 1600 3200 \

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stages.common import StageError
 from stages.engine import MEAN, STD
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -92,10 +92,9 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     now = int(time.time() * 1000)
     step = record["recipe"]["epochs"]
-    values = {EVAL_MARK: metrics["test_acc"], "eval/params_per_accuracy_point": metrics["params_per_accuracy_point"],
+    values = {"eval/params_per_accuracy_point": metrics["params_per_accuracy_point"],
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()],
-                     tags=[RunTag("evaluated", "true")])
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
     client.log_inputs(run_id, datasets=[dataset_input(record, "evaluation")])
     for figure in sorted((eval_dir / "figures").glob("*.png")):
         client.log_artifact(run_id, str(figure), "figures")
@@ -108,11 +107,14 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
         client.log_artifact(run_id, str(curve), "figures")
     if checkpoint is not None:
         log_model(client, run_id, record, checkpoint)
+    # the mark last: a run that has it has all of the above, else the report stage logs it again
+    client.log_batch(run_id, metrics=[Metric(EVAL_MARK, float(metrics["test_acc"]), now, step)],
+                     tags=[RunTag("evaluated", "true")])
 
 
 class UInt8Classifier(nn.Module):
     """A trained network behind its input normalisation, as served: uint8 NCHW 3x32x32
-    images in, float32 logits out. Loading it back needs this project installed."""
+    images in, float32 logits out."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()
@@ -125,8 +127,10 @@ class UInt8Classifier(nn.Module):
 
 
 def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> None:
-    """The trained network as an MLflow model (``mlflow.pytorch``), with a signature and an
-    input example of what it really takes: uint8 NCHW 3x32x32 images, float32 logits out."""
+    """The trained network as an MLflow model (``mlflow.pytorch``, saved with torch.export:
+    no pickle, and no code of this project needed to load it), with a signature and an input
+    example of what it really takes: uint8 NCHW 3x32x32 images, float32 logits out. Loaded
+    back on the CPU, it must give the checkpoint's logits, or this raises."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
@@ -140,27 +144,22 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     example = np.random.default_rng(0).integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
     with torch.inference_mode():
         logits = model(torch.from_numpy(example)).numpy()
-    signature = infer_signature(example, logits)
     run = client.get_run(run_id)
-    # log_model writes into the active run: reopen the finished run, then end it as it was.
-    # It saves with torch.export (no pickle) and checks the input example by loading the model
-    # back on the default device, CUDA where there is one, where CPU weights of an exported
-    # model can't go: check it on the CPU, where every machine can load it.
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False), _environ(MLFLOW_DEFAULT_PREDICTION_DEVICE="cpu"):
-        mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
-                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
-    client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
-
-
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
+    try:  # log_model writes into the active run: reopen the finished run, then end it as it was
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            # MLflow's own check of the example only warns, and fails on CUDA machines (it
+            # loads there, where exported CPU weights can't go): ours below raises instead
+            info = mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, logits),
+                                            input_example=example, validate_serving_input=False,
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
+    try:
+        served = mlflow.pyfunc.load_model(info.model_uri, model_config={"device": "cpu"})
+        same = np.allclose(np.asarray(served.predict(example)), logits, rtol=1e-4, atol=1e-4)
+    except Exception as err:
+        raise StageError(f"the MLflow model logged in run {run_id} does not load back ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:160]}); set mlflow.log_model: false to go on without it") from err
+    if not same:
+        raise StageError(f"the MLflow model logged in run {run_id} does not give the checkpoint's logits; "
+                         "set mlflow.log_model: false to go on without it")

@@ -30,7 +30,8 @@ STUDY = ("Four networks (AlexNet adapted to 32x32, VGG-16, VGG-16-BN, VGG-8) tra
          "recipe: SGD lr 0.01 (cosine), momentum 0.9, weight decay 5e-4, batch 128, random crop and flip. "
          "One run per training: compare them in the runs table (Model training), with the columns "
          "`params.model`, `params.epochs`, `params.seed`, `metrics.test_acc`, `metrics.eval/test_acc`.")
-# Opens the experiment on its runs table (MLflow 3 otherwise shows the GenAI overview first)
+# MLflow's own mark of a model-training experiment. MLflow 3.17's UI ignores it (its GenAI /
+# Model training switch decides which view opens), so README and the report give the link.
 EXPERIMENT_TAGS = {"mlflow.note.content": STUDY, "mlflow.experimentKind": "custom_model_development"}
 SUMMARY_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s",
                    "mean_epoch_time_s_after_first", "num_parameters")
@@ -91,7 +92,8 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
                 if found is not None and create:  # an experiment made before the tags existed
                     for key, value in EXPERIMENT_TAGS.items():
                         if key not in found.tags:
-                            client.set_experiment_tag(found.experiment_id, key, value)
+                            with contextlib.suppress(Exception):  # a server may not let this user tag it
+                                client.set_experiment_tag(found.experiment_id, key, value)
                 return client, found.experiment_id if found else None
             location = None if uri.startswith(("http", "databricks")) else (root / ARTIFACT_DIR).as_uri()
             return client, client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
@@ -142,6 +144,13 @@ def _alive(pid: int, started: str) -> bool:
     return not (started and now and now != started)
 
 
+def _owned_by_live_process(run) -> bool:
+    """Whether a RUNNING run belongs to a process of this host that is still alive."""
+    tags = run.data.tags
+    pid = int(tags.get("pid", "0") or 0)
+    return tags.get("host") == socket.gethostname() and bool(pid) and _alive(pid, tags.get("pid_started", ""))
+
+
 def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[str]:
     """End as KILLED the runs of this experiment left RUNNING by a process of this host that no
     longer exists (SIGKILL, power loss), tagged so. Runs of live processes, of other hosts,
@@ -152,7 +161,7 @@ def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
                                   f"tags.host = '{host}'", max_results=1000):
         tags, run_id = run.data.tags, run.info.run_id
         pid = int(tags.get("pid", "0") or 0)
-        if run_id == keep or not pid or _alive(pid, tags.get("pid_started", "")):
+        if run_id == keep or not pid or _owned_by_live_process(run):
             continue
         client.set_tag(run_id, "ended_by", f"sweep at a later start: its process {pid} on {host} had died "
                        "without ending it (killed or power loss)")
@@ -343,16 +352,20 @@ def find_run(client, experiment_id: str, record_id: str, finished: bool = True):
     return runs[0] if runs else None
 
 
-def complete_run(client, run_id: str, record: dict, artifacts: list[Path]) -> None:
-    """Finish from its record a run its training left open (the store went away before the
-    end): the missing epochs, the summary, the artifacts, FINISHED at the training's end."""
+def complete_run(client, found, record: dict, artifacts: list[Path]) -> None:
+    """Finish from its record the run of a training that completed while its run did not (the
+    store went away before the end, or a sweep ended the run of its dead process): the
+    missing epochs, the summary, the artifacts, FINISHED at the training's end."""
     from mlflow.entities import RunTag
 
+    run_id = found.info.run_id
     run = TrainingRun(client, run_id)
     run.catch_up(record["history"])
     run.finish(record, artifacts)
-    client.log_batch(run_id, tags=[RunTag("completed_by", "the report stage, from the training's record: "
-                                          "its process ended before the store could take it")])
+    if "ended_by" in found.data.tags:  # the sweep's "killed" no longer holds
+        client.delete_tag(run_id, "ended_by")
+    client.log_batch(run_id, tags=[RunTag("completed_by", f"the report stage, from the training's record: the "
+                                          f"training completed but its run was left {found.info.status}")])
     client.set_terminated(run_id, "FINISHED", end_time=record.get("ended_ms") or int(time.time() * 1000))
 
 
@@ -405,17 +418,23 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
                 run_id = restore_run(client, experiment_id, record, [path, *siblings])
                 lines.append(f"logged {run_name(record['recipe'])} to MLflow from {path} (run {run_id}, restored "
                              f"from {record.get('mlflow_run_id') or 'an untracked training'})")
+            elif found.info.status == "RUNNING" and _owned_by_live_process(found):
+                lines.append(f"MLflow run {found.info.run_id} of {run_name(record['recipe'])} is still being "
+                             f"written by process {found.data.tags['pid']}; left as it is")
+                continue
             else:
                 run_id = found.info.run_id
                 if found.info.status != "FINISHED":  # complete it: a second run would double the training
-                    complete_run(client, run_id, record, [path, *siblings])
+                    complete_run(client, found, record, [path, *siblings])
                     lines.append(f"completed MLflow run {run_id} ({run_name(record['recipe'])}, left "
                                  f"{found.info.status}) from {path}")
-                    found = None  # its evaluation, if any, is not in it yet
+                    found = client.get_run(run_id)
             if (eval_dir / "metrics.json").exists() and (found is None or EVAL_MARK not in found.data.metrics):
                 log_evaluation(client, run_id, record, eval_dir,
                                checkpoint if log_model and checkpoint.exists() else None)
                 lines.append(f"logged the evaluation of {run_name(record['recipe'])} to MLflow run {run_id}")
+        except StageError:
+            raise
         except Exception as err:
             raise _store_error(tracking_uri(), err) from err
     return lines, record_ids

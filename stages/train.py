@@ -52,6 +52,10 @@ def select_subsets(arrays: dict, train_subset: int, test_subset: int, seed: int)
     return picked
 
 
+def epochs_upto(n: int) -> str:
+    return "epoch 1" if n == 1 else f"epochs 1-{n}"
+
+
 def write_history(path: Path, history: list[dict]) -> None:
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
@@ -130,7 +134,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         except KeyboardInterrupt as err:
             writer.wait()  # the last finished epoch's state lands before the process goes
             done = len(history)
-            saved = (f"epoch{'s 1-' if done > 1 else ' '}{done} saved; rerun `dvc repro` to resume" if done
+            saved = (f"{epochs_upto(done)} saved; rerun `dvc repro` to resume" if done
                      else "no epoch had finished; rerun `dvc repro` to start again")
             raise Interrupted(f"{model}: interrupted at epoch {done + 1}/{settings.epochs} ({saved})",
                               143 if isinstance(err, Terminated) else 130) from err
@@ -171,8 +175,7 @@ def main() -> None:
         t = out["timings_s"]
         parts = [f"start-up {startup:.1f}" if startup is not None else ""] + [
             f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.1f}" for name, seconds in t.items()]
-        n = out["resumed_epochs"]
-        earlier = f"; epoch{f's 1-{n}' if n > 1 else ' 1'} ran before the resume" if n else ""
+        earlier = f"; {epochs_upto(out['resumed_epochs'])} ran before the resume" if out["resumed_epochs"] else ""
         print(f"{args.model}: stage {(startup or 0) + sum(t.values()):.1f} s = {', '.join(p for p in parts if p)} "
               f"(epochs alone {out['epochs_s']:.1f}{earlier})")
 

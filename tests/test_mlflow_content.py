@@ -2,6 +2,7 @@
 store and on a real `mlflow server` (SQLite backend, artifacts served by the server): the
 evaluation, the figures, the model (loaded back and predicting), the dataset, the description."""
 
+import os
 import subprocess
 import sys
 
@@ -96,14 +97,21 @@ def test_a_run_left_open_by_a_lost_store_is_completed_not_doubled(tmp_path, imag
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     client, experiment_id = connect("test-exp")
     assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
-    left_open = _open_run(client, experiment_id, record)
+    left_open = _open_run(client, experiment_id, record)  # owned by this live process
     TrainingRun(client, left_open).log_epoch(record["history"][0])  # epoch 2 never reached the store
+    lines, _ = ensure_logged([record_path], "test-exp")
+    assert lines == [f"MLflow run {left_open} of alexnet-e2-s0 is still being written by process {os.getpid()}; "
+                     "left as it is"]
+    assert [r.info.status for r in client.search_runs([experiment_id])] == ["RUNNING"]
 
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    client.set_tag(left_open, "pid", gone.stdout.strip())  # its process has ended
     lines, _ = ensure_logged([record_path], "test-exp")
     assert lines == [f"completed MLflow run {left_open} (alexnet-e2-s0, left RUNNING) from {record_path}"]
     [run] = client.search_runs([experiment_id])
     assert run.info.run_id == left_open and run.info.status == "FINISHED"
     assert run.info.end_time == record["ended_ms"]
+    assert "its run was left RUNNING" in run.data.tags["completed_by"]
     steps = {m.step: m.value for m in client.get_metric_history(left_open, "test_acc")}
     assert steps == {h["epoch"]: pytest.approx(h["test_acc"]) for h in record["history"]}
     assert run.data.metrics["final_test_acc"] == pytest.approx(record["summary"]["final_test_acc"])
