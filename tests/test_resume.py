@@ -41,8 +41,11 @@ def make_project(root: Path, prepared: Path, epochs: int = EPOCHS) -> Path:
 
 
 def start_training(project: Path, model: str = "alexnet", **env) -> subprocess.Popen:
+    # Ctrl-C as in a terminal, even under a runner that started the tests with SIGINT ignored
+    # (a background job of a non-interactive shell), which the child would inherit
     return subprocess.Popen([sys.executable, "-m", "stages.train", "--model", model], cwd=project, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(**env))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(**env),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
