@@ -20,7 +20,7 @@ fi
 setsid mlflow server --backend-store-uri "sqlite:///$TMP/mlflow.db" --host 127.0.0.1 --port "$PORT" \
   > "$TMP/server.log" 2>&1 &
 SERVER=$!
-trap 'kill -- -$SERVER 2>/dev/null; rm -rf "$TMP"' EXIT
+trap 'kill -- -$SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$TMP"' EXIT
 for i in $(seq 61); do
   curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break
   [ "$i" = 61 ] && { tail -5 "$TMP/server.log"; echo "error: mlflow server did not start in 60 s"; exit 1; }
