@@ -157,7 +157,8 @@ def discussion(study: dict[tuple[str, int], Cell], short: int | None, long: int,
 
     lines = [STATISTIC, ""]
     if (short, long) != paper.EPOCHS:
-        lines.append(f"*These runs are {short or '-'} and {long} epochs, not the study's 5 and 40: the verdicts below "
+        epochs = f"{short} and {long}" if short else f"{long}"
+        lines.append(f"*These runs are {epochs} epochs, not the study's 5 and 40: the verdicts below "
                      "compare like with unlike and say little about the study's claims.*")
     if data_source != "official":
         lines.append(f"*Data: `{data_source}`, not the official CIFAR-10 archive. On the JPEG mirror expect "
@@ -174,6 +175,8 @@ def discussion(study: dict[tuple[str, int], Cell], short: int | None, long: int,
     if v16:
         claims.append(("Plain VGG-16 does not learn (stays at 10%)", f"VGG-16 at {fmt_stat(v16)} after {long} epochs",
                        verdict(compare(v16, [15.0]), "less", (len(v16),))))
+    pair("Batch Normalization makes VGG-16 learn (VGG-16 with BN beats plain VGG-16)", "vgg16_bn", "vgg16", long,
+         "greater")
     for other in ("alexnet", "vgg8"):
         pair(f"VGG-16 with BN is more accurate than {NAMES[other]}", "vgg16_bn", other, long, "greater")
     pair("VGG-8 matches or beats AlexNet with fewer parameters", "vgg8", "alexnet", long, "greater")

@@ -9,7 +9,7 @@ from stages.common import StageError
 from stages.init_signal import analyse as analyse_init_signal
 from stages.init_signal import layer_signal
 from stages.receptive_field import analyse as analyse_receptive_fields
-from stages.report import build_report, choose_epochs
+from stages.report import build_report, choose_epochs, discussion
 from stages.selection import compare, expected_params
 from stages.tracking import connect
 
@@ -93,6 +93,8 @@ def test_tables_show_exactly_the_matching_runs(store, analyses):
         assert (tmp_path / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
     assert "| Plain VGG-16 does not learn (stays at 10%) | VGG-16 at 10.00 after 40 epochs | reproduced " \
            "(single seed) |" in text
+    assert "| Batch Normalization makes VGG-16 learn (VGG-16 with BN beats plain VGG-16) | VGG-16 with BN 92.50 vs " \
+           "VGG-16 10.00 after 40 epochs | reproduced (single seed) |" in text
     assert "VGG-8 is more parameter-efficient than AlexNet" in text
     assert "| vgg16 | Pool5 | Tables 2-4 | 236 | 212 |" in text
     assert "## Why plain VGG-16 does not learn: the signal at initialisation" in text
@@ -117,6 +119,11 @@ def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkey
     assert "| VGG-8 matches or beats AlexNet with fewer parameters | VGG-8 85.50 ± 1.00 (n=3) vs AlexNet " \
            "86.00 ± 1.00 (n=3) after 40 epochs | not decided at n=3/3 |" in text
     assert "twice its standard error" in text
+
+
+def test_a_rerun_of_one_epoch_count_says_which():
+    text = "\n".join(discussion({}, None, 3, "official"))
+    assert "*These runs are 3 epochs, not the study's 5 and 40:" in text
 
 
 def test_compare_uses_the_spread():
