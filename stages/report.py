@@ -391,8 +391,9 @@ def main() -> None:
             out = REPORT_DIR
             result = build_report(settings=load_settings(args.params))
         cells = sum(len(c.runs) for c in result["selection"].study.values())
-        print(f"wrote {out / 'report.md'}: {cells} runs in the study's tables, short {result['short']} / "
-              f"long {result['long']} epochs, in {time.perf_counter() - start:.1f} s")
+        columns = f"{result['short']} and {result['long']}" if result["short"] else f"{result['long']}"
+        print(f"wrote {out / 'report.md'}: {cells} runs in the study's tables ({columns} epochs), "
+              f"in {time.perf_counter() - start:.1f} s")
         print(f"the runs in MLflow: {result['runs_table']}")
 
     run_main(work)
