@@ -41,16 +41,7 @@ else
   DEV=cuda; EPOCHS=40; SUB="--subset 50000"; BASE_SUB="--subset 10000"; CHECK_SUB="--subset 10000"; STUDY_EPOCHS="5 40"; PROF_MODELS="vgg16_bn alexnet"; CAL_MODELS="vgg16_bn alexnet vgg8 vgg16"
   STEPS="--warmup 20 --steps 60"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-$PY -c 'import torch; print("torch", torch.__version__)'
-if ! $PY -c 'import mlflow, dvc' 2>/dev/null; then
-  $PY -m pip install -q --no-index --find-links "$CARRY/wheels" mlflow-skinny==3.17.2 sqlalchemy alembic \
-    dvc==3.67.1 2>&1 | tail -3
-fi
-command -v git >/dev/null || { echo "no git on this machine"; exit 1; }
-git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD
-echo "git commit $(git rev-parse HEAD); changed files: $(git status --porcelain --untracked-files=no | wc -l)"
-$PY -m dvc config core.analytics false
+. benchmarks/device_setup.sh  # GPU and torch, wheels, the bundled commit
 $PY benchmarks/set_params.py data.source="$CARRY/cifar10-jpeg.tar.gz" epochs=$EPOCHS
 [ "$DEV" = cpu ] && $PY benchmarks/set_params.py data.train_subset=500 data.test_subset=200 runtime.device=cpu
 P0=$(date +%s); $PY -m dvc repro prepare > $R/prepare.log 2>&1 || { tail -3 $R/prepare.log; exit 1; }

@@ -27,16 +27,7 @@ pack() { cp "$OUT/log.txt" $R/ 2>/dev/null; tar -czf "$OUT/model_log.tar.gz" -C 
 trap pack EXIT
 secs() { local s=$(date +%s%N); "$@" > $R/last.log 2>&1; local rc=$?; echo "$(( ($(date +%s%N) - s) / 1000000 )) ms, exit $rc"; }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-$PY -c 'import torch; print("torch", torch.__version__)'
-if ! $PY -c 'import mlflow, dvc' 2>/dev/null; then
-  $PY -m pip install -q --no-index --find-links "$CARRY/wheels" mlflow-skinny==3.17.2 sqlalchemy alembic \
-    dvc==3.67.1 2>&1 | tail -3
-fi
-command -v git >/dev/null || { echo "no git on this machine"; exit 1; }
-git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD
-echo "git commit $(git rev-parse HEAD); changed files: $(git status --porcelain --untracked-files=no | wc -l)"
-$PY -m dvc config core.analytics false
+. benchmarks/device_setup.sh  # GPU and torch, wheels, the bundled commit
 if [ "${TINY:-0}" = 1 ]; then
   $PY benchmarks/set_params.py data.source="$CARRY/cifar10-jpeg.tar.gz" epochs=1 data.train_subset=500 \
     data.test_subset=200 runtime.device=cpu 'models=[alexnet,vgg8]'

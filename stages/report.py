@@ -150,6 +150,10 @@ def verdict(outcome: str, want: str, n: tuple[int, ...]) -> str:
     return text + (" (single seed)" if min(n) < 2 else "")
 
 
+def epoch_columns(short: int | None, long: int) -> str:
+    return f"{short} and {long}" if short else f"{long}"
+
+
 def discussion(study: dict[tuple[str, int], Cell], short: int | None, long: int, data_source: str) -> list[str]:
     def acc(model, epochs) -> list[float]:
         cell = study.get((model, epochs)) if epochs else None
@@ -157,8 +161,7 @@ def discussion(study: dict[tuple[str, int], Cell], short: int | None, long: int,
 
     lines = [STATISTIC, ""]
     if (short, long) != paper.EPOCHS:
-        epochs = f"{short} and {long}" if short else f"{long}"
-        lines.append(f"*These runs are {epochs} epochs, not the study's 5 and 40: the verdicts below "
+        lines.append(f"*These runs are {epoch_columns(short, long)} epochs, not the study's 5 and 40: the verdicts below "
                      "compare like with unlike and say little about the study's claims.*")
     if data_source != "official":
         lines.append(f"*Data: `{data_source}`, not the official CIFAR-10 archive. On the JPEG mirror expect "
@@ -391,8 +394,8 @@ def main() -> None:
             out = REPORT_DIR
             result = build_report(settings=load_settings(args.params))
         cells = sum(len(c.runs) for c in result["selection"].study.values())
-        columns = f"{result['short']} and {result['long']}" if result["short"] else f"{result['long']}"
-        print(f"wrote {out / 'report.md'}: {cells} runs in the study's tables ({columns} epochs), "
+        print(f"wrote {out / 'report.md'}: {cells} runs in the study's tables "
+              f"({epoch_columns(result['short'], result['long'])} epochs), "
               f"in {time.perf_counter() - start:.1f} s")
         print(f"the runs in MLflow: {result['runs_table']}")
 
