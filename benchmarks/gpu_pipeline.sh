@@ -1,82 +1,179 @@
 #!/usr/bin/env bash
-# The real study through the real pipeline (DVC stages, MLflow runs logged by the stages)
-# on one GPU, packed as a results store: `dvc repro` (40 epochs, seed 0) in the workspace
-# while DVC's queue runs the 5-epoch runs (seeds 0, 1), the 40-epoch seed 1 and the plain
-# VGG-16 Kaiming ablation, two at a time, beside it on the same GPU.
+# Issue 22's device work, in one call or, where the budget (below) is short, two: the study through the real pipeline (DVC stages; every run logged
+# to an `mlflow server --serve-artifacts`, so its artifact URIs are mlflow-artifacts:/… and the
+# store serves its files wherever it is copied), packed as a results store.
+#   A. `dvc repro` of the recipe (40 epochs, seed 0) with the GPU to itself while its four
+#      trainings run: they are Table 6's timing runs, its dvc.lock and metrics.json go to main,
+#      and its evaluate stages log the models (mlflow.log_model), the queued runs do not.
+#   B. from its first evaluate on, DVC's queue runs WORKERS experiments side by side on the one
+#      GPU (under NVIDIA MPS where the machine has it), most needed first: seeds 1 and 2 at 40
+#      epochs (one experiment per model), the plain VGG-16 Kaiming ablation, seeds 0-2 at 5
+#      epochs, then the JPEG variants: VGG-16-BN and AlexNet, seeds 0 and 1, 40 epochs, on the
+#      mirror re-encoded at quality 50 and 25 (benchmarks/jpeg_variants.py, made here while
+#      prepare runs; the mirror itself is seeds 0 and 1 above).
+#   Whatever has not finished BUDGET - PACK_S seconds in is stopped (its run ends KILLED) and
+#   named in the log; what finished is packed.
 #
-#   bash benchmarks/gpu_pipeline.sh            # on the GPU machine, from the repo root
-#   TINY=1 bash benchmarks/gpu_pipeline.sh     # CPU rehearsal: 1-2 epochs on a subset
+#   bash benchmarks/gpu_pipeline.sh          # on the GPU machine, from the repo root
+#   TINY=1 TINY_TRAIN=200 TINY_TEST=100 SEEDS="0 1" MODELS=vgg8 JPEG_MODELS=vgg8 JPEG_SEEDS=0 QUALITIES=25 \
+#     BUDGET=2400 bash benchmarks/gpu_pipeline.sh   # CPU rehearsal (2 and 1 epochs) in a copy with its own git
+#   PARTS="recipe long"                      # only these parts: recipe (A); long (seeds 1, 2 at 40 epochs),
+#                                            # ablation, short (5 epochs), jpeg (B); SEEDS (LONG_SEEDS) narrow them
+#   STORE_IN=.device/gpu/store PARTS=jpeg    # go on in the store an earlier call packed (its mlflow.db,
+#                                            # mlartifacts/ and outputs/ unpacked there): a second call
 #
-# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle, wheels/} (see benchmarks/README.md);
-# writes $OUT/store.tar.gz (mlflow.db, artifacts without weights, records, eval figures,
-# report, params.yaml) and $OUT/log.txt.
+# Needs .device/gpu (bash benchmarks/device_carry.sh), made after committing everything: queued
+# experiments see only what git tracks. Writes under $OUT: log.txt; store.tar.gz
+# (mlflow.db, params.yaml, report/, the seed-0 records and figures, logs/, model_sizes.txt);
+# artifacts.tar.gz (mlartifacts/ without the logged models' weights); main.tar.gz (dvc.lock,
+# metrics.json of part A).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GIT_AUTHOR_NAME=study GIT_AUTHOR_EMAIL=study@localhost \
-  GIT_COMMITTER_NAME=study GIT_COMMITTER_EMAIL=study@localhost
+  GIT_COMMITTER_NAME=study GIT_COMMITTER_EMAIL=study@localhost MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 OUT=${OUT:-/tmp/gpu-pipeline-out}
 CARRY=.device/gpu
-LIMIT=${LIMIT:-450}          # seconds for all the training; whatever finished is packed
 PY=${PY:-python3}
-mkdir -p "$OUT"
+BUDGET=${BUDGET:-530}  # seconds for the whole script, packing included
+PACK_S=${PACK_S:-45}   # kept for the final report and packing
+WORKERS=${WORKERS:-6}
+PARTS=${PARTS:-recipe long ablation short jpeg}
+PORT=${PORT:-5123}
+SEEDS=${SEEDS:-0 1 2}
+MODELS=${MODELS:-vgg16_bn vgg16 vgg8 alexnet}  # longest first
+JPEG_MODELS=${JPEG_MODELS:-vgg16_bn alexnet}
+JPEG_SEEDS=${JPEG_SEEDS:-0 1}
+QUALITIES=${QUALITIES:-50 25}
+[ -f $CARRY/repo.bundle ] || { echo "no $CARRY/repo.bundle: run benchmarks/device_carry.sh, and this on the device"; exit 1; }
+L=/tmp/pipeline-logs; S=/tmp/pipeline-store; rm -rf $L $S; mkdir -p "$OUT" $L $S
 . benchmarks/device_python.sh  # `python` = $PY for dvc.yaml's commands
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+if [ "${TINY:-0}" = 1 ]; then LONG=2; SHORT=1; WORKERS=${TINY_WORKERS:-2}; else LONG=40; SHORT=5; fi
 
-if [ "${TINY:-0}" = 1 ]; then LONG=2; SHORT=1; else LONG=40; SHORT=5; fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-$PY -m pip list 2>/dev/null | grep -i -E '^(torch|torchvision|mlflow|mlflow-skinny|dvc|pandas|numpy|sqlalchemy) '
-
-# 1. what the machine lacks, from the carried wheels
-if ! $PY -c 'import mlflow, dvc' 2>/dev/null; then
-  $PY -m pip install -q --no-index --find-links "$CARRY/wheels" mlflow-skinny==3.17.2 sqlalchemy alembic \
-    dvc==3.67.1 2>&1 | tail -3
+. benchmarks/device_setup.sh  # GPU and torch, wheels, the bundled commit
+# a warm machine's last call: its runs, and DVC's run-cache, which would restore trainings instead of running them
+for old in mlflow.db mlartifacts outputs .train_state .dvc/tmp/exps .dvc/cache; do
+  [ -e $old ] && mv $old /tmp/$(basename $old).before-$T0
+done
+$PY -m dvc exp remove --all-commits > /dev/null 2>&1  # and its experiments, whose names would clash
+if [ -n "${STORE_IN:-}" ]; then  # an earlier call's store: its runs stay, the new ones join them
+  cp "$STORE_IN/mlflow.db" . && cp -r "$STORE_IN/mlartifacts" . || { echo "no store in $STORE_IN"; exit 1; }
+  [ -d "$STORE_IN/outputs" ] && cp -r "$STORE_IN/outputs" $S/
 fi
-$PY -c 'import mlflow, dvc.version; print("mlflow", mlflow.__version__, "dvc", dvc.version.__version__)' || exit 1
-stamp "installed"
+# the mirror at the path the dev VM uses, so that main's dvc.lock names the data as its params.yaml would
+SRC=../shared/data/cifar10-jpeg.tar.gz
+[ -e $SRC ] || { mkdir -p ../shared/data && ln -s "$PWD/$CARRY/cifar10-jpeg.tar.gz" $SRC; }
+if want jpeg; then
+  VARIANTS=()
+  for q in $QUALITIES; do
+    $PY -m benchmarks.jpeg_variants $SRC --quality $q --out $CARRY > $L/jpeg-q$q.log 2>&1 & VARIANTS+=($!)
+  done
+fi
+$PY benchmarks/set_params.py data.source=$SRC epochs=$LONG seed=0
+[ "${TINY:-0}" = 1 ] && $PY benchmarks/set_params.py data.train_subset=${TINY_TRAIN:-500} \
+  data.test_subset=${TINY_TEST:-200} runtime.device=cpu
 
-# 2. the git history, so every run records the commit that produced it
-command -v git >/dev/null || { echo "no git on this machine: DVC experiments need it"; exit 1; }
-git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD  # index to our commit
-echo "git commit $(git rev-parse HEAD); changed files: $(git status --porcelain --untracked-files=no | wc -l)"
-$PY -m dvc config core.analytics false
+MPS_ON=0  # kernels of the side-by-side trainings run at once instead of taking turns
+if [ "${TINY:-0}" != 1 ] && [ "${MPS:-1}" = 1 ]; then
+  if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "MPS: not on this machine; the trainings take turns"
+  elif nvidia-cuda-mps-control -d && timeout 60 $PY -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+    MPS_ON=1; echo "MPS: on (every CUDA process of this call, part A's too)"
+  else echo quit | nvidia-cuda-mps-control; echo "MPS: failed its probe, off; the trainings take turns"; fi
+fi
 
-# 3. params.yaml gets the data source (relative to the repo root) and, for a rehearsal,
-# a subset on the CPU; every queued experiment starts from it
-$PY benchmarks/set_params.py data.source="$CARRY/cifar10-jpeg.tar.gz" epochs=$LONG
-[ "${TINY:-0}" = 1 ] && $PY benchmarks/set_params.py data.train_subset=500 data.test_subset=200 runtime.device=cpu
-$PY -m dvc repro prepare > "$OUT/prepare.log" 2>&1 || { tail -3 "$OUT/prepare.log"; exit 1; }
-stamp "prepared (once: the queued experiments restore it from the run-cache)"
-rm -rf .dvc/tmp/exps  # no tasks left over from an earlier call on a warm machine
-q() { $PY -m dvc exp run --queue "$@" >/dev/null; }
-q -n e${LONG}-s1 -S seed=1  # the longest first: two workers, one GPU, dvc repro beside them
-q -n e${SHORT}-s0 -S epochs=$SHORT -S seed=0
-q -n e${SHORT}-s1 -S epochs=$SHORT -S seed=1
-q -n kaiming-vgg16-e${LONG}-s0 -S seed=0 -S train.init=kaiming -S 'models=[vgg16]'
-$PY -m dvc queue start -j 2 >/dev/null
-stamp "queue started (2 workers); dvc repro in the workspace beside it"
-R0=$(date +%s)
-timeout $LIMIT $PY -m dvc repro > "$OUT/repro.log" 2>&1; echo "dvc repro exit $?"
-stamp "dvc repro ($LONG epochs, seed 0) took $(( $(date +%s) - R0 )) s wall"
-grep -E "test accuracy|wrote reports" "$OUT/repro.log"
-# busy unless the queue says it is idle: a status that fails (a stale task) is no proof of that
+setsid $PY -m mlflow server --host 127.0.0.1 --port $PORT --backend-store-uri "sqlite:///$PWD/mlflow.db" \
+  --serve-artifacts --artifacts-destination "$PWD/mlartifacts" --workers 1 > $L/server.log 2>&1 &
+SERVER=$!
+export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT
+up() { $PY -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" $MLFLOW_TRACKING_URI/health \
+  2> /dev/null; }  # no curl needed
+for i in $(seq 90); do up && break; sleep 1; done
+up || { tail -5 $L/server.log; echo "mlflow server did not start"; exit 1; }
+$PY -m dvc repro prepare > $L/prepare.log 2>&1 || { tail -3 $L/prepare.log; exit 1; }
+stamp "mlflow server up, mirror prepared (the queued experiments restore it from the run-cache)"
+
+# part B's experiments, queued before part A starts: queueing stashes the workspace, which dvc repro writes
+N=0
+EXTRA=(); [ "${COMPILE:-0}" = 1 ] && EXTRA=(-S runtime.compile=true)  # COMPILE=1: part B compiled (runtime only)
+q() { local name=$1; shift; $PY -m dvc exp run --queue -n "$name" "$@" -S mlflow.log_model=false "${EXTRA[@]}" \
+  > /dev/null 2>> $L/queue.err \
+  && N=$((N + 1)) || echo "could not queue $name: $(grep ERROR $L/queue.err | tail -1)"; }
+if want long; then  # seed 0 at 40 epochs is part A's
+  for s in ${LONG_SEEDS:-$SEEDS}; do [ "$s" = 0 ] || for m in $MODELS; do q e$LONG-s$s-$m -S seed=$s -S "models=[$m]"; done; done
+fi
+want ablation && q kaiming-vgg16-e$LONG-s0 -S train.init=kaiming -S 'models=[vgg16]'
+if want short; then
+  for s in $SEEDS; do q e$SHORT-s$s -S epochs=$SHORT -S seed=$s -S "models=[${MODELS// /,}]"; done
+fi
+if want jpeg; then
+  wait "${VARIANTS[@]}"  # the variant tarballs
+  for q in $QUALITIES; do tail -1 $L/jpeg-q$q.log
+    for s in $JPEG_SEEDS; do for m in $JPEG_MODELS; do
+      q jpeg-q$q-e$LONG-s$s-$m -S data.source=$CARRY/cifar10-jpeg-q$q.tar.gz -S seed=$s -S "models=[$m]"; done; done
+  done
+fi
+stamp "queued $N experiments"
+
+# A. the recipe, its trainings alone on the GPU
+R0=$(date +%s); REPRO_RC=skipped; REPRO=
+if want recipe; then
+  REPRO_RC=; $PY -m dvc repro > $L/repro.log 2>&1 &
+  REPRO=$!
+  while kill -0 $REPRO 2> /dev/null && ! grep -q "Running stage 'evaluate@" $L/repro.log; do sleep 2; done
+  stamp "part A's trainings done, alone on the GPU:"; grep "s/epoch" $L/repro.log
+fi
+# B. the queue beside part A's evaluations, report and the rest
+[ $N -gt 0 ] && $PY -m dvc queue start -j $WORKERS > /dev/null && stamp "queue started: $WORKERS workers"
+DEADLINE=$(( T0 + BUDGET - PACK_S ))
 busy() { local status; status=$($PY -m dvc queue status 2>&1) || return 0; [[ "$status" =~ Running|Queued ]]; }
-while [ $(( $(date +%s) - R0 )) -lt $LIMIT ] && busy; do sleep 5; done
-$PY -m dvc queue status
-$PY -m dvc queue stop --kill >/dev/null 2>&1
-stamp "queue done"
-$PY -m stages.report > "$OUT/report.log" 2>&1; tail -2 "$OUT/report.log"  # never retrains what timed out
-$PY -m dvc exp show --no-pager --csv > "$OUT/exp_show.csv" 2>/dev/null
+while [ $(date +%s) -lt $DEADLINE ]; do
+  if [ -z "$REPRO_RC" ] && ! kill -0 $REPRO 2> /dev/null; then
+    wait $REPRO; REPRO_RC=$?
+    stamp "dvc repro exit $REPRO_RC after $(( $(date +%s) - R0 )) s wall"
+    mkdir -p $S/main && cp dvc.lock metrics.json params.yaml $S/main/ 2> /dev/null  # before any later report
+  fi
+  [ -n "$REPRO_RC" ] && { [ $N = 0 ] || ! busy; } && break
+  sleep 10
+done
+if [ -z "$REPRO_RC" ] || { [ $N -gt 0 ] && busy; }; then
+  stamp "time is up: stopping what still runs (its MLflow runs end KILLED)"
+  $PY -m dvc queue status 2>&1 | tee $L/queue_status_at_deadline.txt
+  running=$(awk '$0 ~ /Running/ {print $2}' $L/queue_status_at_deadline.txt)
+  $PY -m dvc queue remove --queued > /dev/null 2>&1
+  [ -n "$running" ] && $PY -m dvc queue kill $running
+  [ -z "$REPRO_RC" ] && kill -INT $REPRO 2> /dev/null
+  for i in $(seq 20); do busy || break; sleep 1; done
+fi
+$PY -m dvc queue status 2>&1 | tee $L/queue_status.txt
+for task in $(awk '$0 ~ /Failed/ {print $2}' $L/queue_status.txt); do
+  $PY -m dvc queue logs $task > $L/failed-$task.log 2>&1; echo "failed: $task, its log: logs/failed-$task.log"
+done
+$PY -m dvc queue stop > /dev/null 2>&1
+[ -n "$REPRO" ] && grep -E "test accuracy|wrote reports" $L/repro.log
 
-# 4. the store: everything but weights
-S=/tmp/store; rm -rf $S; mkdir -p $S/outputs
-cp mlflow.db params.yaml "$OUT/repro.log" "$OUT/exp_show.csv" $S/
-cp -r reports $S/report
-cp -r mlartifacts $S/  # each run's record, metrics and history; checkpoints are never logged
+# the report of everything, then the store
+$PY -m stages.report > $L/report.log 2>&1; tail -2 $L/report.log
+$PY -m dvc exp show --no-pager --csv > $L/exp_show.csv 2> /dev/null
+$PY -c "import sqlite3; sqlite3.connect('mlflow.db').backup(sqlite3.connect('$S/mlflow.db'))"  # a consistent copy
+kill -KILL -- -$SERVER 2> /dev/null
+[ $MPS_ON = 1 ] && echo quit | nvidia-cuda-mps-control
+cp params.yaml $S/; cp -r reports $S/report; cp -r $L $S/logs
+mkdir -p $S/mlartifacts && tar -C mlartifacts -c --exclude='./*/models' . | tar -C $S/mlartifacts -x
+du -sb mlartifacts/*/models/* 2> /dev/null | sed "s|mlartifacts/||" > $S/model_sizes.txt
+echo "models logged (not packed): $(wc -l < $S/model_sizes.txt), $(awk '{s += $1} END {printf "%.0f", s / 1e6}' $S/model_sizes.txt) MB"
 for dir in outputs/*/; do
   m=$(basename "$dir"); [ -f "$dir/record.json" ] || continue
   mkdir -p $S/outputs/$m/eval && cp "$dir/record.json" $S/outputs/$m/
-  cp -r "$dir/eval/figures" $S/outputs/$m/eval/ 2>/dev/null
+  cp -r "$dir/eval/figures" $S/outputs/$m/eval/ 2> /dev/null
 done
-tar -czf "$OUT/store.tar.gz" -C $S .
-stamp "packed $(du -h "$OUT/store.tar.gz" | cut -f1)"
+$PY -m benchmarks.portable_store $S | head -3  # says "already portable", or fails naming what is not
+tar -czf "$OUT/artifacts.tar.gz" -C $S mlartifacts
+[ -d $S/main ] && tar -czf "$OUT/main.tar.gz" -C $S/main . && rm -r $S/main
+cp "$OUT/log.txt" $S/logs/
+tar -czf "$OUT/store.tar.gz" -C $S --exclude=./mlartifacts .
+for f in "$OUT"/*.tar.gz; do
+  size=$(stat -c %s "$f"); [ $size -gt 16000000 ] && echo "warning: $f is $size bytes, over the 16 MB that come back"
+done
+stamp "packed: $(cd "$OUT" && du -h *.tar.gz | tr '\n' ' ')"

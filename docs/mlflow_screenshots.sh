@@ -12,12 +12,13 @@ STORE=${1:-results/h100-2026-11-27}
 RUN=${2:-}
 PORT=${PORT:-5077}
 TMP=$(mktemp -d)
-cp "$STORE/mlflow.db" "$TMP/"  # a copy: the server must not change the store (the pages show no artifacts)
+cp "$STORE/mlflow.db" "$TMP/"  # a copy: the server must not change the store; it reads the files in place
 if curl -sf "http://127.0.0.1:$PORT/health" > /dev/null; then
   echo "error: something already serves port $PORT; stop it or set PORT=<free port>"; exit 1
 fi
 # its own process group: `mlflow server` starts the web server as a child, which must go too
 setsid mlflow server --backend-store-uri "sqlite:///$TMP/mlflow.db" --host 127.0.0.1 --port "$PORT" \
+  --serve-artifacts --artifacts-destination "$(realpath "$STORE")/mlartifacts" \
   > "$TMP/server.log" 2>&1 &
 SERVER=$!
 trap 'kill -- -$SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$TMP"' EXIT

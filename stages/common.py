@@ -33,6 +33,10 @@ class StageError(Exception):
     """A bad input or setting: the message names the culprit and the fix."""
 
 
+class Diverged(StageError):
+    """A training whose loss became NaN or inf: stopped at that epoch, nothing written."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler pre-empting the job), raised like Ctrl-C so that the same
     handlers end MLflow runs as KILLED and keep what was saved."""
@@ -138,6 +142,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     with atomic_entries(path.parent, (path.name,)) as tmp:
         yield tmp / path.name
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (nested dicts and lists): what writing it needs on disk."""
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return obj.numel() * obj.element_size() if hasattr(obj, "element_size") else 0
+
+
+def write_failure(what: str, where: Path, needed: int, err: BaseException, after: str) -> StageError:
+    """One line for a write that failed (a full disk, a quota, a read-only folder): where, how
+    much it needed, and what still stands."""
+    reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else str(err).splitlines()[0][:100]
+    try:
+        free = f", {shutil.disk_usage(where if where.exists() else where.parent).free / 1e6:.0f} MB free"
+    except OSError:
+        free = ""
+    return StageError(f"could not write {what} to {where} ({reason}); it needs about {needed / 1e6:.0f} MB{free}; "
+                      f"free space there and rerun ({after})")
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -36,11 +36,11 @@ def plots_data(revisions: list[str]) -> list[dict]:
 
 
 def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
-    import matplotlib
+    """One panel per model, one line per revision: colour, line style and marker per revision
+    (two revisions often coincide, e.g. VGG-16 at 10% in both), one legend under the panels."""
+    from stages.figures import SEED_MARKERS, SEED_STYLES, legend_below, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = list(dict.fromkeys(row["filename"].split("/")[0] for row in rows))
     revisions = list(dict.fromkeys(row["rev"] for row in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), squeeze=False, sharey=True)
@@ -48,15 +48,16 @@ def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
         for i, rev in enumerate(revisions):
             points = sorted((int(r["epoch"]), float(r[metric])) for r in rows
                             if r["rev"] == rev and r["filename"].startswith(f"{model}/"))
-            ax.plot([p[0] for p in points], [p[1] for p in points], color=f"C{i}", label=rev,
-                    marker="." if len(points) < 60 else None)
+            ax.plot([p[0] for p in points], [p[1] for p in points], SEED_STYLES[i % len(SEED_STYLES)],
+                    color=f"C{i}", label=rev, marker=SEED_MARKERS[i % len(SEED_MARKERS)], fillstyle="none",
+                    markevery=max(1, len(points) // 10))
         ax.set(title=model, xlabel="epoch")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][0].legend(fontsize=8)
+    legend_below(fig, axes, ncol=len(revisions))
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
 
 

@@ -11,6 +11,7 @@ matches runs on the recipe and the data only.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,18 +23,23 @@ from stages.common import StageError
 
 PARAMS_FILE = "params.yaml"
 MODEL_NAMES = ("alexnet", "vgg16", "vgg16_bn", "vgg8")  # as models/ has them (a test checks): no torch import
+MODEL_CLASSES = 10  # CIFAR-10
 INITS = ("default", "kaiming")
 PRECISIONS = ("bf16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 FIX = "fix it in params.yaml or with `dvc exp run -S`"
 
 
+INT_LIMIT = 2**32  # seeds and counts: what torch's and numpy's generators (and SQLite) all take
+EXPERIMENT_NAME_LIMIT = 256  # MLflow's experiments.name column
+
+
 def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) < INT_LIMIT
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _number(v) -> bool:  # finite: .inf and .nan are refused like any bad value
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _text(v) -> bool:
@@ -43,17 +49,19 @@ def _text(v) -> bool:
 # key -> (check, what a valid value is); sections are nested dicts
 SCHEMA: dict[str, Any] = {
     "epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1 (write 5, not 5.0)"),
-    "seed": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "seed": (lambda v: _int(v) and v >= 0, "an integer from 0 to 2^32-1"),
     "models": (lambda v: isinstance(v, list) and len(v) > 0 and all(m in MODEL_NAMES for m in v)
                and len(set(v)) == len(v), f"a non-empty list of distinct models from {', '.join(MODEL_NAMES)}"),
     "data": {
         "source": (_text, "'official' or a path to cifar-10-python.tar.gz or an image-folder tree/tarball"),
         "train_subset": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = all 50,000)"),
-        "test_subset": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = all 10,000)"),
+        # below one image per class, a class would get a made-up accuracy
+        "test_subset": (lambda v: _int(v) and (v == 0 or v >= MODEL_CLASSES),
+                        f"0 (all 10,000) or an integer >= {MODEL_CLASSES} (one test image per class)"),
     },
     "train": {
         "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1 (write 64, not 64.0)"),
-        "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+        "lr": (lambda v: _number(v) and v > 0, "a finite number > 0"),
         "momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
         "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
         "init": (lambda v: v in INITS, f"one of {', '.join(INITS)}"),
@@ -67,13 +75,14 @@ SCHEMA: dict[str, Any] = {
         "cuda_graphs": (lambda v: isinstance(v, bool), "true or false"),
     },
     "mlflow": {
-        "experiment": (_text, "a non-empty experiment name"),
+        "experiment": (lambda v: _text(v) and len(v) <= EXPERIMENT_NAME_LIMIT,
+                       f"a non-empty experiment name of at most {EXPERIMENT_NAME_LIMIT} characters"),
         "log_model": (lambda v: isinstance(v, bool), "true or false"),
         "system_metrics": (lambda v: isinstance(v, bool), "true or false"),
     },
     "evaluate": {
         "feature_map_images": (lambda v: _int(v) and 1 <= v <= 16, "an integer from 1 to 16"),
-        "sample_seed": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+        "sample_seed": (lambda v: _int(v) and v >= 0, "an integer from 0 to 2^32-1"),
     },
     "report": {
         "short_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -161,7 +170,9 @@ def _check(raw: Any, schema: dict, prefix: str = "") -> None:
             continue
         ok, valid = rule
         if not ok(raw[key]):
-            raise StageError(f"{name} is {raw[key]!r}; it must be {valid}; {FIX}")
+            shown = repr(raw[key])
+            shown = shown if len(shown) <= 60 else f"{shown[:50]}... ({len(str(raw[key]))} characters)"
+            raise StageError(f"{name} is {shown}; it must be {valid}; {FIX}")
 
 
 def parse_settings(raw: Any) -> Settings:
@@ -179,16 +190,56 @@ def parse_settings(raw: Any) -> Settings:
                       ablation_keys=tuple(raw["report"]["ablation_keys"])))
 
 
-def load_settings(path: str | Path = PARAMS_FILE) -> Settings:
-    path = Path(path)
-    if not path.exists():
-        raise StageError(f"{path} not found; run from the project root, where params.yaml lives")
+class _ParamsLoader(yaml.SafeLoader):
+    """params.yaml as DVC (ruamel, YAML 1.2) reads it: a repeated key is an error, and
+    ``1e-3`` is a number (YAML 1.1 would make it text)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise StageError(f"params.yaml: key {key!r} appears twice (line {key_node.start_mark.line + 1}); "
+                                 "keep one (DVC refuses the file too)")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_params(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text())
+        blob = path.read_bytes()
+        text = blob.decode("utf-8")
+    except OSError as err:
+        raise StageError(f"{path} cannot be read ({err.strerror}); it must be the project's params file") from err
+    except UnicodeDecodeError as err:
+        line = blob[:err.start].count(b"\n") + 1
+        raise StageError(f"{path} is not UTF-8 text (byte {err.start}, line {line}); save it as UTF-8") from err
+    try:
+        return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         raise StageError(f"{path} is not valid YAML{f' (line {where.line + 1})' if where else ''}; "
                          "fix its syntax") from err
+
+
+def load_settings(path: str | Path = PARAMS_FILE) -> Settings:
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path} not found; run from the project root, where params.yaml lives")
+    raw = read_params(path)
     return parse_settings(raw if raw is not None else {})
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import build_model, count_parameters
-from stages.common import StageError
+from stages.common import Diverged, StageError
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -409,6 +409,10 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
         train_loss, train_acc = trainer.train_one_epoch(train_x, train_y, bar)  # ends with a sync
         epoch_time = time.perf_counter() - start
         test_loss, test_acc = trainer.evaluate(test_x, test_y)
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):  # read at the epoch's one sync
+            bad = train_loss if not math.isfinite(train_loss) else test_loss
+            raise Diverged(f"{model_name}: the loss became {bad} at epoch {epoch}/{recipe.epochs}, so the training "
+                           f"diverged (train.lr {recipe.lr} is the usual cause; try a lower one); nothing was written")
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                   "test_acc": test_acc, "lr": lr, "epoch_time_s": epoch_time}
         history.append(record)
@@ -440,3 +444,51 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
         "test_images": int(len(test_y)),
     }
     return {"trainer": trainer, "history": history, "metrics": metrics, "recipe": asdict(recipe)}
+
+
+# ---------------------------------------------------------------- persistent compile cache (issue 24)
+def compile_cache_file(folder, device: str):
+    """Where Inductor's cache artifacts for this torch and this device live: compiled kernels are
+    valid only for the torch version and the GPU (or CPU) that built them."""
+    import re
+    from pathlib import Path
+
+    from stages.common import device_name
+
+    key = f"torch-{torch.__version__}-{device_name(device)}"
+    return Path(folder) / f"{re.sub(r'[^A-Za-z0-9.+-]+', '_', key)}.bin"
+
+
+def load_compile_cache(folder, device: str) -> str:
+    """Before a process's first torch.compile: hot-load the artifacts an earlier process of this
+    torch and device saved, so the first compile reads kernels instead of building them.
+    Returns a line for the stage's log; an unusable file costs a cold compile, never the run."""
+    path = compile_cache_file(folder, device)
+    if not path.exists():
+        return f"compile cache: none yet for this torch and device ({path.name}); this process builds it"
+    try:
+        info = torch.compiler.load_cache_artifacts(path.read_bytes())  # None (and a warning) when unreadable
+    except Exception as err:
+        info, why = None, f" ({type(err).__name__}: {err})"
+    else:
+        why = ""
+    if info is None:
+        return f"compile cache: {path} is unusable{why}; compiling afresh"
+    return f"compile cache: {sum(len(keys) for keys in info.artifacts.values())} artifacts loaded from {path}"
+
+
+def save_compile_cache(folder, device: str) -> str:
+    """After the compiled code ran: save every cache artifact this process built or loaded
+    (atomically; an unchanged cache is not rewritten). Returns a line for the stage's log."""
+    from stages.common import atomic_path
+
+    saved = torch.compiler.save_cache_artifacts()
+    if not saved or saved[1].empty():
+        return "compile cache: nothing compiled, nothing saved"
+    blob, path = saved[0], compile_cache_file(folder, device)
+    if path.exists() and path.read_bytes() == blob:
+        return f"compile cache: {path} unchanged"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+    return f"compile cache: {len(blob) / 1e6:.1f} MB saved to {path}"

@@ -20,6 +20,7 @@ from models import MODEL_NAMES, build_model, count_parameters
 from stages.common import OUTPUT_ROOT, StageError, atomic_path, output_paths, run_main, write_json
 from stages.config import load_settings
 from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
+from stages.figures import plot_feature_maps
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.prepare import load_prepared
 
@@ -59,7 +60,19 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
         net.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, AttributeError, KeyError) as err:
         raise StageError(f"{path}: its weights do not fit {model} ({str(err).splitlines()[0][:120]}); {fix}") from err
+    broken = [name for name, t in checkpoint["state_dict"].items()
+              if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # a diverged training: its accuracy would be chance, reported as if it meant something
+        raise StageError(f"{path}: {len(broken)} weight tensors hold NaN or inf (first: {broken[0]}), so the "
+                         f"training diverged; retrain with a lower train.lr (`dvc repro -f train@{model}`)")
     return net.to(device).eval(), checkpoint["record"]
+
+
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """Accuracy (%) per actual class of a confusion matrix; NaN for a class with no test image
+    (no made-up 0%: empty in the CSV, left out of the metrics and of MLflow)."""
+    counts = matrix.sum(1)
+    return np.where(counts > 0, 100.0 * np.diag(matrix) / counts.clip(min=1), np.nan)
 
 
 def sample_indices(n_total: int, count: int, seed: int) -> np.ndarray:
@@ -99,26 +112,6 @@ def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
         ax.axis("off")
         if i < len(w):
             ax.imshow(w[i], interpolation="nearest")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_feature_maps(images: np.ndarray, maps: torch.Tensor, path: Path, title: str, channels: int = 8) -> None:
-    plt = _plt()
-    maps = maps.float().cpu().numpy()
-    fig, axes = plt.subplots(len(images), channels + 1, figsize=((channels + 1) * 1.1, len(images) * 1.15))
-    axes = np.atleast_2d(axes)
-    for r, image in enumerate(images):
-        axes[r, 0].imshow(image)
-        for c in range(channels):
-            axes[r, c + 1].imshow(maps[r, c], cmap="viridis")
-            if r == 0:
-                axes[r, c + 1].set_title(f"ch {c}", fontsize=7)
-        for ax in axes[r]:
-            ax.axis("off")
-    axes[0, 0].set_title("input", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -168,13 +161,13 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     n_classes = len(classes)
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
-    per_class = 100.0 * np.diag(matrix) / matrix.sum(1).clip(min=1)
+    per_class = per_class_accuracy(matrix)
     accuracy = 100.0 * np.trace(matrix) / matrix.sum()
     params = count_parameters(net)
     metrics = {  # numbers only: DVC compares them across experiments
         "test_acc": accuracy, "num_parameters": params, "test_images": int(len(labels)),
         "params_per_accuracy_point": params / accuracy if accuracy > 0 else 0.0,
-        "per_class_acc": dict(zip(classes, per_class.tolist(), strict=True)),
+        "per_class_acc": {cls: acc for cls, acc in zip(classes, per_class.tolist(), strict=True) if np.isfinite(acc)},
     }
 
     sample = sample_indices(len(arrays["test_labels"]), feature_map_images, sample_seed)
@@ -182,7 +175,7 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     with torch.inference_mode():
         maps = first_layer_maps(net.float(), normalize(to_device_images(sample_images, device)))
     first_conv = next(m for m in net.features if isinstance(m, nn.Conv2d))
-    label = f"{model}, {recipe['epochs']} epochs, test acc {accuracy:.2f}%"
+    label = f"{model}, {recipe['epochs']} epochs, seed {recipe['seed']}, test acc {accuracy:.2f}%"
 
     out = eval_dir(model, output_root)
     with atomic_path(out) as tmp:

@@ -23,6 +23,7 @@ from torch import nn
 from models import INITS, build_model
 from stages.common import atomic_path, run_main
 from stages.config import load_settings
+from stages.paper import NAMES
 
 OUT_DIR = Path("outputs/init_signal")
 BATCH = 32
@@ -56,25 +57,27 @@ def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) 
 
 
 def plot_signal(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+    """Both panels share one legend, under them: colour and marker for the model, solid for
+    PyTorch's default init and dashed for Kaiming's."""
+    from stages.figures import legend_below, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     models = list(dict.fromkeys(table["model"]))
     for (model, init), rows in table.groupby(["model", "init"], sort=False):
-        style = {"color": f"C{models.index(model)}", "linestyle": "-" if init == "default" else "--",
-                 "marker": "."}
+        i = models.index(model)
+        style = {"color": f"C{i}", "linestyle": "-" if init == "default" else "--", "marker": "osD^v"[i % 5],
+                 "markersize": 4, "fillstyle": "none" if init == "kaiming" else "full"}
         for ax, column in zip(axes, ("forward_std", "backward_std"), strict=True):
-            ax.plot(rows["layer"], rows[column], label=f"{model}, {init} init", **style)
+            ax.plot(rows["layer"], rows[column], label=f"{NAMES.get(model, model)}, {init} init", **style)
     for ax, title in zip(axes, ("activations (forward)", "gradients (backward)"), strict=True):
-        ax.set(yscale="log", xlabel="conv / linear layer", ylabel="standard deviation",
+        ax.set(yscale="log", xlabel="conv / linear layer, from the input", ylabel="standard deviation",
                title=f"Signal at initialisation: {title}")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    legend_below(fig, axes)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -97,6 +100,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                                                            f"{convs['forward_std'].iloc[-1]:.3g}",
                      "gradient std, last → first conv": f"{convs['backward_std'].iloc[-1]:.3g} → "
                                                          f"{convs['backward_std'].iloc[0]:.3g}",
+                     "logit std": f"{group['forward_std'].iloc[-1]:.3g}",  # the last layer's output
                      "loss at init": f"{group['initial_loss'].iloc[0]:.3f}"})
     return pd.DataFrame(rows)
 

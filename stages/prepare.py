@@ -106,31 +106,64 @@ def load_official_archive(archive: Path, expected_md5: str | None = None) -> dic
 
 
 # ---------------------------------------------------------------- image folders
+MAX_IMAGE_BYTES = 1 << 20  # a 32x32 image is a few KB; a member far larger is read by nobody
+
+
+def archive_error(archive: Path, err: Exception) -> StageError:
+    """One line saying what ``archive`` really is, when it is not a readable tarball."""
+    with archive.open("rb") as f:
+        head = f.read(512)
+    kind = ("a zip archive" if head.startswith(b"PK\x03\x04") else
+            "gzip data" if head.startswith(b"\x1f\x8b") else "bzip2 data" if head.startswith(b"BZh") else
+            "xz data" if head.startswith(b"\xfd7zXZ\x00") else None)
+    if kind == "a zip archive":
+        return StageError(f"{archive} is a zip archive, not a tarball; unzip it and give the folder as data.source, "
+                          "or repack it with `tar czf`")
+    if kind is None and head[257:262] != b"ustar":
+        return StageError(f"{archive} is not an archive (neither tar, gzip, bzip2, xz nor zip: it starts with "
+                          f"{head[:8].hex()}); give cifar-10-python.tar.gz or an image-folder tree/tarball")
+    return StageError(f"{archive}: truncated or corrupt archive ({err}); copy or download it again")
+
+
 def _iter_tar_images(archive: Path):
+    """(name, size, read) for each file of a tarball, in archive order; a member is read only
+    when asked, so whatever is not an image is skipped unread."""
+    def read(tar, member) -> bytes:
+        try:
+            return tar.extractfile(member).read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise archive_error(archive, err) from err
+
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 if member.isfile():
-                    f = tar.extractfile(member)
-                    yield member.name, (f.read() if f else b"")
+                    yield member.name, member.size, lambda m=member: read(tar, m)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        raise StageError(f"{archive}: truncated or corrupt archive ({err}); copy or download it again") from err
+        raise archive_error(archive, err) from err
 
 
 def _iter_dir_images(folder: Path):
     for path in sorted(folder.rglob("*")):
         if path.is_file():
-            yield path.relative_to(folder).as_posix(), path.read_bytes()
+            yield path.relative_to(folder).as_posix(), path.stat().st_size, path.read_bytes
 
 
 def _decode(name: str, blob: bytes) -> np.ndarray:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(blob)) as img:
-            if img.size != (32, 32):
-                raise StageError(f"{name}: image is {img.size[0]}x{img.size[1]}, CIFAR-10 images are 32x32")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        with warnings.catch_warnings():  # Pillow warns before it refuses very large images
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(blob)) as img:
+                if img.size != (32, 32):
+                    raise StageError(f"{name}: image is {img.size[0]}x{img.size[1]}, CIFAR-10 images are 32x32")
+                return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as err:
+        raise StageError(f"{name}: declares an image far larger than 32x32 (a decompression bomb: {err}); "
+                         "remove it from the source") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise StageError(f"{name}: not a readable image ({err})") from err
 
@@ -139,7 +172,7 @@ def load_image_folder(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read ``[prefix/]train/<class>/*`` and ``[prefix/]test/<class>/*`` from a folder or tarball."""
     entries = _iter_tar_images(source) if source.is_file() else _iter_dir_images(source)
     found: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = {s: {c: [] for c in CLASSES} for s in SPLITS}
-    for name, blob in entries:
+    for name, size, read in entries:
         parts = Path(name).parts
         if len(parts) < 3 or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -148,7 +181,9 @@ def load_image_folder(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             continue
         if cls not in found[split]:
             raise StageError(f"{source}: {name} is in class folder {cls!r}, not one of CIFAR-10's {', '.join(CLASSES)}")
-        found[split][cls].append((name, _decode(name, blob)))
+        if size > MAX_IMAGE_BYTES:
+            raise StageError(f"{source}: {name} is {size:,} bytes, not a 32x32 image (those are a few KB); remove it")
+        found[split][cls].append((name, _decode(name, read())))
     splits = {}
     for split in SPLITS:
         if not any(found[split].values()):
@@ -172,7 +207,7 @@ def is_official_layout(source: Path) -> bool:
         with tarfile.open(source, "r:*") as tar:
             first = tar.next()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        raise StageError(f"{source}: truncated or corrupt archive ({err}); copy or download it again") from err
+        raise archive_error(source, err) from err
     return first is not None and first.name.split("/")[0] == "cifar-10-batches-py"
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from models import MODEL_NAMES, build_model
 from stages.common import StageError, atomic_path, run_main
 from stages.config import load_settings
+from stages.paper import NAMES
 
 OUT_DIR = Path("outputs/receptive_fields")
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -140,17 +141,23 @@ def paper_differences(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "layer", "where", "paper", "computed"])
 
 
-def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 32) -> None:
-    import matplotlib
+def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 32) -> list[str]:
+    """One line per distinct growth: models with identical fields (VGG-16 and VGG-16 with BN
+    share their geometry) are one line naming both, so none hides under another. Returns the
+    lines' labels."""
+    from stages.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    groups: dict[tuple, list[str]] = {}
+    for model, table in tables.items():
+        groups.setdefault(tuple(int(v) for v in table["receptive_field"]), []).append(model)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (model, table) in enumerate(tables.items()):
-        # dashed and drawn last-on-top in turn, so models with equal fields (vgg16, vgg16_bn) both show
-        ax.plot(range(len(table)), table["receptive_field"], marker="o", label=model,
-                linestyle="--" if i % 2 else "-", linewidth=2.5 - 0.5 * i, markersize=7 - i)
+    for i, (fields, models) in enumerate(groups.items()):
+        label = " = ".join(NAMES.get(m, m) for m in models) + (" (identical)" if len(models) > 1 else "")
+        # each later line thinner, with smaller markers: where prefixes agree (VGG-8 and VGG-16 up to
+        # Pool3) the earlier line still shows around the later one
+        ax.plot(range(len(fields)), fields, marker="osD^v"[i % 5], linestyle=("-", "--", "-.", ":")[i % 4],
+                color=f"C{i}", label=label, markersize=max(9 - 2.5 * i, 3), linewidth=max(3 - 0.8 * i, 1))
     ax.axhline(image_size, color="grey", linestyle="--", linewidth=1)
     ax.text(0, image_size * 1.05, f"{image_size}x{image_size} input", color="grey")
     ax.set_xlabel("conv/pool layers from the input")
@@ -158,10 +165,11 @@ def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 3
     ax.set_ylabel("receptive field (pixels, side)")
     ax.set_title("Receptive-field growth (computed from each model's features)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left")  # the lines rise to the right: the upper left stays empty
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return ax.get_legend_handles_labels()[1]
 
 
 def analyse(models=MODEL_NAMES, out_dir: Path = OUT_DIR, verify: bool = True) -> dict[str, pd.DataFrame]:

@@ -21,19 +21,21 @@ from torch import nn
 
 from models import build_model
 from stages import paper
+from stages.claims import discussion, epoch_columns, per_point
 from stages.common import OUTPUT_ROOT, StageError, atomic_entries, output_paths, run_main
 from stages.config import Settings, load_settings
-from stages.figures import md_table, plot_curves
+from stages.figures import SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
 from stages.init_signal import OUT_DIR as SIGNAL_DIR
 from stages.init_signal import analyse as analyse_init_signal
 from stages.init_signal import summary as init_signal_summary
+from stages.paper import NAMES
 from stages.receptive_field import OUT_DIR as RF_DIR
 from stages.receptive_field import analyse as analyse_receptive_fields
-from stages.selection import STATISTIC, Cell, Selection, compare, fmt_stat, mean_sd, select
+from stages.selection import Cell, Selection, fmt_stat, mean_sd, select
+from stages.speed import TABLE6, device_sharing, epoch_times, sharing_cell, sharing_note
 
 REPORT_DIR = Path("reports")
 DATA_DIR = Path("data/cifar10")
-NAMES = {"alexnet": "AlexNet", "vgg16": "VGG-16", "vgg16_bn": "VGG-16 with BN", "vgg8": "VGG-8"}
 
 
 def choose_epochs(cells: dict, epochs: int, short_epochs: int) -> tuple[int | None, int]:
@@ -52,16 +54,10 @@ def not_run(epochs: int | None, workspace_epochs: int, short_epochs: int = paper
     return f"not run (`{command}`)"
 
 
-def per_point(cell: Cell | None) -> list[float]:
-    """Parameters per point of test accuracy, thousands, per seed: from what each run logged."""
-    if cell is None:
-        return []
-    return [float(r["params.num_parameters"]) / float(r["metrics.final_test_acc"]) / 1e3 for r in cell.runs
-            if float(r.get("metrics.final_test_acc") or 0) > 0 and not pd.isna(r.get("params.num_parameters"))]
-
-
 def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, long: int,
-                 workspace_epochs: int, short_epochs: int = paper.EPOCHS[0]) -> dict[str, pd.DataFrame]:
+                 workspace_epochs: int, short_epochs: int = paper.EPOCHS[0], times: dict | None = None,
+                 shared: dict | None = None) -> dict[str, pd.DataFrame]:
+    times, shared = times or {}, shared or {}
     t1, t5, t6, t7 = [], [], [], []
     for model in models:
         net = build_model(model)
@@ -75,12 +71,18 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
         for idx, epochs in enumerate((short, long)):  # the study's (5, 40) columns
             cell = study.get((model, epochs)) if epochs else None
             label = f"{epochs} ep" if epochs else "short run"
-            for row, name, published in ((row5, "final_test_acc", paper.ACCURACY),
-                                         (row6, "mean_epoch_time_s", paper.SECONDS)):
-                ours, theirs = (cell.values(name) if cell else []), published[model][idx]
-                row[f"ours ({label})"] = fmt_stat(ours) if ours else not_run(epochs, workspace_epochs, short_epochs)
-                row[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{theirs:.2f}"
-                row[f"diff ({label})"] = f"{mean_sd(ours)[0] - theirs:+.2f}" if ours else "-"
+            ours, theirs = (cell.values("final_test_acc") if cell else []), paper.ACCURACY[model][idx]
+            missing = not_run(epochs, workspace_epochs, short_epochs)
+            row5[f"ours ({label})"] = fmt_stat(ours) if ours else missing
+            row5[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{theirs:.2f}"
+            row5[f"diff ({label})"] = f"{mean_sd(ours)[0] - theirs:+.2f}" if ours else "-"
+            timed = [times[r["run_id"]] for r in cell.runs if r["run_id"] in times] if cell else []
+            later = [t for _, t in timed if t is not None]
+            untimed = "not logged" if cell else missing
+            row6[f"first epoch ({label})"] = fmt_stat([f for f, _ in timed]) if timed else untimed
+            row6[f"later epochs ({label})"] = fmt_stat(later) if later else untimed if not timed else "-"
+            row6[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{paper.SECONDS[model][idx]:.2f}"
+            row6[f"device shared ({label})"] = sharing_cell(cell, shared)
         t5.append(row5)
         t6.append(row6)
         cell = study.get((model, long))
@@ -95,11 +97,13 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
             "table6_seconds_per_epoch": pd.DataFrame(t6), "table7_parameter_efficiency": pd.DataFrame(t7)}
 
 
-def seed_values(study: dict[tuple[str, int], Cell]) -> pd.DataFrame:
+def seed_values(study: dict[tuple[str, int], Cell], times: dict) -> pd.DataFrame:
     """Every run behind the tables, one row per seed: the values the means are made of."""
     return pd.DataFrame([{"model": m, "epochs": e, "seed": int(r["params.seed"]), "run_id": r["run_id"],
                           "final_test_acc": r.get("metrics.final_test_acc"),
                           "mean_epoch_time_s": r.get("metrics.mean_epoch_time_s"),
+                          "first_epoch_s": times.get(r["run_id"], (None, None))[0],
+                          "mean_epoch_time_s_after_first": times.get(r["run_id"], (None, None))[1],
                           "num_parameters": r.get("params.num_parameters")}
                          for (m, e), cell in sorted(study.items()) for r in cell.runs])
 
@@ -117,6 +121,7 @@ def ablation_table(client, selection: Selection) -> pd.DataFrame:
     for (key, value, model, epochs), cell in sorted(selection.ablation.items()):
         base = selection.study.get((model, epochs))
         rows.append({"setting": f"{key}={value}", "model": NAMES[model], "epochs": epochs,
+                     "seeds": ", ".join(map(str, cell.seeds)),
                      "test acc": fmt_stat(cell.values("final_test_acc")),
                      "recipe's test acc": fmt_stat(base.values("final_test_acc")) if base else "not run",
                      "train loss, epochs 1-5": first_losses(client, cell),
@@ -125,76 +130,26 @@ def ablation_table(client, selection: Selection) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- figures
-def plot_learning_curves(client, models, study: dict, long: int, path: Path) -> bool:
-    """Every seed of every model's long run: the first seed solid, the others fainter."""
-    curves = []
-    for model in models:
-        cell = study.get((model, long))
-        for i, run in enumerate(cell.runs if cell else []):
-            history = {name: sorted((m.step, m.value) for m in client.get_metric_history(run["run_id"], name))
-                       for name in ("test_acc", "train_loss")}
-            curves.append({"epochs": [s for s, _ in history["test_acc"]],
-                           "test_acc": [v for _, v in history["test_acc"]],
-                           "train_loss": [v for _, v in history["train_loss"]],
-                           "color": f"C{models.index(model)}", "alpha": 1.0 if i == 0 else 0.45,
-                           "label": (NAMES[model] + (f" ({len(cell.runs)} seeds)" if len(cell.runs) > 1 else ""))
-                           if i == 0 else None})
-    return plot_curves(curves, path, f"{long}-epoch runs")
-
-
-# ---------------------------------------------------------------- discussion
-def verdict(outcome: str, want: str, n: tuple[int, ...]) -> str:
-    if outcome == "undecided":
-        return f"not decided at n={'/'.join(map(str, n))}"
-    text = "reproduced" if outcome == want else "**not reproduced**"
-    return text + (" (single seed)" if min(n) < 2 else "")
-
-
-def epoch_columns(short: int | None, long: int) -> str:
-    return f"{short} and {long}" if short else f"{long}"
-
-
-def discussion(study: dict[tuple[str, int], Cell], short: int | None, long: int, data_source: str) -> list[str]:
-    def acc(model, epochs) -> list[float]:
-        cell = study.get((model, epochs)) if epochs else None
-        return cell.values("final_test_acc") if cell else []
-
-    lines = [STATISTIC, ""]
-    if (short, long) != paper.EPOCHS:
-        lines.append(f"*These runs are {epoch_columns(short, long)} epochs, not the study's 5 and 40: the verdicts below "
-                     "compare like with unlike and say little about the study's claims.*")
-    if data_source != "official":
-        lines.append(f"*Data: `{data_source}`, not the official CIFAR-10 archive. On the JPEG mirror expect "
-                     "accuracies up to a couple of points lower than on official CIFAR-10.*")
-    claims = []
-
-    def pair(claim, a_model, b_model, epochs, want):
-        a, b = acc(a_model, epochs), acc(b_model, epochs)
-        if epochs and a and b:
-            evidence = f"{NAMES[a_model]} {fmt_stat(a)} vs {NAMES[b_model]} {fmt_stat(b)} after {epochs} epochs"
-            claims.append((claim, evidence, verdict(compare(a, b), want, (len(a), len(b)))))
-
-    v16 = acc("vgg16", long)
-    if v16:
-        claims.append(("Plain VGG-16 does not learn (stays at 10%)", f"VGG-16 at {fmt_stat(v16)} after {long} epochs",
-                       verdict(compare(v16, [15.0]), "less", (len(v16),))))
-    pair("Batch Normalization makes VGG-16 learn (VGG-16 with BN beats plain VGG-16)", "vgg16_bn", "vgg16", long,
-         "greater")
-    for other in ("alexnet", "vgg8"):
-        pair(f"VGG-16 with BN is more accurate than {NAMES[other]}", "vgg16_bn", other, long, "greater")
-    pair("VGG-8 matches or beats AlexNet with fewer parameters", "vgg8", "alexnet", long, "greater")
-    pair("VGG-16 with BN learns fastest (beats AlexNet after the short run)", "vgg16_bn", "alexnet", short, "greater")
-    pair("VGG-8 starts slower than AlexNet", "vgg8", "alexnet", short, "less")
-    efficiency = {m: per_point(study.get((m, long))) for m in ("alexnet", "vgg8")}
-    if all(efficiency.values()) and min(mean_sd(acc(m, long))[0] for m in efficiency) > 15:
-        a, b = efficiency["vgg8"], efficiency["alexnet"]
-        claims.append(("VGG-8 is more parameter-efficient than AlexNet (fewer parameters per point)",
-                       f"VGG-8 {fmt_stat(a, '.0f')}K vs AlexNet {fmt_stat(b, '.0f')}K",
-                       verdict(compare(a, b), "less", (len(a), len(b)))))
-    if claims:
-        lines += ["", "| the study's claim | this rerun | verdict |", "|---|---|---|"]
-        lines += [f"| {c} | {e} | {v} |" for c, e, v in claims]
-    return lines
+def plot_learning_curves(client, models, study: dict, epoch_counts, path: Path) -> bool:
+    """Every seed of every model, one row per epoch count: colour per model, line style and
+    marker per seed (so seeds that coincide, like VGG-16's at 10%, both show)."""
+    rows = []
+    for epochs in (e for e in epoch_counts if e):
+        curves = []
+        for model in models:
+            cell = study.get((model, epochs))
+            for i, run in enumerate(cell.runs if cell else []):
+                history = {name: sorted((m.step, m.value) for m in client.get_metric_history(run["run_id"], name))
+                           for name in ("test_acc", "train_loss")}
+                curves.append({"epochs": [s for s, _ in history["test_acc"]],
+                               "test_acc": [v for _, v in history["test_acc"]],
+                               "train_loss": [v for _, v in history["train_loss"]],
+                               "color": f"C{models.index(model)}", "style": SEED_STYLES[i % len(SEED_STYLES)],
+                               "marker": SEED_MARKERS[i % len(SEED_MARKERS)],
+                               "label": f"{NAMES[model]}, seed {int(run['params.seed'])}"})
+        if curves:
+            rows.append((f"{epochs}-epoch runs", curves))
+    return plot_curve_rows(rows, path) if rows else False
 
 
 # ---------------------------------------------------------------- assembly
@@ -231,6 +186,54 @@ def data_sha256(data_dir: Path) -> str | None:
     return json.loads(meta.read_text())["sha256"] if meta.exists() else None
 
 
+def store_name(uri: str) -> str:
+    """The store as any reader can find it: a local file relative to the project (never this
+    machine's absolute path), a server by its address without credentials."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        return path.relative_to(Path.cwd().resolve()).as_posix() if path.is_relative_to(Path.cwd().resolve()) \
+            else path.name
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}" if rest else uri
+
+
+def data_name(source: str) -> str:
+    """``official``, or the file or folder name of a local source (its path is this machine's)."""
+    return source if source == "official" else Path(source).name
+
+
+def figure_sources(models, output_root: Path) -> dict[str, str]:
+    """Per model: the one training behind its filter, feature-map and confusion figures."""
+    sources = {}
+    for model in models:
+        path = output_paths(model, output_root)["record"]
+        if path.exists():
+            record = json.loads(path.read_text())
+            recipe, summary = record.get("recipe", {}), record.get("summary") or {}
+            accuracy = f", test accuracy {summary['final_test_acc']:.2f}%" if "final_test_acc" in summary else ""
+            sources[model] = (f"seed {recipe.get('seed')}, {recipe.get('epochs')} epochs, MLflow run "
+                              f"`{record.get('mlflow_run_id') or 'not logged'}`{accuracy} (this seed alone)")
+    return sources
+
+
+def provenance_table(selection: Selection, short: int | None, long: int, models, shared: dict) -> pd.DataFrame:
+    """Every run the report uses, the ablation's included, and what it was used for."""
+    used = [(m, e, "Tables 5-7", run) for e in (short, long) if e for m in models
+            if (m, e) in selection.study for run in selection.study[(m, e)].runs]
+    used += [(m, e, f"ablation: {key}={value}", run) for (key, value, m, e), cell in sorted(selection.ablation.items())
+             for run in cell.runs]
+    return pd.DataFrame([{
+        "model": m, "epochs": e, "seed": int(run["params.seed"]), "used for": role,
+        "run name": run.get("tags.mlflow.runName"), "run id": run["run_id"],
+        "started": str(run["start_time"])[:19], "device": run.get("tags.device_name"),
+        "device shared": {None: "cannot tell", 0: "no"}.get(shared.get(run["run_id"]),
+                                                            f"yes, with {shared.get(run['run_id'])}"),
+        "precision": run.get("params.runtime.precision", run.get("tags.precision")),
+        "torch": run.get("tags.torch_version"), "git commit": str(run.get("tags.git_commit"))[:10],
+        "data sha256": str(run.get("tags.data_sha256"))[:12],
+        "restored": "yes" if run.get("tags.restored") == "true" else ""} for m, e, role, run in used])
+
+
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
                  rf_dir: Path = RF_DIR, signal_dir: Path = SIGNAL_DIR, data_dir: Path = DATA_DIR) -> dict:
     from stages.tracking import runs_table_link
@@ -239,7 +242,10 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     runs, workspace, client, uri = fetch_runs(settings, output_root)
     selection = select(runs, settings, data_sha256(data_dir), workspace)
     short, long = choose_epochs(selection.study, settings.epochs, settings.report.short_epochs)
-    tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs)
+    times = epoch_times(client, [r for cell in selection.study.values() for r in cell.runs])
+    shared = device_sharing(runs)
+    tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs,
+                          times, shared)
     ablation = ablation_table(client, selection)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -255,28 +261,20 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         signal = init_signal_summary(pd.read_csv(signal_dir / "signal.csv"))
         signal_png = (signal_dir / "signal.png").read_bytes()
 
-    shown = [(m, e, run) for e in (short, long) if e for m in models
-             if (m, e) in selection.study for run in selection.study[(m, e)].runs]
-    provenance = pd.DataFrame([{
-        "model": m, "epochs": e, "seed": int(run["params.seed"]), "run id": run["run_id"],
-        "started": str(run["start_time"])[:19], "device": run.get("tags.device_name"),
-        "precision": run.get("params.runtime.precision", run.get("tags.precision")),
-        "torch": run.get("tags.torch_version"), "git commit": str(run.get("tags.git_commit"))[:10],
-        "data sha256": str(run.get("tags.data_sha256"))[:12],
-        "restored": "yes" if run.get("tags.restored") == "true" else ""} for m, e, run in shown])
-
+    provenance = provenance_table(selection, short, long, models, shared)
     with atomic_entries(report_dir, ("report.md", "figures", "tables")) as tmp:
         (tmp / "figures").mkdir(parents=True)
         (tmp / "tables").mkdir()
         for name, table in tables.items():
             table.to_csv(tmp / "tables" / f"{name}.csv", index=False)
-        seed_values(selection.study).to_csv(tmp / "tables" / "seed_values.csv", index=False)
+        seed_values(selection.study, times).to_csv(tmp / "tables" / "seed_values.csv", index=False)
         ablation.to_csv(tmp / "tables" / "ablation.csv", index=False)
         for model, table in rf_tables.items():
             table.to_csv(tmp / "tables" / f"receptive_field_{model}.csv", index=False)
         rf_diff.to_csv(tmp / "tables" / "receptive_field_paper_differences.csv", index=False)
         provenance.to_csv(tmp / "tables" / "provenance_runs.csv", index=False)
-        curves = plot_learning_curves(client, models, selection.study, long, tmp / "figures" / "learning_curves.png")
+        curves = plot_learning_curves(client, models, selection.study, (short, long),
+                                      tmp / "figures" / "learning_curves.png")
         (tmp / "figures" / "receptive_field_growth.png").write_bytes(growth)
         (tmp / "figures" / "init_signal.png").write_bytes(signal_png)
         signal.to_csv(tmp / "tables" / "init_signal.csv", index=False)
@@ -288,85 +286,114 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
                     shutil.copy(source / f"{kind}.png", tmp / "figures" / f"{model}_{kind}.png")
                     pictures.setdefault(model, []).append(kind)
         text = render(tables=tables, ablation=ablation, signal=signal, rf_tables=rf_tables, rf_diff=rf_diff,
-                      provenance=provenance,
-                      short=short, long=long, selection=selection, uri=uri, settings=settings, curves=curves,
-                      pictures=pictures)
+                      provenance=provenance, short=short, long=long, selection=selection, store=store_name(uri),
+                      settings=settings, curves=curves, pictures=pictures,
+                      sources=figure_sources(pictures, output_root), sharing=sharing_note(runs, provenance))
         (tmp / "report.md").write_text(text)
     return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation,
             "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
 
 
-def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, uri, settings, curves,
-           pictures) -> str:
+SIGNAL = ("Without training: the standard deviation of each conv/linear layer's output (forward) and of the loss "
+          "gradient at it (backward), for one seeded batch of standard-normal images, each network in training "
+          "mode, PyTorch's default init (solid) against Kaiming's (dashed; `stages/init_signal.py`). Where the "
+          "gradient reaching the first layers is orders of magnitude below the last layer's, those layers barely "
+          "move. The loss at initialisation is ln 10 = 2.303 for a network whose logits are all alike (a uniform "
+          "guess). Kaiming's init here (fan-out mode, as torchvision's VGG) also sets the last linear layer, whose "
+          "fan-out is only the 10 classes: its weights get a standard deviation of sqrt(2/10) = 0.45, tens of times "
+          "what would keep the variance over its hundreds or thousands of inputs, so wherever the signal survives "
+          "to it the logits start large (`logit std`) and the first batch's loss is that of confident random "
+          "guesses (23 to 37). In plain VGG-16 the signal has faded before the classifier (`logit std` about 1), "
+          "so its loss stays under 3. The first steps shrink the logits; it is no failure of training by itself.")
+FEATURE_MAPS = ("Each figure comes from one training, named under the model (not the mean of the seeds). A first "
+                "layer's feature maps show edges and colour blobs whether or not the network learned: random 3×3 "
+                "filters already respond to edges and colours, and plain VGG-16's first layer hardly moved from its "
+                "initialisation (the gradient reaching it is about 1e-10, see the signal section). What tells a "
+                "network that learned from one that did not is its test accuracy, in each figure's title, and its "
+                "confusion matrix: a network that learned nothing puts every test image in one class (one full "
+                "column). The `evaluate` stage draws every panel of a feature-map figure on one colour scale, with "
+                "its bar; a figure without a bar comes from an older `evaluate` that scaled each panel on its own, "
+                "and its brightness compares nothing.")
+
+
+def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, store, settings,
+           curves, pictures, sources, sharing) -> str:
     shas = sorted(set(provenance["data sha256"])) if len(provenance) else []
     devices = sorted(set(provenance["device"].dropna())) if len(provenance) else []
+    data = data_name(settings.data.source)
     out = [
         "# AlexNet and VGG on CIFAR-10: the study, rerun",
         "",
         f"Built by `python -m stages.report` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the MLflow store "
-        f"`{uri}` (experiment `{settings.experiment}`): for each model and epoch count, every finished run whose "
+        f"`{store}` (experiment `{settings.experiment}`): for each model and epoch count, every finished run whose "
         "recipe and data match the current `params.yaml` (whatever its device or precision), the latest per seed; "
         "several seeds show as mean ± sd (n). "
         f"Columns: short run = {f'{short} epochs' if short else 'not run yet'}, long run = {long} epochs. "
-        f"Data: `{settings.data.source}`" + (f" (arrays sha256 {', '.join(shas)}…)" if shas else "") + ". "
-        + (f"Devices: {'; '.join(devices)}." if devices else ""),
+        f"Data: `{data}`" + (f" (arrays sha256 {', '.join(shas)}…)" if shas else "") + ". "
+        + (f"Devices: {'; '.join(devices)}. " if devices else "")
+        + "Table and section numbers are the paper's (its Tables 1 and 5-7 here; its Tables 2-4 are the "
+        "receptive fields).",
         "",
-        "## Table 1: depth and parameters (from the models)", "", md_table(tables["table1_parameters"]), "",
-        "## Table 5: test accuracy (%)", "", md_table(tables["table5_accuracy"]), "",
-        "## Table 6: mean seconds per training epoch", "",
-        "Our seconds are training time per epoch (the pass over the training set, device synchronised), on the "
-        "devices listed under Provenance; the study's hardware is unknown.", "",
+        "## Table 1 (the paper's numbering): depth and parameters, from the models", "",
+        md_table(tables["table1_parameters"]), "",
+        "## Table 5 (the paper's numbering): test accuracy (%)", "", md_table(tables["table5_accuracy"]), "",
+        "## Table 6 (the paper's numbering): seconds per training epoch", "", TABLE6,
+        *(["", sharing] if sharing else []), "",
         md_table(tables["table6_seconds_per_epoch"]), "",
-        "## Table 7: parameter efficiency (parameters per percentage point of test accuracy)", "",
+        "## Table 7 (the paper's numbering): parameters per percentage point of test accuracy", "",
         "From each run's logged parameter count and its final test accuracy.", "",
         md_table(tables["table7_parameter_efficiency"]), "",
         "## Learning dynamics", "",
-        "![learning curves](figures/learning_curves.png)" if curves else "No long runs to draw yet.", "",
+        ("Every seed of every model, one row per epoch count: colour for the model, line style and marker for the "
+         "seed (seed 0 solid with circles, seed 1 dashed with crosses), so seeds that coincide both show." if curves
+         else "No runs to draw yet."), "",
+        *(["![learning curves](figures/learning_curves.png)", ""] if curves else []),
         "## Discussion: what this rerun reproduces", "",
-        *discussion(selection.study, short, long, settings.data.source), "",
+        *discussion(selection.study, short, long, data), "",
         "## Ablation: one setting changed", "",
     ]
     if len(ablation):
         out += ["Runs that differ from the recipe in exactly one of "
-                f"{', '.join(f'`{k}`' for k in settings.report.ablation_keys)}, beside the recipe's own runs. "
-                "A training loss flat at 2.303 (ln 10) is a network that outputs the same guess for every image.",
-                "", md_table(ablation), ""]
+                f"{', '.join(f'`{k}`' for k in settings.report.ablation_keys)}, beside the recipe's own runs "
+                "(their run ids: Provenance). A training loss flat at 2.303 (ln 10) is a network that outputs the "
+                "same guess for every image.", "", md_table(ablation), ""]
     else:
         out += ["No runs yet. For example: `dvc exp run -S train.init=kaiming -S 'models=[vgg16]'`.", ""]
-    out += ["## Why plain VGG-16 does not learn: the signal at initialisation", "",
-            "Without training: the standard deviation of each conv/linear layer's output (forward) and of the "
-            "loss gradient at it (backward), for one seeded batch of standard-normal images, each network in "
-            "training mode, PyTorch's default init (solid) against Kaiming's (dashed; `stages/init_signal.py`). "
-            "Where the gradient reaching the first layers is orders of magnitude below the last layer's, those "
-            "layers barely move.", "",
+    out += ["## Why plain VGG-16 does not learn: the signal at initialisation", "", SIGNAL, "",
             "![signal at initialisation](figures/init_signal.png)", "", md_table(signal), ""]
     out += ["## Runs left out", ""]
     out += [f"- {line}" for line in selection.left_out] or ["None: every finished run in the experiment is shown."]
-    out += ["", "## Receptive fields (Tables 2-4)", "",
+    out += ["", "## Receptive fields (the paper's Tables 2-4)", "",
             "Computed by walking each model's `features` (r_out = r_in + (k-1)·j_in, j_out = j_in·s), and checked "
             "against a gradient measurement (the input region with non-zero gradient for one central output unit, "
-            "on an input large enough that padding never clips it): the `measured` column.", "",
+            "on an input large enough that padding never clips it): the `measured` column. VGG-16 and VGG-16 with "
+            "BN share their conv and pool geometry, so their fields are identical (one line in the figure).", "",
             "![receptive field growth](figures/receptive_field_growth.png)", ""]
     for model, table in rf_tables.items():
         out += [f"### {NAMES[model]}", "", md_table(table), ""]
     out += ["### Where the paper's receptive fields differ from the computed ones", ""]
     if len(rf_diff):
         out += ["The study's arithmetic slips (e.g. Pool1 of AlexNet: 3 + (2-1)·1 = 4, not 6), and the errors "
-                "carry forward; its Section 4.2 text gives a second, different AlexNet list.", "",
+                "carry forward; the paper's Section 4.2 text gives a second, different AlexNet list.", "",
                 md_table(rf_diff), ""]
     else:
         out += ["None.", ""]
-    out += ["## Learned filters and feature maps (section 7)", ""]
+    out += ["## Learned filters and feature maps (the paper's section 7)", ""]
     if pictures:
-        out.append("From the current checkpoints (the `evaluate` stage; the same seeded test images for every "
-                   "model).")
+        out.append("From the workspace's trainings (the `evaluate` stage; the same seeded test images for every "
+                   "model). " + FEATURE_MAPS)
         for model, kinds in pictures.items():
-            out += ["", f"### {NAMES[model]}", ""]
+            out += ["", f"### {NAMES[model]}", "", f"From one training: {sources.get(model, 'record not found')}.",
+                    ""]
             out += [f"![{model} {kind}](figures/{model}_{kind}.png)" for kind in kinds]
     else:
         out.append("Not built yet: `dvc repro` runs the `evaluate` stages.")
-    out += ["", "## Provenance", "", "Every number in Tables 5-7 comes from one of these MLflow runs "
-            "(each seed's value: `tables/seed_values.csv`):", "",
+    out += ["", "## Provenance", "", "Every run this report uses: the numbers of Tables 5-7 (each seed's value: "
+            "`tables/seed_values.csv`) and the ablation's. `device shared`: how many other finished trainings ran "
+            "on the same host and device while it ran." + (
+                " `run name` is as logged: runs logged before names carried the ablation setting share the "
+                "recipe run's name; `used for` and `run id` tell them apart."
+                if len(provenance) and provenance["run name"].duplicated().any() else ""), "",
             md_table(provenance) if len(provenance) else "No matching runs.", ""]
     return "\n".join(out) + "\n"
 

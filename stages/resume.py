@@ -18,17 +18,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.common import StageError, project_root
+from stages.common import project_root, tensor_bytes, write_failure
 from stages.config import flatten
 
 STATE_DIR = ".train_state"
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the code that runs (a queued experiment's copy included)
+CODE_FALLBACK = ("models/__init__.py", "stages/train.py", "stages/engine.py", "stages/resume.py")
+
+
+def train_code_files(code_root: Path = CODE_ROOT) -> list[str]:
+    """The train stage's code dependencies as dvc.yaml lists them (files, not data folders)."""
+    import yaml
+
+    try:
+        stage = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"]["train"]
+        deps = stage.get("do", stage)["deps"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        deps = CODE_FALLBACK  # the stage run outside the repository (tests, a bare copy)
+    return sorted(d for d in deps if (code_root / d).is_file() and d.endswith(".py"))
+
+
+def code_hashes(code_root: Path = CODE_ROOT) -> dict[str, str]:
+    """sha256 of each file that shapes the training: a state is resumed only by the same code."""
+    return {name: hashlib.sha256((code_root / name).read_bytes()).hexdigest() for name in train_code_files(code_root)}
 
 
 def fingerprint(record: dict[str, Any]) -> str:
-    """What must match for a saved state to be resumed: recipe, data and the runtime that ran
-    (a CUDA state does not go on as a CPU run, nor bf16 as fp32)."""
+    """What must match for a saved state to be resumed: recipe, data, the runtime that ran
+    (a CUDA state does not go on as a CPU run, nor bf16 as fp32) and the training's code."""
     key = {"recipe": record["recipe"], "data_sha256": record["provenance"]["data_sha256"],
-           "runtime": record["runtime"]}
+           "runtime": record["runtime"], "code": record.get("code_sha256", {})}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -43,6 +62,10 @@ def _differences(old: dict, new: dict) -> str:
     changed = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if old.get("provenance", {}).get("data_sha256") != new["provenance"]["data_sha256"]:
         changed.append("data (sha256 differs)")
+    old_code, new_code = old.get("code_sha256", {}), new.get("code_sha256", {})
+    code = sorted(f for f in set(old_code) | set(new_code) if old_code.get(f) != new_code.get(f))
+    if code:
+        changed.insert(0, f"code changed in {', '.join(code)}")
     return ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
 
 
@@ -66,11 +89,12 @@ def load_resumable(model: str, record: dict[str, Any], root: Path | None = None)
     others = sorted(path.parent.glob(f"{model}-*.pt")) if path.parent.exists() else []
     if others:
         try:
-            old = torch.load(others[-1], map_location="cpu", weights_only=True)["record"]
+            newest = max(others, key=lambda p: p.stat().st_mtime)
+            old = torch.load(newest, map_location="cpu", weights_only=True)["record"]
             why = _differences(old, record)
         except Exception:
             why = "unreadable"
-        return None, (f"{model}: a saved state for a different recipe, data or runtime is in {path.parent} "
+        return None, (f"{model}: a saved state for a different recipe, data, runtime or code is in {path.parent} "
                       f"({why}); starting fresh and leaving it there")
     return None, None
 
@@ -83,21 +107,24 @@ class StateWriter:
         self.path = path
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._needed = 0
 
     def save(self, state: dict[str, Any]) -> None:
         self.wait()
+        self._needed = tensor_bytes(state)
         self._thread = threading.Thread(target=self._write, args=(state,), name="state-writer", daemon=False)
         self._thread.start()
 
     def _write(self, state: dict[str, Any]) -> None:
         import torch
 
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             torch.save(state, tmp)
             os.replace(tmp, self.path)
         except BaseException as err:  # reported by the next wait(), in the main thread
+            tmp.unlink(missing_ok=True)  # a full disk keeps nothing half-written
             self._error = err
 
     def wait(self) -> None:
@@ -107,8 +134,8 @@ class StateWriter:
             self._thread = None
         if self._error is not None:
             err, self._error = self._error, None
-            raise StageError(f"could not save the training state to {self.path} ({type(err).__name__}: {err}); "
-                             "free disk space there and rerun") from err
+            raise write_failure("the training state", self.path, self._needed, err,
+                                "the last saved epoch is intact, and the rerun resumes from it") from err
 
     def remove(self) -> None:
         self.wait()

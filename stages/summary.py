@@ -1,6 +1,8 @@
 """Stage `summary`: the study in one small metrics file, `metrics.json` at the top level,
 for DVC's own comparison (`dvc exp show`, `dvc metrics diff`): per model, the final test
-accuracy (`acc`, %) and the mean seconds per training epoch (`sec`) of the workspace's trainings.
+accuracy (`acc`, %) and the mean seconds per training epoch (`sec`, over all epochs, the first
+and its warm-up included: the report's Table 6 gives the first epoch and the later ones apart)
+of the workspace's trainings.
 
 Numbers only, short names; provenance stays in each training's record and in MLflow.
 """

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -62,32 +64,143 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _access_error(uri: str, err: Exception) -> StageError | None:
+    """A server with authentication (``mlflow server --app-name basic-auth``) that refused the
+    credentials (401) or this user's permission (403), as one line; None for any other error."""
+    status = getattr(err, "get_http_status_code", lambda: None)()
+    if status not in (401, 403):
+        return None
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    user = read_mlflow_creds().username
+    if status == 401:
+        who = f"wrong password for user {user!r}, or no such user" if user else "no credentials were given"
+        return StageError(f"MLflow server {uri} refused authentication (401: {who}); set MLFLOW_TRACKING_USERNAME "
+                          "and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) to your account on it")
+    endpoint = re.search(r"endpoint /api/[\d.]+/mlflow/(\S+)", str(err))
+    action = f" to {endpoint.group(1)}" if endpoint else ""
+    return StageError(f"MLflow server {uri} denied user {user!r} permission (403){action}: training and evaluating "
+                      "need EDIT on the experiment (READ builds the report); ask the server's admin to grant it")
+
+
+# how long a start waits for a SQLite store another process holds locked (seconds)
+LOCK_WAIT_S = float(os.environ.get("MLFLOW_STORE_LOCK_WAIT_S", "60"))
+
+
 def _store_error(uri: str, err: Exception) -> StageError:
+    """One line saying what is really wrong with a store; moving it aside is advised only
+    when it truly cannot be read, with what that loses."""
+    if (refused := _access_error(uri, err)) is not None:
+        return refused
     first = str(err).splitlines()[0][:200] if str(err) else ""
+    text = f"{type(err).__name__}: {first}"
     if uri.startswith("sqlite:///"):
         path = uri.removeprefix("sqlite:///")
-        return StageError(f"MLflow store {path} is unreadable ({type(err).__name__}: {first}); move it aside "
-                          f"(mv {path} {path}.bad) and rerun: runs are logged again from outputs/")
-    return StageError(f"MLflow tracking store {uri} is unreachable or unusable ({type(err).__name__}: {first}); "
+        if "database is locked" in first:
+            return StageError(f"MLflow store {path} stayed locked by another process for {LOCK_WAIT_S:g} s; find it "
+                              f"with `fuser {path}`, let it finish (or stop it) and rerun")
+        schema = re.search(r"found version (\w+)|Can't locate revision identified by '(\w+)'", first)
+        if schema:
+            return _schema_error(path, schema.group(1) or schema.group(2))
+        if any(s in first for s in ("file is not a database", "malformed", "no such table", "not a database")):
+            return StageError(f"MLflow store {path} is not a readable MLflow database ({text}); move it aside "
+                              f"(mv {path} {path}.bad) and rerun: the trainings in outputs/ are logged again from "
+                              "their records, but other runs (other seeds, experiments) stay only in the moved file")
+        return StageError(f"MLflow store {path} failed ({text}); the file may be fine: check it with "
+                          f"`sqlite3 {path} 'pragma integrity_check'` before moving anything")
+    return StageError(f"MLflow tracking store {uri} is unreachable or unusable ({text}); "
                       "start the server or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
+
+
+def _schema_error(path: str, revision: str) -> StageError:
+    """A store of another MLflow version: an older one is upgraded in place, a newer one is not ours to touch."""
+    import mlflow
+    from mlflow.store import db_migrations
+
+    known = any(f.name.startswith(revision) for f in (Path(db_migrations.__file__).parent / "versions").glob("*.py"))
+    if known:
+        return StageError(f"MLflow store {path} was written by an older MLflow (schema {revision}); back it up "
+                          f"(cp {path} {path}.backup) and upgrade it with `mlflow db upgrade sqlite:///{path}`")
+    return StageError(f"MLflow store {path} was written by a newer MLflow than this one ({mlflow.__version__}; "
+                      f"schema {revision}); open it with that version, or point MLFLOW_TRACKING_URI at another store")
+
+
+def _deleted_experiment(uri: str, experiment) -> StageError:
+    where = f"MLFLOW_TRACKING_URI={uri} "
+    return StageError(f"MLflow experiment {experiment.name!r} (id {experiment.experiment_id}) is deleted (in MLflow's "
+                      f"trash); restore it with `{where}mlflow experiments restore --experiment-id "
+                      f"{experiment.experiment_id}`, or use another with -S mlflow.experiment=<name>")
+
+
+_EARLY: dict[tuple[str, str], tuple[Any, dict]] = {}  # (experiment, uri) -> (thread, outcome) of connect_early
+
+
+def connect_early(experiment: str) -> None:
+    """Start ``connect(experiment)`` in a background thread (importing MLflow and opening the
+    store take seconds) while the caller builds its model; the next ``connect`` of the same
+    experiment and store waits for it and returns its result or raises its error. It opens
+    no run. Not a daemon: a process that fails meanwhile waits for it, never leaving a store
+    half created."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = _connect(experiment, None, True)
+        except BaseException as err:  # raised again by the caller's connect
+            outcome["error"] = err
+
+    thread = threading.Thread(target=work, name="mlflow-connect")
+    _EARLY[(experiment, tracking_uri())] = (thread, outcome)
+    thread.start()
 
 
 def connect(experiment: str, root: Path | None = None, create: bool = True):
     """(client, experiment id or None) for the store, creating the store and the experiment
     (with an explicit artifact location) when ``create``. An unreachable or corrupt store is
     one clear error before anything is trained or written."""
+    early = _EARLY.pop((experiment, tracking_uri(root)), None) if create else None
+    if early is not None:
+        thread, outcome = early
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+    return _connect(experiment, root, create)
+
+
+def _connect(experiment: str, root: Path | None, create: bool):
     # fail fast instead of MLflow's minutes of retries against a dead server
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     import mlflow
 
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables": noise
     root = root or project_root()
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return _open_experiment(mlflow, uri, root, experiment, create)
+        except StageError:
+            raise
+        except Exception as err:
+            if "database is locked" in str(err) and time.monotonic() < deadline:
+                time.sleep(1)  # another process is writing: wait for it, a bounded time
+                continue
+            raise _store_error(uri, err) from err
+
+
+def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool):
+    client = None
     try:
         with _store_lock(uri):
             client = mlflow.MlflowClient(uri)  # a SQLite store is opened (and migrated) here
             found = client.get_experiment_by_name(experiment)
+            if found is not None and found.lifecycle_stage == "deleted":
+                raise _deleted_experiment(uri, found)
             if found is not None or not create:
                 if found is not None and create:  # an experiment made before the tags existed
                     for key, value in EXPERIMENT_TAGS.items():
@@ -98,13 +211,22 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
             location = None if uri.startswith(("http", "databricks")) else (root / ARTIFACT_DIR).as_uri()
             return client, client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
     except Exception as err:
-        if "already exists" in str(err):  # a server-side race: someone created it first
+        if client is not None and "already exists" in str(err):  # a server-side race: someone created it first
             return client, client.get_experiment_by_name(experiment).experiment_id
-        raise _store_error(uri, err) from err
+        raise
+
+
+# the study's values of the settings ablations change (report.ablation_keys): a run that differs carries
+# the difference in its name; batch size and data subsets, which tiny test and demo runs change, do not
+STUDY_TRAIN = {"init": "default", "lr": 0.01}
 
 
 def run_name(recipe: dict[str, Any]) -> str:
-    return f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}"
+    """``<model>-e<epochs>-s<seed>``, then each ablation setting that differs from the study's
+    (e.g. ``vgg16-e40-s0-init_kaiming``), so an ablation never shares a name with the recipe's run."""
+    changed = [f"{key}_{value}" for key, value in recipe.get("train", {}).items()
+               if key in STUDY_TRAIN and value != STUDY_TRAIN[key]]
+    return "-".join([f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}", *changed])
 
 
 def run_params(record: dict[str, Any]) -> dict[str, Any]:
@@ -113,10 +235,17 @@ def run_params(record: dict[str, Any]) -> dict[str, Any]:
             **flatten({"runtime": record["runtime"]}), "num_parameters": record["num_parameters"]}
 
 
+def git_commits(record: dict[str, Any]) -> list[str]:
+    """Every commit the training ran under, in order: the start's, then each resume's."""
+    commits = [record["provenance"]["git_commit"], *(r["git_commit"] for r in record.get("resumed", []))]
+    return list(dict.fromkeys(commits))
+
+
 def run_tags(record: dict[str, Any]) -> dict[str, str]:
     prov = record["provenance"]
     return {
         "record_id": record["record_id"], "git_commit": prov["git_commit"],
+        "git_commits": ",".join(git_commits(record)),
         "mlflow.source.git.commit": prov["git_commit"], "mlflow.source.type": "LOCAL",
         "mlflow.source.name": str(project_root()),  # the real repository, also for queued experiments
         "mlflow.runName": run_name(record["recipe"]),
@@ -175,7 +304,10 @@ def description(record: dict[str, Any]) -> str:
     recipe, prov, summary = record["recipe"], record["provenance"], record.get("summary")
     train = recipe["train"]
     result = (f"**Result:** {summary['final_test_acc']:.2f}% test accuracy after {recipe['epochs']} epochs, "
-              f"{summary['mean_epoch_time_s']:.2f} s/epoch." if summary else "**Result:** training…")
+              f"{summary['mean_epoch_time_s']:.2f} s/epoch over all epochs, the first included"
+              + (f"; {after:.2f} s/epoch after the first (the report's Table 6)"
+                 if (after := summary.get("mean_epoch_time_s_after_first")) else "") + "."
+              if summary else "**Result:** training…")
     return "\n".join([
         f"**{recipe['model']}**, {recipe['epochs']} epochs, seed {recipe['seed']}: SGD lr {train['lr']} (cosine), "
         f"momentum {train['momentum']}, weight decay {train['weight_decay']}, batch {train['batch_size']}, "
@@ -183,7 +315,9 @@ def description(record: dict[str, Any]) -> str:
         f"**Data:** `{recipe['data']['source']}` (sha256 {prov['data_sha256'][:12]}…), train subset "
         f"{recipe['data']['train_subset'] or 'all'}, test subset {recipe['data']['test_subset'] or 'all'}.",
         f"**Ran on** {prov['device_name']} ({record['runtime']['precision']}), torch {prov['torch_version']}, "
-        f"git {prov['git_commit'][:10]}, DVC experiment `{record.get('dvc_exp_name') or '-'}`.",
+        f"git {', then '.join(c[:10] for c in git_commits(record))}"
+        f"{' (resumed under a later commit; same training code)' if len(git_commits(record)) > 1 else ''}, "
+        f"DVC experiment `{record.get('dvc_exp_name') or '-'}`.",
         result])
 
 
@@ -203,6 +337,24 @@ class TrackingOffline(StageError):
     """The tracking store went away and did not come back before the training ended."""
 
 
+# A busy server (429, 503, a SQLite store locked by another writer, which an MLflow server
+# answers with 500) answers again within seconds, unlike one that is gone: wait and retry it.
+BUSY = re.compile(r"database is locked|too many (?:429|500|502|503|504) error responses|"
+                  r"error code (?:429|502|503|504)\b")
+BUSY_WAITS_S = (0.25, 0.5, 1, 2, 4, 8)  # about 16 s in all; then the epochs wait for the next flush
+
+
+def _retry_busy(call):
+    """``call()``, again after a short wait while the store says it is busy."""
+    for wait in (*BUSY_WAITS_S, None):
+        try:
+            return call()
+        except Exception as err:
+            if wait is None or not BUSY.search(str(err)):
+                raise
+            time.sleep(wait)
+
+
 class TrainingRun:
     """A training's run: epochs are logged as they end; while the store is unreachable
     they wait in memory (and in the saved training state) and go in once it answers."""
@@ -220,8 +372,8 @@ class TrainingRun:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(r[k]), now, r["epoch"]) for r in self.pending for k in EPOCH_METRICS]
         try:
-            for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-                self.client.log_batch(self.run_id, metrics=metrics[start:start + 1000])
+            for start in range(0, len(metrics), 1000):  # MLflow's batch limit; a batch sent twice is deduplicated
+                _retry_busy(lambda start=start: self.client.log_batch(self.run_id, metrics=metrics[start:start + 1000]))
         except Exception as err:
             if self.offline_since is None:
                 self.offline_since = self.pending[0]["epoch"]
@@ -255,11 +407,11 @@ class TrainingRun:
         try:
             if not self._flush():
                 raise ConnectionError("still unreachable")
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(record["summary"][k]), now, 0)
-                                                        for k in SUMMARY_METRICS],
-                                  tags=[RunTag("mlflow.note.content", description(record))])
+            summary = [Metric(k, float(record["summary"][k]), now, 0) for k in SUMMARY_METRICS]
+            _retry_busy(lambda: self.client.log_batch(self.run_id, metrics=summary,
+                                                      tags=[RunTag("mlflow.note.content", description(record))]))
             for path in artifacts:
-                self.client.log_artifact(self.run_id, str(path))
+                _retry_busy(lambda path=path: self.client.log_artifact(self.run_id, str(path)))
         except Exception as err:
             raise TrackingOffline(
                 f"MLflow store {tracking_uri()} is unreachable ({type(err).__name__}), so run {self.run_id} "
@@ -280,8 +432,9 @@ def _open_run(client, experiment_id: str, record: dict, start_time: int | None =
     return run.info.run_id
 
 
-def _reopen(client, experiment_id: str, run_id: str, epochs_done: int) -> str | None:
-    """Reopen a resumed training's run in this store, or None if the store lacks it."""
+def _reopen(client, experiment_id: str, run_id: str, epochs_done: int, record: dict) -> str | None:
+    """Reopen a resumed training's run in this store, or None if the store lacks it; its tags
+    then name every commit the training ran under."""
     try:
         run = client.get_run(run_id)
     except Exception:
@@ -292,7 +445,9 @@ def _reopen(client, experiment_id: str, run_id: str, epochs_done: int) -> str | 
 
     client.update_run(run_id, status="RUNNING")
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in
-                                   {**process_tags(), "resumed_after_epoch": str(epochs_done)}.items()])
+                                   {**process_tags(), "resumed_after_epoch": str(epochs_done),
+                                    "git_commits": ",".join(git_commits(record)),
+                                    "mlflow.note.content": description(record)}.items()])
     return run_id
 
 
@@ -311,7 +466,7 @@ def training_run(record: dict, experiment: str, track: bool = True, history: lis
     try:
         for line in sweep_orphans(client, experiment_id, keep=resumed):
             log(line)
-        run_id = _reopen(client, experiment_id, resumed, len(history or [])) if resumed else None
+        run_id = _reopen(client, experiment_id, resumed, len(history or []), record) if resumed else None
         if resumed and run_id is None:
             log(f"the MLflow store lacks run {resumed} of this training; logging it as a new run")
         run_id = run_id or _open_run(client, experiment_id, record)
@@ -331,6 +486,10 @@ def training_run(record: dict, experiment: str, track: bool = True, history: lis
         raise
     except TrackingOffline:
         status = None  # nothing to end it with; the next start completes it
+        raise
+    except Exception as err:  # FAILED, and the run says why (a diverged loss, a full disk, a bug)
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, "failed_because", f"{type(err).__name__}: {err}"[:4000])
         raise
     finally:
         if status is not None:
@@ -446,6 +605,10 @@ def runs_table_link(uri: str, experiment_id: str) -> str:
     page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{page}"
+    if uri.startswith("sqlite:///"):  # artifacts beside the database, also a copied store's mlflow-artifacts:/ URIs
+        artifacts = Path(uri.removeprefix("sqlite:///")).parent / ARTIFACT_DIR
+        return (f"`mlflow server --backend-store-uri {uri} --serve-artifacts --artifacts-destination {artifacts}`, "
+                f"then http://127.0.0.1:5000/{page}")
     return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
 
 

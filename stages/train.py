@@ -19,14 +19,18 @@ from pathlib import Path
 
 from stages.common import (
     OUTPUT_ROOT,
+    Diverged,
     Interrupted,
     StageError,
     Terminated,
+    atomic_entries,
     atomic_path,
     output_paths,
     process_age_s,
     provenance,
     run_main,
+    tensor_bytes,
+    write_failure,
     write_json,
 )
 from stages.config import MODEL_NAMES, Settings, load_settings
@@ -82,7 +86,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
     from stages.engine import Trainer, precision_choice, train
     from stages.prepare import load_prepared
-    from stages.resume import StateWriter, fingerprint, load_resumable, state_path
+    from stages.resume import StateWriter, code_hashes, fingerprint, load_resumable, state_path
     from stages.tracking import training_run
 
     if model not in MODEL_NAMES:
@@ -91,6 +95,12 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     arrays, data_meta = load_prepared(data_dir)
     arrays = select_subsets(arrays, settings.data.train_subset, settings.data.test_subset, settings.seed)
     mark("data_load_s")
+    if track:  # the store opens while the model builds; a bad device fails first, with the store untouched
+        from stages.engine import pick_device
+        from stages.tracking import connect_early
+
+        pick_device(settings.runtime.device)
+        connect_early(settings.experiment)
     recipe = settings.recipe(model)
     recipe["data"]["source"] = data_meta["source"]  # what prepare really read
     trainer = Trainer(model, engine_recipe(settings))  # resolves the device: a bad one fails before any run opens
@@ -99,6 +109,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     prov = provenance(device=trainer.device, data_sha256=data_meta["sha256"])
     record = {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime, "provenance": prov,
               "num_parameters": trainer.num_parameters, "experiment": settings.experiment,
+              "code_sha256": code_hashes(),
               "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "started_ms": int(time.time() * 1000)}
     fingerprint_hex = fingerprint(record)
     state, line = load_resumable(model, record)
@@ -106,7 +117,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         log(line)
     history: list[dict] = []
     if state is not None:
-        trainer.load_state_dict(state["trainer"])
+        trainer.load_state_dict(state["trainer"])  # same code and recipe (the fingerprint): it fits
         history = state["history"]
         # the training's identity goes on; where it resumed is recorded beside it
         record = {**state["record"], "resumed": [*state["record"].get("resumed", []), {
@@ -131,6 +142,9 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         try:
             result = train(model, arrays, trainer.recipe, trainer=trainer, history=list(history),
                            on_epoch=end_of_epoch, progress=progress, log=log)
+        except Diverged:
+            writer.remove()  # a rerun from a saved epoch would diverge again: start it fresh
+            raise
         except KeyboardInterrupt as err:
             writer.wait()  # the last finished epoch's state lands before the process goes
             done = len(history)
@@ -144,12 +158,19 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         epochs_s = sum(h["epoch_time_s"] for h in result["history"][resumed_epochs:])
         record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000),
                       timings_s={**timings, "epochs_s": epochs_s})
-        with atomic_path(paths["checkpoint"]) as tmp:
-            torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record}, tmp)
-        write_json(paths["record"], record)
-        write_history(paths["history"], result["history"])
-        write_json(paths["metrics"], {k: summary[k] for k in ("final_test_acc", "best_test_acc", "final_train_loss",
-                                                                "mean_epoch_time_s", "num_parameters")})
+        metrics = {k: summary[k] for k in ("final_test_acc", "best_test_acc", "final_train_loss",
+                                             "mean_epoch_time_s", "num_parameters")}
+        try:  # all four land together, or none: a full disk leaves the old set whole
+            with atomic_entries(paths["checkpoint"].parent, tuple(p.name for p in paths.values())) as tmp:
+                torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record},
+                           tmp / paths["checkpoint"].name)
+                write_json(tmp / paths["record"].name, record)
+                write_history(tmp / paths["history"].name, result["history"])
+                write_json(tmp / paths["metrics"].name, metrics)
+        except (OSError, RuntimeError) as err:
+            raise write_failure(f"{model}'s outputs", paths["checkpoint"].parent,
+                                tensor_bytes(trainer.model.state_dict()), err,
+                                "the training state is kept, so the rerun only writes the outputs") from err
         mark("outputs_s")
         run.finish(record, [paths["record"], paths["metrics"], paths["history"]])
     writer.remove()  # complete everywhere: nothing left to resume

@@ -22,6 +22,11 @@ from stages.prepare import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest-xdist worker per core: each worker and every stage it starts computes on one
+    # thread, instead of two workers' thread pools spinning against each other on the same cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def random_images(n: int, seed: int, size: int = 32) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
@@ -84,7 +89,9 @@ def _isolated_tracking(monkeypatch):
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")}
+    # a server's credentials reach a subprocess only when a test passes them
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME",
+                                                          "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
                 "GIT_COMMITTER_EMAIL": "t@example.com",
                 # stages run as `python -m stages.x`: this interpreter's environment first on PATH
@@ -121,12 +128,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen:
+SERVER_ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "not-mlflow-default-4t3st"}
+
+
+def start_server(folder: Path, port: int, auth: bool = False) -> subprocess.Popen:
+    """``mlflow server`` on loopback; with ``auth``, MLflow's basic-auth app as the team runs it
+    (README, "Scaling out"): admin SERVER_ADMIN, nobody else allowed anything until granted."""
+    args, env = [], subprocess_env()
+    if auth:
+        config = folder / "basic_auth.ini"
+        config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+                          f"database_uri = sqlite:///{folder / 'auth.db'}\n"
+                          f"admin_username = {SERVER_ADMIN['MLFLOW_TRACKING_USERNAME']}\n")
+        args = ["--app-name", "basic-auth"]
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex(),
+                   MLFLOW_AUTH_ADMIN_PASSWORD=SERVER_ADMIN["MLFLOW_TRACKING_PASSWORD"])
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--serve-artifacts",
-                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=subprocess_env())
+                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -141,3 +161,14 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
 def stop_server(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The order pytest-xdist's work stealing splits in two contiguous halves, one per worker:
+    the tests on the shared study first (one worker builds it while the other starts on its
+    half), and the long independent tests at the head of the second half."""
+    study = [item for item in items if item.get_closest_marker("study")]
+    long = [item for item in items if item.get_closest_marker("long") and item not in study]
+    rest = [item for item in items if item not in study and item not in long]
+    half = max(0, len(items) // 2 - len(study))
+    items[:] = study + rest[:half] + long + rest[half:]

@@ -1,9 +1,16 @@
 """Bad settings and inputs, each through a stage's real command line: one line on stderr
 naming the culprit, a non-zero exit, nothing written, no MLflow run opened."""
 
+import io
 import pickle
+import struct
 import subprocess
 import sys
+import tarfile
+import tracemalloc
+import zipfile
+import zlib
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -44,7 +51,7 @@ BAD_SETTINGS = [
     ("null data section", "prepare", {**with_params(), "data": None}, "data must be a mapping"),
     ("float batch", "train", with_params(train={"batch_size": 64.0}), "train.batch_size is 64.0"),
     ("zero batch", "train", with_params(train={"batch_size": 0}), "train.batch_size is 0"),
-    ("zero lr", "train", with_params(train={"lr": 0}), "train.lr is 0; it must be a number > 0"),
+    ("zero lr", "train", with_params(train={"lr": 0}), "train.lr is 0; it must be a finite number > 0"),
     ("text lr", "train", with_params(train={"lr": "fast"}), "train.lr is 'fast'"),
     ("momentum 1.5", "train", with_params(train={"momentum": 1.5}), "train.momentum is 1.5"),
     ("negative decay", "train", with_params(train={"weight_decay": -1}), "train.weight_decay is -1"),
@@ -63,6 +70,29 @@ BAD_SETTINGS = [
      "report.ablation_keys is ['lr']"),
     ("unknown top-level key", "train", {**with_params(), "epoch": 5}, "unknown key epoch"),
     ("broken YAML", "train", "epochs: [5\nseed: 0\n", "params.yaml is not valid YAML"),
+    # issue 20: non-finite numbers, one reading of params.yaml, no made-up zeros, and more found by trying
+    ("infinite lr", "train", with_params(train={"lr": float("inf")}), "train.lr is inf; it must be a finite number"),
+    ("nan lr", "train", with_params(train={"lr": float("nan")}), "train.lr is nan"),
+    ("nan momentum", "train", with_params(train={"momentum": float("nan")}), "train.momentum is nan"),
+    ("infinite decay", "train", with_params(train={"weight_decay": float("inf")}), "train.weight_decay is inf"),
+    ("seed 2^64", "train", with_params(seed=2**64), "seed is 18446744073709551616; it must be an integer from 0"),
+    ("sample seed 2^40", "evaluate", with_params(evaluate={"sample_seed": 2**40}), "evaluate.sample_seed is"),
+    ("epochs 2^40", "train", with_params(epochs=2**40), "epochs is 1099511627776"),
+    ("duplicate key", "train", yaml.safe_dump(with_params()) + "epochs: 7\n", "key 'epochs' appears twice"),
+    ("not UTF-8", "train", yaml.safe_dump(with_params()).encode() + b"# caf\xe9\n", "is not UTF-8 text"),
+    ("test subset 3", "train", with_params(data={"test_subset": 3}), "data.test_subset is 3; it must be 0"),
+    ("600-character experiment", "train", with_params(mlflow={"experiment": "x" * 600}),
+     "mlflow.experiment is 'xxxxx"),
+    ("models as text", "receptive_field", with_params(models="vgg8"), "models is 'vgg8'"),
+    ("numeric source", "prepare", with_params(data={"source": 123}), "data.source is 123"),
+    ("device cuda:x", "train", with_params(runtime={"device": "cuda:x"}), "runtime.device is 'cuda:x'"),
+    ("null init", "train", with_params(train={"init": None}), "train.init is None"),
+    ("log_model yes", "evaluate", with_params(mlflow={"log_model": "yes"}), "mlflow.log_model is 'yes'"),
+    ("17 feature maps", "evaluate", with_params(evaluate={"feature_map_images": 17}),
+     "evaluate.feature_map_images is 17"),
+    ("params a list", "train", "- 1\n- 2\n", "params.yaml must be a mapping"),
+    ("params empty", "train", "", "epochs is missing from params.yaml"),
+    ("tab indentation", "train", "data:\n\tsource: x\n", "params.yaml is not valid YAML"),
 ]
 MODULE = {"train": ["stages.train", "--model", "vgg8"], "evaluate": ["stages.evaluate", "--model", "alexnet"],
           "prepare": ["stages.prepare"], "receptive_field": ["stages.receptive_field"], "report": ["stages.report"]}
@@ -75,7 +105,10 @@ def workdir(tmp_path, image_tree):
 
 
 def run_stage(workdir, stage, params, **env):
-    (workdir / "params.yaml").write_text(params if isinstance(params, str) else yaml.safe_dump(params))
+    if isinstance(params, bytes):
+        (workdir / "params.yaml").write_bytes(params)
+    else:
+        (workdir / "params.yaml").write_text(params if isinstance(params, str) else yaml.safe_dump(params))
     return subprocess.run([sys.executable, "-m", *MODULE[stage]], cwd=workdir, capture_output=True, text=True,
                           env=subprocess_env(**env), timeout=300)
 
@@ -156,7 +189,7 @@ def test_corrupt_store_is_one_line_and_the_report_survives(workdir):
     (workdir / "reports").mkdir()
     (workdir / "reports/report.md").write_text("the last good report")
     proc = run_stage(workdir, "report", with_params())
-    assert_one_line_error(proc, "mlflow.db is unreadable")
+    assert_one_line_error(proc, "mlflow.db is not a readable MLflow database")
     assert "mv " in proc.stderr and "mlflow.db.bad" in proc.stderr
     assert (workdir / "reports/report.md").read_text() == "the last good report"
 
@@ -176,3 +209,88 @@ def test_no_run_was_left_failed_or_running(workdir):
         assert run_stage(workdir, "train", params).returncode == 1
     runs = mlflow.search_runs(experiment_names=["test-exp"])
     assert runs.empty
+
+
+def test_checkpoint_with_nan_weights_is_refused_in_one_line(workdir):
+    path = workdir / "outputs/alexnet/checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    state = build_model("alexnet").state_dict()
+    state["features.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save({"model_name": "alexnet", "state_dict": state, "record": {"recipe": {"model": "alexnet"}}}, path)
+    proc = run_stage(workdir, "evaluate", with_params())
+    assert_one_line_error(proc, "1 weight tensors hold NaN or inf (first: features.0.weight)")
+    assert "lower train.lr" in proc.stderr
+    assert not (workdir / "outputs/alexnet/eval").exists() and not (workdir / "mlflow.db").exists()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels, in a few dozen bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def tarball_with(tmp_path, image_tree, extra: dict[str, bytes]) -> Path:
+    archive = tmp_path / "source.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_tree, arcname=".")
+        for name, blob in extra.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return archive
+
+
+def bad_source(tmp_path, image_tree, kind: str) -> Path:
+    if kind == "zip":
+        path = tmp_path / "cifar.tar.gz"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("train/airplane/0.png", b"x")
+        return path
+    if kind == "random bytes":
+        path = tmp_path / "cifar.tar.gz"
+        path.write_bytes(bytes(range(7, 256)) * 40)
+        return path
+    if kind == "truncated gzip":
+        whole = tarball_with(tmp_path, image_tree, {}).read_bytes()
+        path = tmp_path / "cut.tar.gz"
+        path.write_bytes(whole[: len(whole) // 2])
+        return path
+    if kind == "decompression bomb":
+        return tarball_with(tmp_path, image_tree, {"train/cat/bomb.png": png_declaring(20000, 20000)})
+    if kind == "2 MB .png":
+        return tarball_with(tmp_path, image_tree, {"train/cat/huge.png": bytes(2 << 20)})
+    raise ValueError(kind)
+
+
+BAD_SOURCES = [
+    ("zip", "is a zip archive, not a tarball"),
+    ("random bytes", "is not an archive (neither tar, gzip, bzip2, xz nor zip"),
+    ("truncated gzip", "truncated or corrupt archive"),
+    ("decompression bomb", "train/cat/bomb.png: declares an image far larger than 32x32 (a decompression bomb"),
+    ("2 MB .png", "train/cat/huge.png is 2,097,152 bytes, not a 32x32 image"),
+]
+
+
+@pytest.mark.parametrize(("kind", "expected"), BAD_SOURCES, ids=[c[0] for c in BAD_SOURCES])
+def test_bad_data_source_is_one_line_and_writes_nothing(workdir, tmp_path_factory, image_tree, kind, expected):
+    source = bad_source(tmp_path_factory.mktemp("source"), image_tree, kind)
+    before = (workdir / "data/cifar10/meta.json").read_text()
+    proc = run_stage(workdir, "prepare", with_params(data={"source": str(source)}))
+    assert_one_line_error(proc, expected)
+    assert (workdir / "data/cifar10/meta.json").read_text() == before  # the last prepared data stands
+    assert_nothing_written(workdir)
+
+
+def test_members_that_are_not_images_are_skipped_unread(tmp_path, image_tree):
+    from stages.prepare import load_image_folder
+
+    archive = tarball_with(tmp_path, image_tree, {"train/notes.txt": bytes(200 << 20), "test/cat/readme.md": b"hi"})
+    tracemalloc.start()
+    splits = load_image_folder(archive)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(splits["train"][1]) == 40 and len(splits["test"][1]) == 20
+    assert peak < 50 << 20, f"{peak / 1e6:.0f} MB peak: the 200 MB text member was read"

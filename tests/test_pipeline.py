@@ -3,29 +3,37 @@ temporary git repository on tiny data, all landing in one MLflow store; and DVC 
 kept in step whichever way outputs reach the workspace."""
 
 import json
+import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, project_params, subprocess_env
+from filelock import FileLock  # comes with torch
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "data/.gitignore", "models", "stages"]
 MODELS = ["alexnet", "vgg16", "vgg16_bn", "vgg8"]
 
 
-def sh(args, cwd, timeout=600, **env):
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=subprocess_env(**env), timeout=timeout)
+def sh(args, cwd, timeout=1200, **env):
+    try:
+        proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=subprocess_env(**env),
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as err:  # one clear line, not a traceback through subprocess
+        raise AssertionError(f"{' '.join(map(str, args))} did not end within {timeout} s (a loaded machine?)") from err
     assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
 
 
-def dvc(*args, cwd, timeout=600, **env):
+def dvc(*args, cwd, timeout=1200, **env):
     return sh([sys.executable, "-m", "dvc", *args], cwd=cwd, timeout=timeout, **env)
 
 
@@ -58,17 +66,22 @@ def assert_full_report(repo, epochs):
     assert all(re.fullmatch(r"\d+\.\d\d", v) for v in column), column.to_dict()
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, image_tarball):
-    repo = tmp_path_factory.mktemp("study")
+STUDY_TEST = "test_repro_then_exp_run_track_every_run"
+on_the_study = pytest.mark.study  # conftest schedules these first
+
+
+def fresh_project(repo, image_tarball):
+    """The project in a new git repository with DVC, on tiny data, committed."""
     for name in PROJECT_FILES:
         src, dst = ROOT / name, repo / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() \
             else shutil.copy(src, dst)
+    # the study's own train settings (one batch of 30 images), so the runs keep the recipe's names;
+    # model logging is covered by test_mlflow_content, here it would cost ~15 s per evaluation
     params = project_params(epochs=1, models=MODELS, data={"source": str(image_tarball), "train_subset": 30,
                                                            "test_subset": 20},
-                            train={"batch_size": 16}, runtime={"device": "cpu"})
+                            runtime={"device": "cpu"}, mlflow={"log_model": False})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q", "-b", "main"], repo)
     dvc("init", "-q", cwd=repo)
@@ -78,9 +91,67 @@ def repo(tmp_path_factory, image_tarball):
     return repo
 
 
-def test_repro_then_exp_run_track_every_run(repo):
-    dvc("repro", cwd=repo)
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+def build_study(repo, image_tarball) -> dict:
+    """What the user does first: `dvc repro` (1 epoch), commit, `dvc exp run -S epochs=2`.
+    Returns what the first test checks, or the error that stopped it."""
+    facts = {"repo": str(repo), "error": None}
+    try:
+        fresh_project(repo, image_tarball)
+        dvc("repro", cwd=repo)
+        facts["lock"] = yaml.safe_load((repo / "dvc.lock").read_text())
+        facts["status"] = json.loads(dvc("status", "--json", cwd=repo))
+        facts["summary"] = json.loads((repo / "metrics.json").read_text())
+        sh(["git", "add", "-A"], repo)  # the first experiment, committed as a user would
+        sh(["git", "commit", "-qm", "one epoch"], repo)
+        dvc("exp", "run", "-n", "e2", "-S", "epochs=2", cwd=repo)
+    except AssertionError as err:
+        facts["error"] = str(err)
+    return facts
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory, image_tarball):
+    """The one expensive pipeline run of the session, built by whichever pytest-xdist worker
+    needs it first (the others wait for it); tests never change it, they work on copies."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one folder for all workers
+    facts = shared / "study.json"
+    with FileLock(shared / "study.lock"):
+        if not facts.exists():
+            facts.write_text(json.dumps(build_study(shared / "study", image_tarball)))
+    return json.loads(facts.read_text())
+
+
+def copy_study(base, repo):
+    """An independent copy of the study's repository: git, DVC (its cache hard-linked: DVC
+    never writes a cache file in place), workspace and MLflow store, artifacts moved along."""
+    def copy(src, dst):
+        return os.link(src, dst) if "/.dvc/cache/" in src else shutil.copy2(src, dst)
+
+    shutil.copytree(base, repo, symlinks=True, copy_function=copy, ignore=lambda folder, names: [
+        n for n in names if n == "tmp" and folder == str(base / ".dvc")])  # locks, queue: never shared
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        old, new = (base / "mlartifacts").as_uri(), (repo / "mlartifacts").as_uri()
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+    db.close()
+    return repo
+
+
+@pytest.fixture()
+def repo(study, request, tmp_path):
+    """A copy of the study for one test: what a test changes no other test sees. If the study
+    did not build, its own test fails saying why and the tests built on it are skipped."""
+    if study["error"]:
+        if request.node.name != STUDY_TEST and any(item.name == STUDY_TEST for item in request.session.items):
+            pytest.skip(f"the shared study did not build: {STUDY_TEST} fails with the reason")
+        pytest.fail(f"the shared study did not build: {study['error']}", pytrace=False)
+    return copy_study(Path(study["repo"]), tmp_path / "repo")
+
+
+@on_the_study
+def test_repro_then_exp_run_track_every_run(study, repo):
+    lock = study["lock"]  # as `dvc repro` left it, before the experiment
     for model in MODELS:
         stage = lock["stages"][f"train@{model}"]
         assert stage["params"]["params.yaml"]["epochs"] == 1
@@ -89,14 +160,11 @@ def test_repro_then_exp_run_track_every_run(repo):
             f"outputs/{model}/record.json"]
     assert "prepare" in lock["stages"]
     # only the report, which reads MLflow (outside DVC's view), is always rebuilt
-    assert json.loads(dvc("status", "--json", cwd=repo)) == {"report": ["always changed"]}
+    assert study["status"] == {"report": ["always changed"]}
 
-    summary = json.loads((repo / "metrics.json").read_text())  # numbers only, the study in one small file
+    summary = study["summary"]  # numbers only, the study in one small file
     assert set(summary) == set(MODELS) and all(set(v) == {"acc", "sec"} for v in summary.values())
-    sh(["git", "add", "-A"], repo)  # the first experiment, committed as a user would
-    sh(["git", "commit", "-qm", "one epoch"], repo)
 
-    dvc("exp", "run", "-n", "e2", "-S", "epochs=2", cwd=repo)
     runs = runs_by_name(repo / "mlflow.db")
     client = mlflow.MlflowClient()
     for model in MODELS:
@@ -163,6 +231,7 @@ def restored_runs(db, originals):
     return runs
 
 
+@on_the_study
 def test_a_deleted_store_is_refilled_from_the_outputs_without_training(repo):
     originals = {json.loads((repo / f"outputs/{m}/record.json").read_text())["mlflow_run_id"] for m in MODELS}
     original_acc = {r["run_id"]: r["metrics.final_test_acc"] for _, r in finished_runs(repo / "mlflow.db").iterrows()}
@@ -180,6 +249,7 @@ def test_a_deleted_store_is_refilled_from_the_outputs_without_training(repo):
     assert len(finished_runs(repo / "mlflow.db")) == 4
 
 
+@on_the_study
 def test_a_new_tracking_uri_gets_the_workspace_runs(repo):
     originals = {json.loads((repo / f"outputs/{m}/record.json").read_text())["mlflow_run_id"] for m in MODELS}
     team = repo / "team.db"
@@ -189,6 +259,7 @@ def test_a_new_tracking_uri_gets_the_workspace_runs(repo):
     team.unlink()
 
 
+@on_the_study
 def test_an_applied_experiment_from_another_store_is_logged(repo):
     elsewhere = repo.parent / "elsewhere.db"
     out = dvc("exp", "run", "--temp", "-S", "epochs=3", cwd=repo, MLFLOW_TRACKING_URI=f"sqlite:///{elsewhere}")
@@ -201,9 +272,10 @@ def test_an_applied_experiment_from_another_store_is_logged(repo):
     assert all(re.fullmatch(r"\d+\.\d\d", v) for v in table5(repo)["ours (2 ep)"])
 
 
+@on_the_study
 def test_a_clone_sharing_the_run_cache_restores_trainings_and_their_runs(repo, tmp_path):
     sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "three epochs"], repo)
+    sh(["git", "commit", "-qm", "two epochs"], repo)
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     dvc("cache", "dir", str(repo / ".dvc" / "cache"), cwd=clone)
@@ -211,12 +283,14 @@ def test_a_clone_sharing_the_run_cache_restores_trainings_and_their_runs(repo, t
     assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out
     assert "Stage 'train@vgg8' is cached - skipping run" in out
     assert len(finished_runs(clone / "mlflow.db")) == 4
-    assert_full_report(clone, 3)
+    assert_full_report(clone, 2)
     ours, theirs = table5(clone), table5(repo)
-    assert ours["ours (3 ep)"].equals(theirs["ours (3 ep)"])
+    assert ours["ours (2 ep)"].equals(theirs["ours (2 ep)"])
 
 
-def test_queued_experiments_differing_in_runtime_fill_one_report(repo):
+@pytest.mark.long
+def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image_tarball):
+    repo = fresh_project(tmp_path / "repo", image_tarball)  # needs no earlier run: runs beside the study
     for name, epochs, channels_last in (("cl-off-e4", 4, "false"), ("cl-on-e5", 5, "true")):
         dvc("exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"epochs={epochs}",
             "-S", f"runtime.channels_last={channels_last}", cwd=repo)

@@ -6,6 +6,7 @@ from stages.receptive_field import (
     analyse,
     measured_receptive_fields,
     paper_differences,
+    plot_growth,
     receptive_field_table,
 )
 
@@ -63,3 +64,10 @@ def test_stage_writes_tables_and_plot(tmp_path):
     assert sorted(p.name for p in (tmp_path / "rf").iterdir()) == [
         "alexnet.csv", "growth.png", "paper_differences.csv", "vgg8.csv"]
     assert (tmp_path / "rf" / "growth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_growth_figure_draws_identical_fields_once_naming_both(tmp_path):
+    tables = {m: receptive_field_table(m) for m in ("alexnet", "vgg16", "vgg16_bn", "vgg8")}
+    labels = plot_growth(tables, tmp_path / "growth.png")
+    assert labels == ["AlexNet", "VGG-16 = VGG-16 with BN (identical)", "VGG-8"]  # no line hidden under another
+    assert (tmp_path / "growth.png").read_bytes()[:4] == b"\x89PNG"

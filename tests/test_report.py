@@ -4,14 +4,16 @@ import mlflow
 import pandas as pd
 import pytest
 from conftest import project_settings
+from scipy import stats
 
+from stages.claims import discussion
 from stages.common import StageError
 from stages.init_signal import analyse as analyse_init_signal
 from stages.init_signal import layer_signal
 from stages.receptive_field import analyse as analyse_receptive_fields
-from stages.report import build_report, choose_epochs, discussion
-from stages.selection import compare, expected_params
-from stages.tracking import connect
+from stages.report import build_report, choose_epochs
+from stages.selection import decide, expected_params, seeds_to_decide, welch
+from stages.tracking import connect, run_name
 
 SETTINGS = project_settings(epochs=40, seed=0, data={"source": "official", "train_subset": 0, "test_subset": 0})
 ACC_40 = {"alexnet": 87.0, "vgg16": 10.0, "vgg16_bn": 92.5, "vgg8": 88.0}
@@ -26,8 +28,9 @@ def log_run(model, epochs, acc, seconds, seed=0, device="test device", record_id
     with mlflow.start_run(run_name=f"{model}-e{epochs}-s{seed}") as run:
         mlflow.log_params(params)
         mlflow.log_metrics({"final_test_acc": acc, "mean_epoch_time_s": seconds})
-        for epoch in range(1, epochs + 1):
-            mlflow.log_metrics({"test_acc": acc * epoch / epochs, "train_loss": 2.3 / epoch}, step=epoch)
+        for epoch in range(1, epochs + 1):  # the first epoch 5 s slower: the warm-up
+            mlflow.log_metrics({"test_acc": acc * epoch / epochs, "train_loss": 2.3 / epoch,
+                                "epoch_time_s": seconds + (5.0 if epoch == 1 else 0.0)}, step=epoch)
         mlflow.set_tags({"device_name": device, "torch_version": "x", "git_commit": "abc", "data_sha256": "f" * 64,
                          "record_id": record_id})
     time.sleep(0.01)  # distinct start times: "latest" must be well defined
@@ -77,7 +80,9 @@ def test_tables_show_exactly_the_matching_runs(store, analyses):
     assert t5.loc["VGG-16 with BN", "ours (40 ep)"] == "92.50" and t5.loc["VGG-16 with BN", "paper (40 ep)"] == "91.94"
     assert t5.loc["AlexNet", "ours (5 ep)"] == "55.50" and t5.loc["VGG-8", "ours (5 ep)"] == "25.25"
     assert t5.loc["VGG-16", "ours (5 ep)"] == "not run (`dvc exp run -S epochs=5`)"
-    assert t6.loc["VGG-8", "ours (40 ep)"] == "1.50" and t6.loc["AlexNet", "ours (5 ep)"] == "2.00"
+    assert t6.loc["VGG-8", "later epochs (40 ep)"] == "1.50" and t6.loc["VGG-8", "first epoch (40 ep)"] == "6.50"
+    assert t6.loc["AlexNet", "later epochs (5 ep)"] == "2.00" and "diff (40 ep)" not in t6.columns
+    assert t6.loc["VGG-8", "device shared (40 ep)"] == "cannot tell"  # these runs record no host
     assert t7.loc["VGG-8", "params per point (K)"] == f"{13_119_050 / 88.0 / 1e3:.0f}" == "149"
     assert "99.99" not in text and "11.11" not in text and "77.77" not in text
     # what was left out, and why
@@ -91,10 +96,14 @@ def test_tables_show_exactly_the_matching_runs(store, analyses):
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["README.md", "figures", "report.md", "tables"]
     for figure in ("learning_curves.png", "receptive_field_growth.png"):
         assert (tmp_path / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
-    assert "| Plain VGG-16 does not learn (stays at 10%) | VGG-16 at 10.00 after 40 epochs | reproduced " \
-           "(single seed) |" in text
+    # categorical claims are decided at one seed, by the stated rule; the others are not
+    assert "| Plain VGG-16 does not learn (stays at chance, 10%) | VGG-16 10.00, 40 epochs; gap to chance | +0.00 | " \
+           "- (one seed) | 1 | reproduced (categorical: every seed at chance) |" in text
     assert "| Batch Normalization makes VGG-16 learn (VGG-16 with BN beats plain VGG-16) | VGG-16 with BN 92.50 vs " \
-           "VGG-16 10.00 after 40 epochs | reproduced (single seed) |" in text
+           "VGG-16 10.00, 40 epochs | +82.50 | - (one seed) | 1 / 1 | reproduced (categorical: at chance vs far " \
+           "above) |" in text
+    assert "| VGG-16 with BN is more accurate than AlexNet | VGG-16 with BN 92.50 vs AlexNet 87.00, 40 epochs | " \
+           "+5.50 | - (one seed) | 1 / 1 | single seed, not decided |" in text
     assert "VGG-8 is more parameter-efficient than AlexNet" in text
     assert "| vgg16 | Pool5 | Tables 2-4 | 236 | 212 |" in text
     assert "## Why plain VGG-16 does not learn: the signal at initialisation" in text
@@ -111,14 +120,16 @@ def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkey
     t5 = t["table5_accuracy"]
     assert t5.loc["AlexNet", "ours (40 ep)"] == "86.00 ± 1.00 (n=3)"
     assert t5.loc["VGG-8", "ours (40 ep)"] == "85.50 ± 1.00 (n=3)"
-    assert t["table6_seconds_per_epoch"].loc["VGG-8", "ours (40 ep)"] == "3.00 ± 1.00 (n=3)"
+    assert t["table6_seconds_per_epoch"].loc["VGG-8", "later epochs (40 ep)"] == "3.00 ± 1.00 (n=3)"
     seeds = pd.read_csv(tmp_path / "reports/tables/seed_values.csv")
     assert sorted(seeds[seeds["model"] == "alexnet"]["final_test_acc"]) == [85.0, 86.0, 87.0]
     assert sorted(seeds[seeds["model"] == "alexnet"]["seed"]) == [0, 1, 2]
-    # VGG-8 0.5 points under AlexNet, with a standard error of 0.82: inside the noise
-    assert "| VGG-8 matches or beats AlexNet with fewer parameters | VGG-8 85.50 ± 1.00 (n=3) vs AlexNet " \
-           "86.00 ± 1.00 (n=3) after 40 epochs | not decided at n=3/3 |" in text
-    assert "twice its standard error" in text
+    # VGG-8 0.5 points under AlexNet: the Welch interval (4 df) spans the 1-point margin
+    half = stats.t.ppf(0.975, 4) * (2 / 3) ** 0.5
+    assert "| VGG-8 matches (within 1 point) or beats AlexNet with fewer parameters | VGG-8 85.50 ± 1.00 vs " \
+           f"AlexNet 86.00 ± 1.00, 40 epochs | -0.50 | [{-0.5 - half:+.2f}, {-0.5 + half:+.2f}] | 3 / 3 | not " \
+           "decided at n=3/3; about " in text
+    assert "95% Welch t interval" in text
 
 
 def test_a_rerun_of_one_epoch_count_says_which():
@@ -126,11 +137,40 @@ def test_a_rerun_of_one_epoch_count_says_which():
     assert "*These runs are 3 epochs, not the study's 5 and 40:" in text
 
 
-def test_compare_uses_the_spread():
-    assert compare([90.0, 91.0, 92.0], [80.0, 81.0, 82.0]) == "greater"
-    assert compare([85.0, 86.0, 87.0], [85.5, 84.5, 86.5]) == "undecided"
-    assert compare([10.0, 10.2], [15.0]) == "less"
-    assert compare([88.0], [87.0]) == "greater"  # single values: no spread to judge by
+def test_welch_interval_matches_scipy_and_decides_only_outside_it():
+    a, b = [84.2, 85.1, 86.9], [85.8, 86.1, 86.3]  # unequal spreads: Welch's df (about 2.1) is not 4
+    gap = welch(a, b)
+    scipy_ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert round(gap.low, 2) == round(scipy_ci.low, 2) and round(gap.high, 2) == round(scipy_ci.high, 2)
+    assert gap.n == (3, 3) and 2 < gap.df < 3
+    assert decide(gap, "greater") == decide(gap, "less") == "not decided"  # the interval holds 0
+    assert decide(welch([90.0, 91.0, 92.0], [80.0, 81.0, 82.0]), "greater") == "reproduced"
+    assert decide(welch([90.0, 91.0, 92.0], [80.0, 81.0, 82.0]), "less") == "not reproduced"
+    # two seeds a side, as in the committed store: 2 SE would call this gap, the t interval does not
+    close = welch([84.35, 84.87], [85.36, 85.62])
+    assert abs(close.gap) > 2 * ((0.37**2 + 0.18**2) / 2) ** 0.5 and decide(close, "greater") == "not decided"
+    assert welch([88.0], [87.0]).low is None and decide(welch([88.0], [87.0]), "greater") == "not decided"
+    # a fixed reference: one-sample interval with n-1 df
+    one = welch([10.0, 10.2, 10.4], 15.0)
+    assert one.n == (3, None) and round(one.high, 4) == round(-4.8 + stats.t.ppf(0.975, 2) * 0.2 / 3**0.5, 4)
+    # at the seeds it names, the interval (same means and spreads) would clear 0; one fewer would not
+    need = seeds_to_decide(gap)
+
+    def half(n):
+        va, vb = gap.sd[0] ** 2 / n, gap.sd[1] ** 2 / n
+        return stats.t.ppf(0.975, (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1))) * (va + vb) ** 0.5
+
+    assert need > 3 and half(need) < abs(gap.gap) <= half(need - 1)
+
+
+def test_a_run_that_differs_from_the_recipe_says_so_in_its_name():
+    recipe = {"model": "vgg16", "epochs": 40, "seed": 0,
+              "train": {"batch_size": 128, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "init": "default"}}
+    assert run_name(recipe) == "vgg16-e40-s0"
+    assert run_name({**recipe, "train": {**recipe["train"], "init": "kaiming"}}) == "vgg16-e40-s0-init_kaiming"
+    assert run_name({**recipe, "train": {**recipe["train"], "lr": 0.001, "init": "kaiming"}}) == \
+        "vgg16-e40-s0-lr_0.001-init_kaiming"
+    assert run_name({**recipe, "train": {**recipe["train"], "batch_size": 16}}) == "vgg16-e40-s0"  # tiny runs
 
 
 def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, monkeypatch, analyses):
@@ -145,8 +185,9 @@ def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, 
     assert (row["setting"], row["model"], row["epochs"]) == ("train.init=kaiming", "VGG-16", "40")
     assert row["test acc"] == "87.50" and row["recipe's test acc"] == "10.00"
     assert row["train loss, epochs 1-5"] == "2.300 / 1.150 / 0.767 / 0.575 / 0.460"
-    provenance = pd.read_csv(tmp_path / "reports/tables/provenance_runs.csv")
-    assert kaiming not in set(provenance["run id"])
+    provenance = pd.read_csv(tmp_path / "reports/tables/provenance_runs.csv").set_index("run id")
+    assert provenance.loc[kaiming, "used for"] == "ablation: train.init=kaiming"  # listed, and apart
+    assert (provenance["used for"] == "Tables 5-7").sum() == 1
     assert "## Ablation: one setting changed" in text and "87.50" in text
 
 
@@ -178,7 +219,7 @@ def test_missing_empty_or_corrupt_store_is_a_clear_error(tmp_path, monkeypatch):
         build_report(settings=SETTINGS, report_dir=tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
     (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StageError, match=r"MLflow store .*mlflow.db is unreadable .*mv .*mlflow.db.bad"):
+    with pytest.raises(StageError, match=r"MLflow store .*mlflow.db is not a readable MLflow database .*mv .*\.bad"):
         build_report(settings=SETTINGS, report_dir=tmp_path / "reports")
 
 
@@ -210,3 +251,57 @@ def test_the_workspace_training_wins_over_a_newer_run_of_the_same_seed(tmp_path,
     _, t, text = report(tmp_path, analyses)
     assert t["table5_accuracy"].loc["VGG-8", "ours (40 ep)"] == "84.00"
     assert newer in text.split("## Runs left out")[1]
+
+
+def test_a_tiny_kaiming_training_is_named_apart_from_the_recipe(tmp_path, image_tree, monkeypatch):
+    from conftest import TINY
+
+    from stages.prepare import prepare
+    from stages.train import run_training
+
+    monkeypatch.chdir(tmp_path)
+    prepare(source=str(image_tree), out_dir=tmp_path / "data" / "cifar10")
+    settings = project_settings(**{**TINY, "epochs": 1, "train": {**TINY["train"], "init": "kaiming"}})
+    run_training(model="alexnet", settings=settings, progress=False)
+    runs = mlflow.search_runs(experiment_names=[settings.experiment])
+    assert list(runs["tags.mlflow.runName"]) == ["alexnet-e1-s0-init_kaiming"]
+    assert run_name(settings.recipe("alexnet")) == "alexnet-e1-s0-init_kaiming"
+
+
+def test_the_committed_store_leaves_vgg8_against_alexnet_undecided(tmp_path, monkeypatch, analyses):
+    """The committed H100 store, two seeds a side: 2 SE called "VGG-8 matches AlexNet" not
+    reproduced; the Welch interval does not decide it, and the row says gap, interval and n."""
+    import shutil
+
+    from conftest import ROOT
+
+    from stages.config import load_settings
+
+    store = tmp_path / "store"
+    shutil.copytree(ROOT / "results/h100-2026-11-27", store, ignore=shutil.ignore_patterns("report"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    build_report(settings=load_settings(store / "params.yaml"), report_dir=store / "report",
+                 output_root=store / "outputs", rf_dir=analyses[0], signal_dir=analyses[1], data_dir=tmp_path / "x")
+    text = (store / "report/report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| VGG-8 matches"))
+    assert "| VGG-8 84.61 ± 0.37 vs AlexNet 85.49 ± 0.18, 40 epochs | -0.88 | [-2.68, +0.92] | 2 / 2 | " \
+           "not decided at n=2/2; about " in row
+    assert "/work/" not in text and "sqlite:" not in text and ".device/" not in text  # no machine paths
+    assert "`store/mlflow.db`" in text
+    provenance = pd.read_csv(store / "report/tables/provenance_runs.csv")
+    assert "ablation: train.init=kaiming" in set(provenance["used for"]) and len(provenance) == 17
+
+
+def test_device_sharing_is_told_from_host_device_and_times_or_said_unknowable():
+    from stages.speed import device_sharing
+
+    t = pd.Timestamp
+    runs = pd.DataFrame([
+        {"run_id": "a", "tags.host": "h1", "tags.device_name": "H100", "start_time": t(0), "end_time": t(100)},
+        {"run_id": "b", "tags.host": "h1", "tags.device_name": "H100", "start_time": t(50), "end_time": t(150)},
+        {"run_id": "c", "tags.host": "h1", "tags.device_name": "H100", "start_time": t(200), "end_time": t(300)},
+        {"run_id": "d", "tags.host": "h2", "tags.device_name": "H100", "start_time": t(0), "end_time": t(300)},
+        {"run_id": "e", "tags.host": None, "tags.device_name": "H100", "start_time": t(0), "end_time": t(300)},
+    ])
+    assert device_sharing(runs) == {"a": 1, "b": 1, "c": 0, "d": 0, "e": None}

@@ -1,14 +1,23 @@
 """A committed results store (results/<device>-<date>/: the MLflow store of a real study,
 its params.yaml and the report built from it) rebuilds its report on a CPU-only machine,
-from the store alone, with every number of the committed tables unchanged."""
+from the store alone, with every number of the committed tables unchanged; and served with
+the command its README gives, wherever it is copied, it serves every run's files over HTTP."""
 
+import json
+import re
+import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pandas as pd
 import pytest
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, free_port, stop_server, subprocess_env
+
+from benchmarks.portable_store import make_portable
 
 STORES = sorted(p.parent for p in (ROOT / "results").glob("*/mlflow.db"))
 TABLES = ("table5_accuracy", "table6_seconds_per_epoch", "table7_parameter_efficiency", "seed_values", "ablation")
@@ -27,7 +36,8 @@ def test_the_report_rebuilds_from_the_store_alone(store, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "logged" not in proc.stdout  # every record in the store already has its run
     db = (copy / "mlflow.db").resolve()
-    assert (f"the runs in MLflow: `mlflow ui --backend-store-uri sqlite:///{db}`, then "
+    assert (f"the runs in MLflow: `mlflow server --backend-store-uri sqlite:///{db} --serve-artifacts "
+            f"--artifacts-destination {copy.resolve() / 'mlartifacts'}`, then "
             "http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning") in proc.stdout
     for name in TABLES:
         committed = pd.read_csv(store / "report/tables" / f"{name}.csv", dtype=str)
@@ -37,3 +47,93 @@ def test_the_report_rebuilds_from_the_store_alone(store, tmp_path):
     assert not table5.apply(lambda column: column.str.contains("not run")).any().any(), table5
     for cell in table5.filter(like="ours").stack():
         assert "(n=" in cell, cell  # at least two seeds behind every number
+
+
+def served_command(store) -> list[str]:
+    """The one command the store's README gives to serve it (relative paths, from the repo root)."""
+    readme = (store / "README.md").read_text()
+    found = re.findall(r"^mlflow server [^\n]*--artifacts-destination [^\n#]*", readme, flags=re.M)
+    assert len(found) == 1, f"{store}/README.md gives no single `mlflow server ... --artifacts-destination` line"
+    command = shlex.split(found[0])
+    assert f"sqlite:///results/{store.name}/mlflow.db" in command, command
+    assert command[command.index("--artifacts-destination") + 1] == f"results/{store.name}/mlartifacts", command
+    return command
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+@pytest.mark.parametrize("store", STORES, ids=[s.name for s in STORES])
+def test_the_store_serves_its_artifacts_wherever_it_is_copied(store, tmp_path):
+    copy = tmp_path / "elsewhere" / "results" / store.name  # not the folder any run was logged from
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns("report"))
+    assert make_portable(copy) == []  # committed portable: nothing left to rewrite
+    with sqlite3.connect(copy / "mlflow.db") as con:
+        runs = con.execute("select run_uuid, artifact_uri from runs where status = 'FINISHED'").fetchall()
+    assert runs and all(uri.startswith("mlflow-artifacts:/") for _, uri in runs), runs
+
+    port = free_port()
+    server = subprocess.Popen([*served_command(store), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=copy.parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True, env=subprocess_env())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                get(f"{base}/health")
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        figures = 0
+        for run_id, uri in runs:  # what the UI's Artifacts tab asks for: the listing, then a file
+            listing = json.loads(get(f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={run_id}"))
+            names = {f["path"] for f in listing.get("files", [])}
+            assert "record.json" in names, (run_id, listing)
+            record = json.loads(get(f"{base}/get-artifact?path=record.json&run_uuid={run_id}"))
+            on_disk = copy / "mlartifacts" / uri.removeprefix("mlflow-artifacts:/") / "record.json"
+            assert record == json.loads(on_disk.read_text()) and record["record_id"], run_id
+            if "figures" in names:
+                listing = json.loads(get(f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={run_id}&path=figures"))
+                png = next(f["path"] for f in listing["files"] if f["path"].endswith(".png"))
+                assert get(f"{base}/get-artifact?path={png}&run_uuid={run_id}")[:4] == b"\x89PNG", png
+                figures += 1
+        artifacts = [copy / "mlartifacts" / uri.removeprefix("mlflow-artifacts:/") for _, uri in runs]
+        assert figures == sum((a / "figures").is_dir() for a in artifacts)  # every run's figures are served
+    finally:
+        stop_server(server)
+
+
+def test_a_store_logged_with_local_paths_is_made_portable(tmp_path):
+    import mlflow
+
+    from stages.common import StageError
+
+    origin = tmp_path / "machine"  # where it was logged: file:// URIs into machine/mlartifacts
+    client = mlflow.MlflowClient(f"sqlite:///{origin / 'mlflow.db'}")
+    experiment = client.create_experiment("study", artifact_location=(origin / "mlartifacts").as_uri())
+    run = client.create_run(experiment).info.run_id
+    (tmp_path / "record.json").write_text('{"record_id": "r1"}')
+    client.log_artifact(run, str(tmp_path / "record.json"))
+    client.set_terminated(run, "FINISHED")
+    store = tmp_path / "results" / "copy"
+    shutil.copytree(origin, store)
+
+    lines = make_portable(store)
+    old_uri = f"{(origin / 'mlartifacts').as_uri()}/{run}/artifacts"
+    assert f"run {run}: {old_uri} -> mlflow-artifacts:/{run}/artifacts" in lines
+    with sqlite3.connect(store / "mlflow.db") as con:
+        uris = [u for (u,) in con.execute("select artifact_uri from runs")]
+        locations = dict(con.execute("select name, artifact_location from experiments"))
+    assert uris == [f"mlflow-artifacts:/{run}/artifacts"] and locations["study"] == "mlflow-artifacts:/"
+    assert make_portable(store) == []  # a second pass has nothing to do
+
+    lost = tmp_path / "lost"  # a finished run whose files were not copied: named, nothing rewritten
+    shutil.copytree(origin, lost, ignore=shutil.ignore_patterns("mlartifacts"))
+    before = (lost / "mlflow.db").read_bytes()
+    with pytest.raises(StageError, match=f"run {run} finished but .* is missing"):
+        make_portable(lost)
+    assert (lost / "mlflow.db").read_bytes() == before

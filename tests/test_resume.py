@@ -158,7 +158,7 @@ def test_a_different_recipe_never_resumes(tmp_path, prepared):
     (project / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "epochs": 1}))
     code, out, err = finish(start_training(project, "alexnet"))
     assert code == 0, err
-    assert "a saved state for a different recipe, data or runtime" in out and "epochs 3 -> 1" in out
+    assert "a saved state for a different recipe, data, runtime or code" in out and "epochs 3 -> 1" in out
     assert "resuming" not in out
     _, found = runs(project)
     assert sorted(r.info.status for r in found) == ["FINISHED", "KILLED"], "the orphan is swept, a new run made"

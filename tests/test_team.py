@@ -1,19 +1,33 @@
 """A team on three machines, simulated with real processes: a bare git repository as origin,
-a folder as the DVC remote, one `mlflow server` on 127.0.0.1. A and B each train two models
-and push their experiments; C trains nothing, pulls, and builds the full report."""
+a folder as the DVC remote, one `mlflow server` on 127.0.0.1 with MLflow's basic-auth app, as
+README's "Scaling out" sets it up. A and B (members with EDIT) each train two models and push
+their experiments; C (a read-only member) trains nothing, pulls, and builds the full report.
+Wrong credentials and a read-only member's training are refused in one line before training."""
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 
 import mlflow
 import pandas as pd
 import pytest
+import requests
 import yaml
-from conftest import ROOT, free_port, project_params, start_server, stop_server, subprocess_env
+from conftest import ROOT, SERVER_ADMIN, free_port, project_params, start_server, stop_server, subprocess_env
 
 from stages.report import NAMES
+from stages.tracking import EXPERIMENT_TAGS
+
+pytestmark = pytest.mark.xdist_group("team_server")  # under --dist loadgroup: one worker, one server
+
+EXPERIMENT = "alexnet-vgg-cifar10"  # params.yaml's mlflow.experiment
+MEMBERS = {"alice": "EDIT", "bob": "EDIT", "carol": "READ"}
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "pyproject.toml", "reports/README.md"]
 
@@ -29,11 +43,40 @@ def dvc(*args, cwd, **env):
     return sh([sys.executable, "-m", "dvc", *args], cwd, **env)
 
 
+def member(name: str, password: str | None = None) -> dict[str, str]:
+    """A member's credentials, passed the standard way (never in params.yaml or git)."""
+    return {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": password or f"{name}-team-password"}
+
+
+@contextlib.contextmanager
+def as_admin():
+    with mock.patch.dict(os.environ, SERVER_ADMIN):
+        yield
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The basic-auth server, set up as README says: the admin creates the study's experiment and
+    one user per member, with EDIT or READ on it; nobody else may do anything."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    folder, port = tmp_path_factory.mktemp("server"), free_port()
+    proc = start_server(folder, port, auth=True)
+    uri = f"http://127.0.0.1:{port}"
+    with as_admin():
+        experiment_id = mlflow.MlflowClient(uri).create_experiment(EXPERIMENT, tags=EXPERIMENT_TAGS)
+        admin = AuthServiceClient(uri)
+        for name, permission in MEMBERS.items():
+            admin.create_user(name, member(name)["MLFLOW_TRACKING_PASSWORD"])
+            admin.grant_user_permission(name, "experiment", experiment_id, permission)
+    yield uri
+    stop_server(proc)
+
+
 @pytest.fixture()
-def team(tmp_path, image_tarball):
-    """origin (bare git), the DVC remote (a folder), the tracking server, and the project pushed to origin."""
-    origin, remote, server_dir = tmp_path / "origin.git", tmp_path / "dvc-remote", tmp_path / "server"
-    server_dir.mkdir()
+def team(tmp_path, image_tarball, server):
+    """origin (bare git), the DVC remote (a folder), and the project pushed to origin."""
+    origin, remote = tmp_path / "origin.git", tmp_path / "dvc-remote"
     sh(["git", "init", "-q", "--bare", "-b", "main", origin], tmp_path)
     seed = tmp_path / "seed"
     for name in PROJECT_FILES:
@@ -52,10 +95,7 @@ def team(tmp_path, image_tarball):
     sh(["git", "commit", "-qm", "the study"], seed)
     sh(["git", "remote", "add", "origin", origin], seed)
     sh(["git", "push", "-q", "origin", "main"], seed)
-    port = free_port()
-    server = start_server(server_dir, port)
-    yield {"origin": origin, "uri": f"http://127.0.0.1:{port}", "root": tmp_path}
-    stop_server(server)
+    return {"origin": origin, "uri": server, "root": tmp_path}
 
 
 def clone(team, name):
@@ -65,17 +105,32 @@ def clone(team, name):
 
 
 def server_runs(uri):
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("alexnet-vgg-cifar10")
-    return {r.data.tags["mlflow.runName"]: r for r in client.search_runs([experiment.experiment_id])}
+    with as_admin():
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        return {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+
+
+def train_refused(repo, model: str, **env) -> str:
+    """The train stage's one line when the server refuses it; asserts exit 1 and that nothing trained."""
+    proc = subprocess.run([sys.executable, "-m", "stages.train", "--model", model], cwd=repo, capture_output=True,
+                          text=True, env=subprocess_env(**env), timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: MLflow server "), proc.stderr
+    assert not list(repo.glob(f".train_state/{model}-*")), "an epoch was trained"
+    assert not (repo / "outputs" / model / "record.json").exists()
+    return lines[0]
 
 
 def test_three_machines_one_study(team):
     uri = {"MLFLOW_TRACKING_URI": team["uri"]}
+    before = set(server_runs(team["uri"]))
     trained = {}
-    for machine, models in (("a", ["alexnet", "vgg8"]), ("b", ["vgg16", "vgg16_bn"])):
+    for machine, user, models in (("a", "alice", ["alexnet", "vgg8"]), ("b", "bob", ["vgg16", "vgg16_bn"])):
         repo = clone(team, machine)
-        dvc("exp", "run", "-n", f"team-{machine}", "-S", f"models=[{','.join(models)}]", cwd=repo, **uri)
+        dvc("exp", "run", "-n", f"team-{machine}", "-S", f"models=[{','.join(models)}]", cwd=repo, **uri,
+            **member(user))
         dvc("exp", "push", "origin", f"team-{machine}", cwd=repo)  # git refs, params, metrics, and the cache
         for model in models:
             trained[model] = json.loads((repo / "outputs" / model / "record.json").read_text())
@@ -85,11 +140,11 @@ def test_three_machines_one_study(team):
         dvc("exp", "pull", "origin", f"team-{machine}", cwd=c)
     shown = dvc("exp", "show", "--csv", "--no-pager", cwd=c)
     assert "team-a" in shown and "team-b" in shown
-    # C builds the whole report from the server, trained nothing, needs no path of A or B
-    out = sh([sys.executable, "-m", "stages.report"], c, **uri)
+    # C, a read-only member, builds the whole report from the server, trained nothing, needs no path of A or B
+    out = sh([sys.executable, "-m", "stages.report"], c, **uri, **member("carol"))
     assert "Traceback" not in out
     table = pd.read_csv(c / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
-    runs = server_runs(team["uri"])
+    runs = {r.data.tags["mlflow.runName"]: r for i, r in server_runs(team["uri"]).items() if i not in before}
     assert len(runs) == 4 and {r.info.status for r in runs.values()} == {"FINISHED"}
     for model, record in trained.items():
         run = runs[f"{model}-e2-s0"]
@@ -104,5 +159,116 @@ def test_three_machines_one_study(team):
     # a pulled checkpoint evaluates on C, with the data pulled too (prepare ran on A only)
     dvc("exp", "apply", "team-a", cwd=c)
     dvc("pull", cwd=c)
-    out = sh([sys.executable, "-m", "stages.evaluate", "--model", "alexnet"], c, **uri)
+    out = sh([sys.executable, "-m", "stages.evaluate", "--model", "alexnet"], c, **uri, **member("alice"))
     assert "test accuracy" in out and f"logged to MLflow run {trained['alexnet']['mlflow_run_id']}" in out
+
+
+@pytest.fixture()
+def prepared(team):
+    """A member's clone with the data prepared: the next thing its training does is open its run."""
+    repo = clone(team, "member")
+    sh([sys.executable, "-m", "stages.prepare"], repo)
+    return repo
+
+
+def test_wrong_or_missing_credentials_are_refused_before_training(team, prepared, tmp_path):
+    before = set(server_runs(team["uri"]))
+    uri = {"MLFLOW_TRACKING_URI": team["uri"]}
+    line = train_refused(prepared, "vgg8", **uri, **member("alice", "not-alices-password"))
+    assert "refused authentication (401: wrong password for user 'alice'" in line
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+    # no credentials at all (and no ~/.mlflow/credentials file: HOME is empty)
+    line = train_refused(prepared, "vgg8", **uri, HOME=str(tmp_path / "home"))
+    assert "refused authentication (401: no credentials were given)" in line
+    assert set(server_runs(team["uri"])) == before, "a refused member opened a run"
+
+
+def test_read_only_member_builds_the_report_but_cannot_train(team, prepared):
+    uri = {"MLFLOW_TRACKING_URI": team["uri"]}
+    sh([sys.executable, "-m", "stages.train", "--model", "vgg8"], prepared, **uri, **member("bob"))  # a writer's run
+    before = set(server_runs(team["uri"]))
+    env = {**uri, **member("carol")}
+    line = train_refused(prepared, "alexnet", **env)
+    assert "denied user 'carol' permission (403) to runs/create" in line and "EDIT" in line
+    assert set(server_runs(team["uri"])) == before, "a read-only member opened a run"
+    out = sh([sys.executable, "-m", "stages.report"], prepared, **env)
+    assert "Traceback" not in out
+    table = pd.read_csv(prepared / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
+    record = json.loads((prepared / "outputs/vgg8/record.json").read_text())
+    assert table[NAMES["vgg8"]] == f"{record['summary']['final_test_acc']:.2f}"
+
+
+class BusyProxy(BaseHTTPRequestHandler):
+    """In front of the real server: answers the next log-batch requests with the statuses in
+    ``refusals`` (a server under load: 429, 503, SQLite's "database is locked" as 500), then
+    forwards everything."""
+
+    target, refusals, refused = "", [], []
+
+    def forward(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.endswith("/runs/log-batch") and self.refusals:
+            self.refused.append(self.refusals.pop(0))
+            self.send_response(self.refused[-1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        answer = requests.request(self.command, self.target + self.path, data=body, headers=headers, timeout=30)
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = forward
+
+    def log_message(self, *args):
+        pass
+
+
+def test_epoch_logging_rides_out_a_busy_server(server, monkeypatch, capsys):
+    from stages.tracking import EPOCH_METRICS, TrainingRun
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as connect() sets it: no retries inside MLflow
+    for key, value in member("alice").items():
+        monkeypatch.setenv(key, value)
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), BusyProxy)
+    BusyProxy.target, BusyProxy.refusals, BusyProxy.refused = server, [503, 429, 500, 503], []
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{proxy.server_port}")
+        run_id = client.create_run(client.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
+        run = TrainingRun(client, run_id)
+        for epoch in (1, 2, 3):
+            run.log_epoch({"epoch": epoch, **{k: float(epoch) for k in EPOCH_METRICS}})
+    finally:
+        proxy.shutdown()
+    assert BusyProxy.refused == [503, 429, 500, 503] and not run.pending
+    assert "unreachable" not in capsys.readouterr().err, "a busy server was taken for one gone away"
+    with as_admin():
+        for key in EPOCH_METRICS:
+            steps = sorted(m.step for m in mlflow.MlflowClient(server).get_metric_history(run_id, key))
+            assert steps == [1, 2, 3], key
+
+
+def test_load_benchmark_finds_every_lost_metric(server, tmp_path, monkeypatch):
+    """benchmarks/server_load.py at N=2, tiny: a clean step, and its read-back counts what a run lacks."""
+    from benchmarks import server_load
+    from stages.tracking import EPOCH_METRICS, TrainingRun
+
+    monkeypatch.setattr(server_load, "ADMIN", SERVER_ADMIN)
+    server_load.set_up_team(server, 2)
+    step = server_load.run_step(server, 2, epochs=3, epoch_s=0.2, folder=tmp_path / "n2")
+    assert step["clean"] and step["writers_failed"] == 0 and step["lost_metrics"] == 0, step
+    assert step["requests"] >= 2 * 8 and 0 < step["p50_ms"] <= step["p99_ms"] <= step["max_ms"]
+    # a run that lacks epoch 3 and its summary: 6 epoch metrics, 6 summary metrics, 3 artifacts short
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    for key, value in member("alice").items():
+        monkeypatch.setenv(key, value)
+    client = mlflow.MlflowClient(server)
+    run_id = client.create_run(client.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
+    for epoch in (1, 2):
+        TrainingRun(client, run_id).log_epoch({"epoch": epoch, **{k: 1.0 for k in EPOCH_METRICS}})
+    lost = server_load.read_back(server, [run_id], epochs=3)["lost"]
+    assert lost == {"epoch_metrics": 6, "summary_metrics": 6, "artifacts": 3, "unfinished_runs": 1}

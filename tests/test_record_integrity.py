@@ -1,0 +1,253 @@
+"""No silently wrong record (issue 20), through the stages' real command lines: a resume never
+mixes code, a diverged training never ends FINISHED, a full disk loses and leaves nothing, and a
+healthy store is never called broken."""
+
+import os
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, TINY, project_params, subprocess_env, write_image_tree
+
+from stages.evaluate import per_class_accuracy
+from stages.prepare import prepare
+
+PARAMS = project_params(**{**TINY, "epochs": 3})
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tree = write_image_tree(tmp_path_factory.mktemp("integrity-tree") / "cifar", {"train": 8, "test": 2})
+    out = tmp_path_factory.mktemp("integrity-data") / "cifar10"
+    prepare(source=str(tree), out_dir=out)
+    return out
+
+
+def make_project(root: Path, prepared: Path, code: bool = False, **overrides) -> Path:
+    """A folder to run stages in; with ``code``, a git repository holding its own copy of the
+    project's code (the stages run that copy, as a queued experiment does)."""
+    root.mkdir(parents=True)
+    (root / "data").mkdir()
+    os.symlink(prepared, root / "data" / "cifar10")
+    params = {**PARAMS, **overrides}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    if code:
+        for name in ("stages", "models"):
+            shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+        (root / ".gitignore").write_text("data/\nmlflow.db*\nmlartifacts/\n.train_state/\noutputs/\n")
+        git(root, "init", "-q")
+        commit(root, "the study")
+    return root
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True,
+                          env=subprocess_env()).stdout.strip()
+
+
+def commit(root: Path, message: str) -> str:
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+def stage(root: Path, *args: str, preexec=None, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=root, capture_output=True, text=True, timeout=300,
+                          env=subprocess_env(**env), preexec_fn=preexec)
+
+
+def runs(root: Path, experiment: str = "test-exp") -> pd.DataFrame:
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def new_experiment(root: Path) -> str:
+    """The study's experiment made by hand, its artifacts inside the project (not ./mlruns of the test runner)."""
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    return client.create_experiment("test-exp", artifact_location=(root / "mlartifacts").as_uri())
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_a_resume_across_a_code_change_starts_fresh_under_the_new_commit(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, code=True, epochs=3)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "--model", "vgg8"], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
+    deadline = time.time() + 240
+    while not list((project / ".train_state").glob("*.pt")):  # epoch 1 saved
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    model_code = project / "models" / "__init__.py"
+    model_code.write_text(model_code.read_text().replace("dropout: float = 0.5", "dropout: float = 0.3"))
+    new_commit = commit(project, "dropout 0.3")
+
+    rerun = stage(project, "stages.train", "--model", "vgg8")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "code changed in models/__init__.py" in rerun.stdout and "starting fresh" in rerun.stdout
+    assert "resuming" not in rerun.stdout
+    finished = runs(project).query("status == 'FINISHED'")
+    assert len(finished) == 1
+    assert finished["tags.git_commit"].iloc[0] == new_commit
+    assert finished["tags.git_commits"].iloc[0] == new_commit
+    assert finished["metrics.final_test_acc"].notna().all()
+
+
+def test_a_resume_under_a_new_commit_with_the_same_code_names_both_commits(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, code=True, epochs=3)
+    first_commit = git(project, "rev-parse", "HEAD")
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "--model", "vgg8"], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
+    deadline = time.time() + 240
+    while not list((project / ".train_state").glob("*.pt")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    (project / "NOTES.md").write_text("a change that does not touch the training\n")
+    second_commit = commit(project, "notes")
+
+    rerun = stage(project, "stages.train", "--model", "vgg8")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming after epoch" in rerun.stdout
+    run = runs(project).query("status == 'FINISHED'").iloc[0]
+    assert run["tags.git_commits"] == f"{first_commit},{second_commit}"
+    assert second_commit[:10] in run["tags.mlflow.note.content"]
+
+
+def test_a_diverged_training_fails_in_one_line_and_the_report_still_builds(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, epochs=1, models=["alexnet", "vgg8"])
+    assert stage(project, "stages.train", "--model", "vgg8").returncode == 0
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["lr"] = 1e6
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+
+    proc = stage(project, "stages.train", "--model", "alexnet")
+    line = error_line(proc)
+    assert "alexnet: the loss became " in line and " at epoch 1/1, so the training diverged" in line
+    assert not (project / "outputs" / "alexnet").exists()
+    assert not list((project / ".train_state").glob("alexnet-*"))
+    table = runs(project)
+    failed = table.query("`tags.mlflow.runName`.str.startswith('alexnet')")
+    assert list(failed["status"]) == ["FAILED"]
+    assert "Diverged" in failed["tags.failed_because"].iloc[0]
+    finished = table.query("status == 'FINISHED'")
+    assert np.isfinite(finished.filter(like="metrics.").to_numpy(dtype=float)[~finished.filter(
+        like="metrics.").isna().to_numpy()]).all()
+
+    params["train"]["lr"] = 0.01
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    report = stage(project, "stages.report")
+    assert report.returncode == 0, report.stderr
+    assert "vgg8" in (project / "reports" / "report.md").read_text()
+
+
+def limit_file_size(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_failed_state_write_leaves_nothing_and_says_how_much_it_needed(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, epochs=2)
+    proc = stage(project, "stages.train", "--model", "vgg8", preexec=limit_file_size(20 << 20))
+    line = error_line(proc)
+    assert "could not write the training state to" in line and "it needs about 105 MB" in line
+    assert list((project / ".train_state").iterdir()) == []  # no hidden temporary file left
+    assert not (project / "outputs").exists()
+    assert list(runs(project)["status"]) == ["FAILED"]
+
+    again = stage(project, "stages.train", "--model", "vgg8")  # space again: it trains
+    assert again.returncode == 0, again.stderr
+    assert list(runs(project)["status"]) == ["FINISHED", "FAILED"]
+
+
+def test_a_failed_output_write_keeps_the_state_and_the_rerun_only_writes(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, epochs=1)
+    (project / "outputs").mkdir()
+    (project / "outputs" / "vgg8").write_text("in the way")  # the outputs folder cannot be made
+    line = error_line(stage(project, "stages.train", "--model", "vgg8"))
+    assert "could not write vgg8's outputs to outputs/vgg8" in line and "training state is kept" in line
+    assert len(list((project / ".train_state").glob("vgg8-*.pt"))) == 1
+
+    (project / "outputs" / "vgg8").unlink()
+    rerun = stage(project, "stages.train", "--model", "vgg8")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming after epoch 1/1" in rerun.stdout and "vgg8 epoch 1/1" not in rerun.stdout
+    assert (project / "outputs" / "vgg8" / "checkpoint.pt").exists()
+    assert list((project / ".train_state").iterdir()) == []
+    assert list(runs(project)["status"]) == ["FINISHED"]  # the same run, reopened and finished
+
+
+def test_a_locked_store_is_waited_for_then_named(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, epochs=1)
+    new_experiment(project)
+    holder = sqlite3.connect(project / "mlflow.db")
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
+    try:
+        proc = stage(project, "stages.train", "--model", "vgg8", MLFLOW_STORE_LOCK_WAIT_S="3")
+    finally:
+        holder.rollback()
+        holder.close()
+    line = error_line(proc)
+    assert "mlflow.db stayed locked by another process for 3 s" in line and "fuser" in line
+    assert "mv " not in line  # a healthy store is never to be moved aside
+    assert runs(project).empty and not (project / "outputs").exists()
+
+
+def test_a_deleted_experiment_names_the_restore_command_and_it_works(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, epochs=1)
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    client.delete_experiment(new_experiment(project))
+    line = error_line(stage(project, "stages.train", "--model", "vgg8"))
+    assert "experiment 'test-exp' (id 1) is deleted" in line and "mv " not in line
+    command = line.split("restore it with `", 1)[1].split("`", 1)[0]
+    env_var, cli = command.split(" ", 1)
+    subprocess.run(cli.split(), cwd=project, check=True, capture_output=True,
+                   env=subprocess_env(**dict([env_var.split("=", 1)])))
+    assert stage(project, "stages.train", "--model", "vgg8").returncode == 0
+    assert list(runs(project)["status"]) == ["FINISHED"]
+
+
+@pytest.mark.parametrize(("revision", "expected"), [("ffffffffffff", "written by a newer MLflow"),
+                                                     ("0584bdc529eb", "written by an older MLflow")])
+def test_a_store_of_another_mlflow_version_is_named_not_called_broken(tmp_path, prepared, revision, expected):
+    project = make_project(tmp_path / "p", prepared, epochs=1)
+    new_experiment(project)
+    with sqlite3.connect(project / "mlflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    line = error_line(stage(project, "stages.report"))
+    assert expected in line and "mv " not in line
+
+
+def test_yaml_1_2_numbers_are_numbers(tmp_path):
+    from stages.config import load_settings
+
+    text = (ROOT / "params.yaml").read_text().replace("lr: 0.01", "lr: 1e-3")
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_settings(tmp_path / "params.yaml").train.lr == 0.001
+
+
+def test_a_class_without_test_images_has_no_accuracy(tmp_path):
+    matrix = np.array([[2, 1, 0], [0, 0, 0], [0, 1, 3]])
+    accuracy = per_class_accuracy(matrix)
+    assert accuracy[0] == pytest.approx(200 / 3) and np.isnan(accuracy[1]) and accuracy[2] == 75.0
+    pd.DataFrame({"class": ["a", "b", "c"], "accuracy": accuracy}).to_csv(tmp_path / "per_class.csv", index=False)
+    assert (tmp_path / "per_class.csv").read_text().splitlines()[2] == "b,"  # empty, not 0.0
