@@ -132,45 +132,10 @@ def _deleted_experiment(uri: str, experiment) -> StageError:
                       f"{experiment.experiment_id}`, or use another with -S mlflow.experiment=<name>")
 
 
-_EARLY: dict[tuple[str, str], tuple[Any, dict]] = {}  # (experiment, uri) -> (thread, outcome) of connect_early
-
-
-def connect_early(experiment: str) -> None:
-    """Start ``connect(experiment)`` in a background thread (importing MLflow and opening the
-    store take seconds) while the caller builds its model; the next ``connect`` of the same
-    experiment and store waits for it and returns its result or raises its error. It opens
-    no run. Not a daemon: a process that fails meanwhile waits for it, never leaving a store
-    half created."""
-    import threading
-
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["value"] = _connect(experiment, None, True)
-        except BaseException as err:  # raised again by the caller's connect
-            outcome["error"] = err
-
-    thread = threading.Thread(target=work, name="mlflow-connect")
-    _EARLY[(experiment, tracking_uri())] = (thread, outcome)
-    thread.start()
-
-
 def connect(experiment: str, root: Path | None = None, create: bool = True):
     """(client, experiment id or None) for the store, creating the store and the experiment
     (with an explicit artifact location) when ``create``. An unreachable or corrupt store is
     one clear error before anything is trained or written."""
-    early = _EARLY.pop((experiment, tracking_uri(root)), None) if create else None
-    if early is not None:
-        thread, outcome = early
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-    return _connect(experiment, root, create)
-
-
-def _connect(experiment: str, root: Path | None, create: bool):
     # fail fast instead of MLflow's minutes of retries against a dead server
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")

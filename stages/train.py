@@ -95,12 +95,6 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     arrays, data_meta = load_prepared(data_dir)
     arrays = select_subsets(arrays, settings.data.train_subset, settings.data.test_subset, settings.seed)
     mark("data_load_s")
-    if track:  # the store opens while the model builds; a bad device fails first, with the store untouched
-        from stages.engine import pick_device
-        from stages.tracking import connect_early
-
-        pick_device(settings.runtime.device)
-        connect_early(settings.experiment)
     recipe = settings.recipe(model)
     recipe["data"]["source"] = data_meta["source"]  # what prepare really read
     trainer = Trainer(model, engine_recipe(settings))  # resolves the device: a bad one fails before any run opens

@@ -95,23 +95,3 @@ def test_unreachable_tracking_server_fails_fast_before_any_output(project):
     assert last.startswith("error: MLflow tracking store http://127.0.0.1:9 is unreachable")
     assert "MLFLOW_TRACKING_URI" in last and "Traceback" not in proc.stderr
     assert not (project / "outputs").exists()
-
-
-def test_the_store_opened_early_is_the_one_the_run_uses(tmp_path, monkeypatch):
-    """connect_early (started by the train stage while its model builds) hands its client to
-    the next connect, once; a store that cannot open is that connect's one-line error."""
-    from stages.common import StageError
-    from stages.tracking import _EARLY, connect, connect_early
-
-    monkeypatch.chdir(tmp_path)
-    connect_early("test-exp")
-    [(thread, outcome)] = _EARLY.values()
-    client, experiment_id = connect("test-exp")
-    assert not thread.is_alive() and not _EARLY and outcome["value"] == (client, experiment_id)
-    assert client.get_experiment(experiment_id).name == "test-exp" and (tmp_path / "mlflow.db").exists()
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    connect_early("test-exp")
-    with pytest.raises(StageError, match="is unreachable"):
-        connect("test-exp")
-    assert not _EARLY
