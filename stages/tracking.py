@@ -186,11 +186,19 @@ def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool
 STUDY_TRAIN = {"init": "default", "lr": 0.01}
 
 
+# a re-encoded data variant's tarball (benchmarks/jpeg_variants.py): cifar10-jpeg-q50.tar.gz
+JPEG_VARIANT = re.compile(r"-q(\d+)\.(?:tar\.gz|tgz|tar)$")
+
+
 def run_name(recipe: dict[str, Any]) -> str:
     """``<model>-e<epochs>-s<seed>``, then each ablation setting that differs from the study's
-    (e.g. ``vgg16-e40-s0-init_kaiming``), so an ablation never shares a name with the recipe's run."""
+    (e.g. ``vgg16-e40-s0-init_kaiming``) and the JPEG quality of a re-encoded data variant
+    (``alexnet-e40-s0-jpeg_q25``), so neither shares a name with the recipe's run."""
     changed = [f"{key}_{value}" for key, value in recipe.get("train", {}).items()
                if key in STUDY_TRAIN and value != STUDY_TRAIN[key]]
+    variant = JPEG_VARIANT.search(str(recipe.get("data", {}).get("source", "")))
+    if variant:
+        changed.append(f"jpeg_q{variant.group(1)}")
     return "-".join([f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}", *changed])
 
 

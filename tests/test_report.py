@@ -171,6 +171,9 @@ def test_a_run_that_differs_from_the_recipe_says_so_in_its_name():
     assert run_name({**recipe, "train": {**recipe["train"], "lr": 0.001, "init": "kaiming"}}) == \
         "vgg16-e40-s0-lr_0.001-init_kaiming"
     assert run_name({**recipe, "train": {**recipe["train"], "batch_size": 16}}) == "vgg16-e40-s0"  # tiny runs
+    mirror = {**recipe, "data": {"source": "../shared/data/cifar10-jpeg.tar.gz"}}
+    assert run_name(mirror) == "vgg16-e40-s0"
+    assert run_name({**mirror, "data": {"source": ".device/gpu/cifar10-jpeg-q25.tar.gz"}}) == "vgg16-e40-s0-jpeg_q25"
 
 
 def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, monkeypatch, analyses):
