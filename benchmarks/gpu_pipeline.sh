@@ -97,7 +97,19 @@ up || { tail -5 $L/server.log; echo "mlflow server did not start"; exit 1; }
 $PY -m dvc repro prepare > $L/prepare.log 2>&1 || { tail -3 $L/prepare.log; exit 1; }
 stamp "mlflow server up, mirror prepared (the queued experiments restore it from the run-cache)"
 
-# part B's experiments, queued before part A starts: queueing stashes the workspace, which dvc repro writes
+# part B's experiments, queued before part A starts: queueing stashes the workspace, which dvc repro writes.
+# DVC's queue keeps them in kombu's filesystem transport, which names each message after
+# int(monotonic() * 1000) and reads the names in string order: messages queued across a change in
+# that number's digit count (100 s, 1000 s, ... after boot) run newest first. Seen on a machine
+# whose queueing crossed 100 s of uptime (results/h200-2026-11-27/README.md). So wait past a near one.
+$PY - <<'EOF'
+import time
+now = time.monotonic()
+for mark in (100, 1_000, 10_000, 100_000):
+    if now < mark < now + 90:  # queueing takes well under 90 s
+        print(f"waiting {mark - now + 1:.0f} s: queue messages must not straddle {mark} s of uptime (kombu's order)")
+        time.sleep(mark - now + 1)
+EOF
 N=0
 EXTRA=(); [ "${COMPILE:-0}" = 1 ] && EXTRA=(-S runtime.compile=true)  # COMPILE=1: part B compiled (runtime only)
 q() { local name=$1; shift; $PY -m dvc exp run --queue -n "$name" "$@" -S mlflow.log_model=false "${EXTRA[@]}" \

@@ -28,6 +28,8 @@ from stages.figures import SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
 from stages.init_signal import OUT_DIR as SIGNAL_DIR
 from stages.init_signal import analyse as analyse_init_signal
 from stages.init_signal import summary as init_signal_summary
+from stages.jpeg_cost import cost_table, plot_cost, variant_cells
+from stages.jpeg_cost import section as jpeg_section
 from stages.paper import NAMES
 from stages.receptive_field import OUT_DIR as RF_DIR
 from stages.receptive_field import analyse as analyse_receptive_fields
@@ -116,6 +118,10 @@ def first_losses(client, cell: Cell | None, epochs: int = 5) -> str:
     return " / ".join(f"{v:.3f}" for s, v in points if s <= epochs)
 
 
+ABLATION_COLUMNS = ["setting", "model", "epochs", "seeds", "test acc", "recipe's test acc", "train loss, epochs 1-5",
+                    "recipe's train loss, epochs 1-5"]
+
+
 def ablation_table(client, selection: Selection) -> pd.DataFrame:
     rows = []
     for (key, value, model, epochs), cell in sorted(selection.ablation.items()):
@@ -126,7 +132,7 @@ def ablation_table(client, selection: Selection) -> pd.DataFrame:
                      "recipe's test acc": fmt_stat(base.values("final_test_acc")) if base else "not run",
                      "train loss, epochs 1-5": first_losses(client, cell),
                      "recipe's train loss, epochs 1-5": first_losses(client, base)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)  # the header even when empty: a CSV reads back
 
 
 # ---------------------------------------------------------------- figures
@@ -240,7 +246,9 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
 
     models = list(settings.models)
     runs, workspace, client, uri = fetch_runs(settings, output_root)
-    selection = select(runs, settings, data_sha256(data_dir), workspace)
+    variants = variant_cells(runs, settings)  # the JPEG section's runs; every other one goes through select
+    in_jpeg = {r["run_id"] for cell in variants.values() for r in cell.runs}
+    selection = select(runs[~runs["run_id"].isin(in_jpeg)], settings, data_sha256(data_dir), workspace)
     short, long = choose_epochs(selection.study, settings.epochs, settings.report.short_epochs)
     times = epoch_times(client, [r for cell in selection.study.values() for r in cell.runs])
     shared = device_sharing(runs)
@@ -269,6 +277,10 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
             table.to_csv(tmp / "tables" / f"{name}.csv", index=False)
         seed_values(selection.study, times).to_csv(tmp / "tables" / "seed_values.csv", index=False)
         ablation.to_csv(tmp / "tables" / "ablation.csv", index=False)
+        jpeg = cost_table(selection.study, variants)
+        jpeg.to_csv(tmp / "tables" / "jpeg_cost.csv", index=False)
+        jpeg_lines = jpeg_section(jpeg, plot_cost(selection.study, variants, tmp / "figures" / "jpeg_cost.png"),
+                                  gap_to_paper(selection.study, variants))
         for model, table in rf_tables.items():
             table.to_csv(tmp / "tables" / f"receptive_field_{model}.csv", index=False)
         rf_diff.to_csv(tmp / "tables" / "receptive_field_paper_differences.csv", index=False)
@@ -287,11 +299,22 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
                     pictures.setdefault(model, []).append(kind)
         text = render(tables=tables, ablation=ablation, signal=signal, rf_tables=rf_tables, rf_diff=rf_diff,
                       provenance=provenance, short=short, long=long, selection=selection, store=store_name(uri),
-                      settings=settings, curves=curves, pictures=pictures,
+                      settings=settings, curves=curves, pictures=pictures, jpeg=jpeg_lines,
                       sources=figure_sources(pictures, output_root), sharing=sharing_note(runs, provenance))
         (tmp / "report.md").write_text(text)
     return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation,
             "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
+
+
+def gap_to_paper(study: dict[tuple[str, int], Cell], variants: dict) -> str:
+    """Table 5's differences for the models and epoch counts the JPEG section shows."""
+    gaps = []
+    for model, epochs in sorted({(m, e) for m, e, _ in variants}):
+        values = study[(model, epochs)].values("final_test_acc") if (model, epochs) in study else []
+        if values and epochs in paper.EPOCHS:
+            theirs = paper.ACCURACY[model][paper.EPOCHS.index(epochs)]
+            gaps.append(f"{NAMES[model]} {mean_sd(values)[0] - theirs:+.2f} points at {epochs} epochs")
+    return "; ".join(gaps) or "Table 5"
 
 
 SIGNAL = ("Without training: the standard deviation of each conv/linear layer's output (forward) and of the loss "
@@ -317,7 +340,7 @@ FEATURE_MAPS = ("Each figure comes from one training, named under the model (not
 
 
 def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, store, settings,
-           curves, pictures, sources, sharing) -> str:
+           curves, pictures, sources, sharing, jpeg) -> str:
     shas = sorted(set(provenance["data sha256"])) if len(provenance) else []
     devices = sorted(set(provenance["device"].dropna())) if len(provenance) else []
     data = data_name(settings.data.source)
@@ -359,6 +382,7 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
                 "same guess for every image.", "", md_table(ablation), ""]
     else:
         out += ["No runs yet. For example: `dvc exp run -S train.init=kaiming -S 'models=[vgg16]'`.", ""]
+    out += ["## What the JPEG mirror costs: accuracy against JPEG quality", "", *jpeg]
     out += ["## Why plain VGG-16 does not learn: the signal at initialisation", "", SIGNAL, "",
             "![signal at initialisation](figures/init_signal.png)", "", md_table(signal), ""]
     out += ["## Runs left out", ""]

@@ -308,3 +308,25 @@ def test_device_sharing_is_told_from_host_device_and_times_or_said_unknowable():
         {"run_id": "e", "tags.host": None, "tags.device_name": "H100", "start_time": t(0), "end_time": t(300)},
     ])
     assert device_sharing(runs) == {"a": 1, "b": 1, "c": 0, "d": 0, "e": None}
+
+
+def test_runs_on_a_jpeg_variant_get_their_own_section_beside_the_mirror(store, analyses):
+    tmp_path, _ = store
+    log_run("alexnet", 40, 86.0, 1.5, seed=1)  # the mirror (the recipe's data): 87.0 and 86.0
+    for seed, acc in [(0, 85.0), (1, 84.0)]:
+        log_run("alexnet", 40, acc, 1.0, seed=seed, **{"data.source": "v/cifar10-jpeg-q50.tar.gz"})
+    log_run("alexnet", 40, 80.0, 1.0, **{"data.source": "v/cifar10-jpeg-q25.tar.gz"})
+    log_run("alexnet", 40, 70.0, 1.0, **{"data.source": "v/cifar10-jpeg-q25.tar.gz", "train.lr": "0.1"})
+    result, tables, text = report(tmp_path, analyses)
+    rows = pd.read_csv(tmp_path / "reports/tables/jpeg_cost.csv", dtype=str).set_index("JPEG quality")
+    assert list(rows.index) == ["75 (the mirror)", "50", "25"]
+    assert rows.loc["75 (the mirror)", "test acc (%)"] == "86.50 ± 0.71"
+    assert rows.loc["50", "test acc (%)"] == "84.50 ± 0.71" and rows.loc["50", "difference to the mirror"] == "-2.00"
+    half = stats.t.ppf(0.975, 2) * (0.5 / 2 + 0.5 / 2) ** 0.5  # equal sds: Welch's df is 2 (n-1 per side, summed)
+    assert rows.loc["50", "95% interval"] == f"[{-2 - half:+.2f}, {-2 + half:+.2f}]"
+    assert rows.loc["25", "n"] == "1" and rows.loc["25", "test acc (%)"] == "80.00"  # the lr=0.1 run is not in it
+    assert (tmp_path / "reports/figures/jpeg_cost.png").stat().st_size > 10_000
+    assert "AlexNet -1.31 points at 40 epochs" in text  # Table 5's gap: 86.50 - 87.81
+    assert "1 finished run with data.source=v/cifar10-jpeg-q25.tar.gz and train.lr=0.1" in result["selection"].left_out
+    assert not any("q50" in line for line in result["selection"].left_out)  # shown, so not left out
+    assert result["tables"]["table5_accuracy"].set_index("model").loc["AlexNet", "ours (40 ep)"] == "86.50 ± 0.71 (n=2)"

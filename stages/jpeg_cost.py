@@ -1,0 +1,118 @@
+"""What JPEG compression costs in accuracy (issue 22), for the report.
+
+The study's offline data is a JPEG mirror of CIFAR-10 (quality 75, 4:2:0 chroma; see the
+data's README). Its cost cannot be measured against the official archive where that cannot be
+fetched, so the slope is measured instead: the same recipe on the mirror re-encoded at lower
+qualities (``benchmarks/jpeg_variants.py``; a run's ``data.source`` ends in ``-q<Q>.tar.gz``),
+beside the study's own runs on the mirror. A variant is the mirror decoded and encoded again,
+so it is compressed twice: the rows say how accuracy falls as compression grows, not what the
+uncompressed images would give.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from stages.claims import interval, spread
+from stages.config import Settings
+from stages.figures import pyplot
+from stages.paper import NAMES
+from stages.selection import Cell, _cells, _value, expected_params, welch
+from stages.tracking import JPEG_VARIANT
+
+MIRROR_QUALITY = 75
+MIRROR = f"{MIRROR_QUALITY} (the mirror)"
+COLUMNS = ["model", "epochs", "JPEG quality", "test acc (%)", "n", "seeds", "difference to the mirror", "95% interval"]
+
+
+def variant_quality(source: object) -> int | None:
+    """The JPEG quality of a re-encoded variant's data source, None for any other source."""
+    found = JPEG_VARIANT.search(str(source or ""))
+    return int(found.group(1)) if found else None
+
+
+def variant_cells(runs: pd.DataFrame, settings: Settings) -> dict[tuple[str, int, int], Cell]:
+    """(model, epochs, quality) -> the latest finished run per seed of each variant whose recipe
+    equals params.yaml's in everything but the data."""
+    if runs.empty or "params.data.source" not in runs:
+        return {}
+    quality = runs["params.data.source"].map(variant_quality)
+    runs = runs[quality.notna() & runs["params.model"].isin(settings.models)]
+    runs = runs.assign(quality=quality[runs.index].astype(int))
+    wanted = {k: v for k, v in expected_params(settings, None).items() if k != "data.source"}  # all but the data
+    same = runs.apply(lambda run: all(_value(run, k) == v for k, v in wanted.items()), axis=1)
+    runs = runs[same] if len(runs) else runs
+    if runs.empty:
+        return {}
+    runs = runs.assign(**{"params.epochs": runs["params.epochs"].astype(int)})
+    return _cells(runs, ["params.model", "params.epochs", "quality"], set())
+
+
+def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> pd.DataFrame:
+    """One row per model, epoch count and quality that has variant runs: the mirror's row first,
+    then each variant with its difference to the mirror and the 95% Welch interval."""
+    rows = []
+    for model, epochs in sorted({(m, e) for m, e, _ in variants}):
+        mirror = study.get((model, epochs))
+        base = mirror.values("final_test_acc") if mirror else []
+        rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": MIRROR,
+                     "test acc (%)": spread(base) if base else "not run", "n": len(base),
+                     "seeds": ", ".join(map(str, mirror.seeds)) if mirror else "",
+                     "difference to the mirror": "", "95% interval": ""})
+        for quality in sorted((q for m, e, q in variants if (m, e) == (model, epochs)), reverse=True):
+            cell = variants[(model, epochs, quality)]
+            values = cell.values("final_test_acc")
+            gap = welch(values, base) if base and len(values) else None
+            rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": f"{quality}",
+                         "test acc (%)": spread(values), "n": len(values), "seeds": ", ".join(map(str, cell.seeds)),
+                         "difference to the mirror": f"{gap.gap:+.2f}" if gap else "no mirror run",
+                         "95% interval": interval(gap) if gap and gap.n[1] else ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def plot_cost(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell], path: Path) -> bool:
+    """Test accuracy against JPEG quality: each seed a dot, the mean a line, one colour per model."""
+    if not variants:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for model, epochs in sorted({(m, e) for m, e, _ in variants}):
+        cells = {q: variants[(model, epochs, q)] for m, e, q in variants if (m, e) == (model, epochs)}
+        if (model, epochs) in study:
+            cells[MIRROR_QUALITY] = study[(model, epochs)]
+        points = {q: cell.values("final_test_acc") for q, cell in sorted(cells.items())}
+        label = f"{NAMES.get(model, model)}, {epochs} epochs"
+        line = ax.plot(list(points), [sum(v) / len(v) for v in points.values()], "-", label=label)[0]
+        for quality, values in points.items():
+            ax.plot([quality] * len(values), values, "o", color=line.get_color(), fillstyle="none")
+    ax.axvline(MIRROR_QUALITY, color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="JPEG quality of the training and test images (75: the mirror; lower: re-encoded)",
+           ylabel="test accuracy (%)", title="What JPEG compression costs (each seed a circle, the mean a line)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def section(table: pd.DataFrame, drawn: bool, gap_to_paper: str) -> list[str]:
+    """The report's section, or a line saying how to fill it."""
+    from stages.figures import md_table
+
+    if table.empty:
+        return ["No runs yet. Make a variant with `python -m benchmarks.jpeg_variants <mirror> --quality 50 "
+                "--out data/raw`, then `dvc exp run -S data.source=data/raw/cifar10-jpeg-q50.tar.gz`.", ""]
+    return [
+        "The same recipe on the mirror re-encoded at a lower JPEG quality (`benchmarks/jpeg_variants.py`), beside "
+        "the study's own runs on the mirror (quality 75). Difference: the variant's mean minus the mirror's; its "
+        "95% Welch interval needs two seeds a side.", "",
+        md_table(table), "",
+        *(["![accuracy against JPEG quality](figures/jpeg_cost.png)", ""] if drawn else []),
+        "What it suggests: accuracy falls as compression grows, so the mirror's own compression plausibly costs "
+        f"some of the gap to the paper ({gap_to_paper}). What it cannot prove: how much. A variant is compressed "
+        "twice (the mirror's quality 75, then its own), so its loss is not the mirror's; and no run here saw "
+        "uncompressed images, which only the official archive (`data.source: official`) can give.", "",
+    ]
