@@ -447,6 +447,18 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
 
 
 # ---------------------------------------------------------------- persistent compile cache (issue 24)
+def compile_cache_dir():
+    """Where the train stage keeps compiled kernels between processes: ``STUDY_COMPILE_CACHE``, else
+    the user's cache folder. Outside the project on purpose: DVC's queue trains in temporary copies,
+    which should share one cache per machine."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("STUDY_COMPILE_CACHE"):
+        return Path(os.environ["STUDY_COMPILE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-vgg-cifar10" / "compile"
+
+
 def compile_cache_file(folder, device: str):
     """Where Inductor's cache artifacts for this torch and this device live: compiled kernels are
     valid only for the torch version and the GPU (or CPU) that built them."""
@@ -488,7 +500,10 @@ def save_compile_cache(folder, device: str) -> str:
     blob, path = saved[0], compile_cache_file(folder, device)
     if path.exists() and path.read_bytes() == blob:
         return f"compile cache: {path} unchanged"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(blob)
+    try:  # a cache that cannot be written costs the next process a cold compile, never this training
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(blob)
+    except OSError as err:
+        return f"compile cache: not saved to {path} ({err.strerror or err}); the next process compiles afresh"
     return f"compile cache: {len(blob) / 1e6:.1f} MB saved to {path}"

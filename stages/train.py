@@ -84,7 +84,14 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
     import torch
 
-    from stages.engine import Trainer, precision_choice, train
+    from stages.engine import (
+        Trainer,
+        compile_cache_dir,
+        load_compile_cache,
+        precision_choice,
+        save_compile_cache,
+        train,
+    )
     from stages.prepare import load_prepared
     from stages.resume import StateWriter, code_hashes, fingerprint, load_resumable, state_path
     from stages.tracking import training_run
@@ -100,6 +107,8 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     trainer = Trainer(model, engine_recipe(settings))  # resolves the device: a bad one fails before any run opens
     mark("model_and_device_s")
     log(f"{model}: {precision_choice(trainer.device, settings.runtime.precision)[1]}")
+    if trainer.recipe.compile:  # kernels an earlier process of this torch and device compiled: seconds, not a minute
+        log(f"{model}: {load_compile_cache(compile_cache_dir(), trainer.device)}")
     prov = provenance(device=trainer.device, data_sha256=data_meta["sha256"])
     record = {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime, "provenance": prov,
               "num_parameters": trainer.num_parameters, "experiment": settings.experiment,
@@ -148,6 +157,8 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
                               143 if isinstance(err, Terminated) else 130) from err
         writer.wait()
         mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
+        if trainer.recipe.compile:
+            log(f"{model}: {save_compile_cache(compile_cache_dir(), trainer.device)}")
         summary = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
         epochs_s = sum(h["epoch_time_s"] for h in result["history"][resumed_epochs:])
         record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000),
