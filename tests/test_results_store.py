@@ -52,6 +52,38 @@ def test_the_report_rebuilds_from_the_store_alone(store, tmp_path):
             assert "(n=" in cell, cell  # at least two seeds behind every number
 
 
+# what a store logged with the current code holds beyond the tables: per store, the runs its
+# README names as cut before their evaluation, and how many models it logged (weights not committed)
+CONTENT = {"h200-2026-11-27": {"not_evaluated": {"alexnet-e40-s0-jpeg_q25", "alexnet-e40-s1-jpeg_q25"}, "models": 4}}
+
+
+@pytest.mark.parametrize("store", [s for s in STORES if s.name in CONTENT], ids=lambda s: s.name)
+def test_the_study_runs_carry_what_an_mlflow_user_expects(store):
+    expected = CONTENT[store.name]
+    with sqlite3.connect(store / "mlflow.db") as con:
+        runs = dict(con.execute("select run_uuid, name from runs where status = 'FINISHED'").fetchall())
+        uris = dict(con.execute("select run_uuid, artifact_uri from runs").fetchall())
+
+        def having(sql: str) -> set[str]:
+            return {row[0] for row in con.execute(sql)}
+
+        gpu_metrics = having("select distinct run_uuid from metrics where key like 'system/gpu%'")
+        described = having("select run_uuid from tags where key = 'mlflow.note.content' and value != ''")
+        with_data = having("select destination_id from inputs where destination_type = 'RUN'")
+        evaluated = having("select distinct run_uuid from metrics where key = 'eval/test_acc'")
+        models = con.execute("select count(*) from logged_models").fetchone()[0]
+    con.close()
+    assert runs and len(set(runs.values())) == len(runs), sorted(runs.values())  # names say what differs
+    for what, found in (("GPU system metrics", gpu_metrics), ("a description", described), ("a dataset", with_data)):
+        assert not set(runs) - found, f"runs without {what}: {sorted(runs[r] for r in set(runs) - found)}"
+    assert {runs[r] for r in set(runs) - evaluated} == expected["not_evaluated"]
+    for run in set(runs) & evaluated:
+        folder = store / "mlartifacts" / uris[run].removeprefix("mlflow-artifacts:/")
+        figures = sorted(p.name for p in (folder / "figures").glob("*.png"))
+        assert figures == ["confusion.png", "feature_maps.png", "filters.png", "learning_curve.png"], runs[run]
+    assert models == expected["models"]
+
+
 def served_command(store) -> list[str]:
     """The one command the store's README gives to serve it (relative paths, from the repo root)."""
     readme = (store / "README.md").read_text()
