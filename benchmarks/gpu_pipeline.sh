@@ -12,7 +12,7 @@
 #      epochs, then the JPEG variants: AlexNet, then VGG-16-BN, seeds 0 and 1, 40 epochs, on the
 #      mirror re-encoded at quality 50 and 25 (benchmarks/jpeg_variants.py, made here while
 #      prepare runs; the mirror itself is seeds 0 and 1 above).
-#   Whatever has not finished BUDGET - PACK_S seconds in is stopped (its run ends KILLED) and
+#   Whatever has not finished BUDGET - PACK_S seconds in is stopped (a training cut mid-way ends its run KILLED) and
 #   named in the log; what finished is packed.
 #
 #   bash benchmarks/gpu_pipeline.sh          # on the GPU machine, from the repo root
@@ -153,7 +153,7 @@ while [ $(date +%s) -lt $DEADLINE ]; do
   sleep 10
 done
 if [ -z "$REPRO_RC" ] || { [ $N -gt 0 ] && busy; }; then
-  stamp "time is up: stopping what still runs (its MLflow runs end KILLED)"
+  stamp "time is up: stopping what still runs (a training cut mid-way ends its MLflow run KILLED)"
   $PY -m dvc queue status 2>&1 | tee $L/queue_status_at_deadline.txt
   running=$(awk '$0 ~ /Running/ {print $2}' $L/queue_status_at_deadline.txt)
   $PY -m dvc queue remove --queued > /dev/null 2>&1

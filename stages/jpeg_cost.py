@@ -68,8 +68,18 @@ def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int
             rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": f"{quality}",
                          "test acc (%)": spread(values), "n": len(values), "seeds": ", ".join(map(str, cell.seeds)),
                          "difference to the mirror": f"{gap.gap:+.2f}" if gap else "no mirror run",
-                         "95% interval": interval(gap) if gap and gap.n[1] else ""})
+                         "95% interval": gap_interval(gap)})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def gap_interval(gap) -> str:
+    """The Welch interval, or which side has too few seeds for one."""
+    if gap is None:
+        return ""
+    if gap.low is not None:
+        return interval(gap)
+    short = [side for side, n in (("variant", gap.n[0]), ("mirror", gap.n[1])) if (n or 0) < 2]
+    return f"- ({' and '.join(short)}: one seed)"
 
 
 def plot_cost(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell], path: Path) -> bool:

@@ -325,6 +325,7 @@ def test_runs_on_a_jpeg_variant_get_their_own_section_beside_the_mirror(store, a
     half = stats.t.ppf(0.975, 2) * (0.5 / 2 + 0.5 / 2) ** 0.5  # equal sds: Welch's df is 2 (n-1 per side, summed)
     assert rows.loc["50", "95% interval"] == f"[{-2 - half:+.2f}, {-2 + half:+.2f}]"
     assert rows.loc["25", "n"] == "1" and rows.loc["25", "test acc (%)"] == "80.00"  # the lr=0.1 run is not in it
+    assert rows.loc["25", "95% interval"] == "- (variant: one seed)"
     assert (tmp_path / "reports/figures/jpeg_cost.png").stat().st_size > 10_000
     assert "AlexNet -1.31 points at 40 epochs" in text  # Table 5's gap: 86.50 - 87.81
     assert "1 finished run with data.source=v/cifar10-jpeg-q25.tar.gz and train.lr=0.1" in result["selection"].left_out
