@@ -5,8 +5,9 @@ to import and start, its first epoch (compile, cuDNN autotuning, graph capture) 
 epochs. Run it twice, each time with an empty ``TORCHINDUCTOR_CACHE_DIR``: the first process is
 cold, the second warm only through the artifact file, as a fresh machine's second training is.
 
+    CACHE=$(mktemp -d)   # empty, so that the first process is cold
     for run in cold warm; do TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) \
-      python -m benchmarks.compile_cache_bench --model vgg16_bn --cache /tmp/compile-cache --label $run; done
+      python -m benchmarks.compile_cache_bench --model vgg16_bn --cache "$CACHE" --label $run; done
 
 Random data: compile time and s/epoch do not depend on the pixels, and no dataset is needed.
 """

@@ -7,10 +7,13 @@ machines); tracking attaches through the ``on_epoch`` callback of ``train``.
 from __future__ import annotations
 
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import build_model, count_parameters
-from stages.common import Diverged, StageError
+from stages.common import Diverged, StageError, atomic_path, device_name
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -451,9 +454,6 @@ def compile_cache_dir():
     """Where the train stage keeps compiled kernels between processes: ``STUDY_COMPILE_CACHE``, else
     the user's cache folder. Outside the project on purpose: DVC's queue trains in temporary copies,
     which should share one cache per machine."""
-    import os
-    from pathlib import Path
-
     if os.environ.get("STUDY_COMPILE_CACHE"):
         return Path(os.environ["STUDY_COMPILE_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-vgg-cifar10" / "compile"
@@ -462,11 +462,6 @@ def compile_cache_dir():
 def compile_cache_file(folder, device: str):
     """Where Inductor's cache artifacts for this torch and this device live: compiled kernels are
     valid only for the torch version and the GPU (or CPU) that built them."""
-    import re
-    from pathlib import Path
-
-    from stages.common import device_name
-
     key = f"torch-{torch.__version__}-{device_name(device)}"
     return Path(folder) / f"{re.sub(r'[^A-Za-z0-9.+-]+', '_', key)}.bin"
 
@@ -492,8 +487,6 @@ def load_compile_cache(folder, device: str) -> str:
 def save_compile_cache(folder, device: str) -> str:
     """After the compiled code ran: save every cache artifact this process built or loaded
     (atomically; an unchanged cache is not rewritten). Returns a line for the stage's log."""
-    from stages.common import atomic_path
-
     saved = torch.compiler.save_cache_artifacts()
     if not saved or saved[1].empty():
         return "compile cache: nothing compiled, nothing saved"

@@ -108,10 +108,14 @@ def plot_cost(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int,
     return True
 
 
-def section(table: pd.DataFrame, drawn: bool, gap_to_paper: str) -> list[str]:
-    """The report's section, or a line saying how to fill it."""
+def section(table: pd.DataFrame, drawn: bool, gap_to_paper: str, on_variant: int | None = None) -> list[str]:
+    """The report's section, or a line saying why it is empty and how to fill it."""
     from stages.figures import md_table
 
+    if on_variant is not None:
+        return [f"This workspace's data is the mirror re-encoded at JPEG quality {on_variant}: its runs are the "
+                "tables above. The comparison against the mirror is made by a report whose `data.source` is the "
+                "mirror, e.g. `python -m stages.report --store <store>` with the mirror in its `params.yaml`.", ""]
     if table.empty:
         return ["No runs yet. Make a variant with `python -m benchmarks.jpeg_variants <mirror> --quality 50 "
                 "--out data/raw`, then `dvc exp run -S data.source=data/raw/cifar10-jpeg-q50.tar.gz`.", ""]

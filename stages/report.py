@@ -28,7 +28,7 @@ from stages.figures import SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
 from stages.init_signal import OUT_DIR as SIGNAL_DIR
 from stages.init_signal import analyse as analyse_init_signal
 from stages.init_signal import summary as init_signal_summary
-from stages.jpeg_cost import cost_table, plot_cost, variant_cells
+from stages.jpeg_cost import cost_table, plot_cost, variant_cells, variant_quality
 from stages.jpeg_cost import section as jpeg_section
 from stages.paper import NAMES
 from stages.receptive_field import OUT_DIR as RF_DIR
@@ -246,7 +246,10 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
 
     models = list(settings.models)
     runs, workspace, client, uri = fetch_runs(settings, output_root)
-    variants = variant_cells(runs, settings)  # the JPEG section's runs; every other one goes through select
+    # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
+    # shows its own runs in the tables: the comparison against the mirror is a mirror report's
+    on_variant = variant_quality(settings.data.source)
+    variants = variant_cells(runs, settings) if on_variant is None else {}
     in_jpeg = {r["run_id"] for cell in variants.values() for r in cell.runs}
     selection = select(runs[~runs["run_id"].isin(in_jpeg)], settings, data_sha256(data_dir), workspace)
     short, long = choose_epochs(selection.study, settings.epochs, settings.report.short_epochs)
@@ -280,7 +283,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         jpeg = cost_table(selection.study, variants)
         jpeg.to_csv(tmp / "tables" / "jpeg_cost.csv", index=False)
         jpeg_lines = jpeg_section(jpeg, plot_cost(selection.study, variants, tmp / "figures" / "jpeg_cost.png"),
-                                  gap_to_paper(selection.study, variants))
+                                  gap_to_paper(selection.study, variants), on_variant)
         for model, table in rf_tables.items():
             table.to_csv(tmp / "tables" / f"receptive_field_{model}.csv", index=False)
         rf_diff.to_csv(tmp / "tables" / "receptive_field_paper_differences.csv", index=False)

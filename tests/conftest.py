@@ -69,6 +69,17 @@ def write_official_archive(archive: Path, train_per_batch: int = 4, test_count: 
     return archive, hashlib.md5(archive.read_bytes()).hexdigest()
 
 
+def prepared_images(tmp_path_factory, name: str, train_per_class: int, test_per_class: int) -> Path:
+    """A tiny image tree run through the real prepare stage: the arrays a training reads."""
+    from stages.prepare import prepare
+
+    tree = write_image_tree(tmp_path_factory.mktemp(f"{name}-tree") / "cifar",
+                            {"train": train_per_class, "test": test_per_class})
+    out = tmp_path_factory.mktemp(f"{name}-data") / "cifar10"
+    prepare(source=str(tree), out_dir=out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def image_tree(tmp_path_factory) -> Path:
     return write_image_tree(tmp_path_factory.mktemp("tree") / "cifar", {"train": 4, "test": 2})

@@ -17,20 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, TINY, project_params, subprocess_env, write_image_tree
+from conftest import ROOT, TINY, prepared_images, project_params, subprocess_env
 
 from stages.evaluate import per_class_accuracy
-from stages.prepare import prepare
 
 PARAMS = project_params(**{**TINY, "epochs": 3})
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    tree = write_image_tree(tmp_path_factory.mktemp("integrity-tree") / "cifar", {"train": 8, "test": 2})
-    out = tmp_path_factory.mktemp("integrity-data") / "cifar10"
-    prepare(source=str(tree), out_dir=out)
-    return out
+    return prepared_images(tmp_path_factory, "integrity", 8, 2)
 
 
 def make_project(root: Path, prepared: Path, code: bool = False, **overrides) -> Path:

@@ -331,3 +331,15 @@ def test_runs_on_a_jpeg_variant_get_their_own_section_beside_the_mirror(store, a
     assert "1 finished run with data.source=v/cifar10-jpeg-q25.tar.gz and train.lr=0.1" in result["selection"].left_out
     assert not any("q50" in line for line in result["selection"].left_out)  # shown, so not left out
     assert result["tables"]["table5_accuracy"].set_index("model").loc["AlexNet", "ours (40 ep)"] == "86.50 ± 0.71 (n=2)"
+
+
+def test_a_workspace_trained_on_a_jpeg_variant_shows_its_runs_in_the_tables(store, analyses):
+    """A queued experiment with data.source on a variant: its report's Table 5 holds its own runs."""
+    tmp_path, _ = store
+    source = "v/cifar10-jpeg-q50.tar.gz"
+    on_variant = project_settings(epochs=40, seed=0, data={"source": source, "train_subset": 0, "test_subset": 0})
+    log_run("alexnet", 40, 84.0, 1.0, **{"data.source": source})
+    _, tables, text = report(tmp_path, analyses, settings=on_variant)
+    assert tables["table5_accuracy"].loc["AlexNet", "ours (40 ep)"] == "84.00"
+    assert "re-encoded at JPEG quality 50: its runs are the tables above" in text
+    assert tables["table5_accuracy"].loc["VGG-8", "ours (40 ep)"] != "88.00"  # the mirror's runs are not mixed in

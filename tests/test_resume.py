@@ -13,9 +13,16 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import TINY, free_port, project_params, start_server, stop_server, subprocess_env, write_image_tree
+from conftest import (
+    TINY,
+    free_port,
+    prepared_images,
+    project_params,
+    start_server,
+    stop_server,
+    subprocess_env,
+)
 
-from stages.prepare import prepare
 from stages.tracking import process_tags
 
 EPOCHS = 3
@@ -26,10 +33,7 @@ PARAMS = project_params(**{**TINY, "epochs": EPOCHS, "data": {"source": "tiny", 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    tree = write_image_tree(tmp_path_factory.mktemp("resume-tree") / "cifar", {"train": 30, "test": 4})
-    out = tmp_path_factory.mktemp("resume-data") / "cifar10"
-    prepare(source=str(tree), out_dir=out)
-    return out
+    return prepared_images(tmp_path_factory, "resume", 30, 4)
 
 
 def make_project(root: Path, prepared: Path, epochs: int = EPOCHS) -> Path:
