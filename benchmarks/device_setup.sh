@@ -4,8 +4,9 @@
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 $PY -c 'import torch; print("torch", torch.__version__)'
 if ! $PY -c 'import mlflow, dvc, flask_cors' 2>/dev/null; then  # flask, flask-cors: for `mlflow server`
-  $PY -m pip install -q --no-index --find-links "$CARRY/wheels" mlflow-skinny==3.17.2 sqlalchemy alembic \
-    flask flask-cors dvc==3.67.1 2>&1 | tail -3
+  [ -d .device/wheels ] || { echo "no mlflow and dvc here, and no .device/wheels: carry it, or run" \
+    "benchmarks/device_install.sh in a call just before this one on the same warm machine"; exit 1; }
+  . benchmarks/device_install.sh
 fi
 command -v git >/dev/null || { echo "no git on this machine"; exit 1; }
 git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD

@@ -14,7 +14,7 @@
 #   PARTS="state study" bash benchmarks/gpu_floor.sh   # only these parts; `study` (not in the
 #                                          # default) = bench.py study with torch.compile in the graph
 #
-# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle, wheels/}; writes $OUT/floor.tar.gz and $OUT/log.txt.
+# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle} and .device/wheels (benchmarks/device_carry.sh); writes $OUT/floor.tar.gz and $OUT/log.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GIT_AUTHOR_NAME=study GIT_AUTHOR_EMAIL=study@localhost \
   GIT_COMMITTER_NAME=study GIT_COMMITTER_EMAIL=study@localhost

@@ -10,7 +10,7 @@
 #   TINY=1 bash benchmarks/gpu_model_log.sh   # CPU rehearsal: a subset, 1 epoch
 #   COST_ONLY=1 bash benchmarks/gpu_model_log.sh   # part 1 only (COST_REPEATS=2 COST_TIMEOUT=100: shorter)
 #
-# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle, wheels/}; writes $OUT/model_log.tar.gz and $OUT/log.txt.
+# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle} and .device/wheels (benchmarks/device_carry.sh); writes $OUT/model_log.tar.gz and $OUT/log.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GIT_AUTHOR_NAME=study GIT_AUTHOR_EMAIL=study@localhost \
   GIT_COMMITTER_NAME=study GIT_COMMITTER_EMAIL=study@localhost

@@ -23,7 +23,9 @@
 #   STORE_IN=.device/gpu/store PARTS=jpeg    # go on in the store an earlier call packed (its mlflow.db,
 #                                            # mlartifacts/ and outputs/ unpacked there): a second call
 #
-# Needs .device/gpu (bash benchmarks/device_carry.sh), made after committing everything: queued
+# Needs .device/gpu and .device/wheels, or mlflow and dvc installed by benchmarks/device_install.sh in a call
+# just before on the same warm machine (bash benchmarks/device_carry.sh says which), made after
+# committing everything: queued
 # experiments see only what git tracks. Writes under $OUT: log.txt; store.tar.gz
 # (mlflow.db, params.yaml, report/, the seed-0 records and figures, logs/, model_sizes.txt);
 # artifacts.tar.gz (mlartifacts/ without the logged models' weights); main.tar.gz (dvc.lock,
@@ -112,8 +114,10 @@ for mark in (100, 1_000, 10_000, 100_000):
 EOF
 N=0
 EXTRA=(); [ "${COMPILE:-0}" = 1 ] && EXTRA=(-S runtime.compile=true)  # COMPILE=1: part B compiled (runtime only)
+# A queued experiment stops at its evaluations (QUEUE_TARGETS): the store's one report is built at the
+# end from every run, so per-experiment analyses and reports would only spend the deadline.
 q() { local name=$1; shift; $PY -m dvc exp run --queue -n "$name" "$@" -S mlflow.log_model=false "${EXTRA[@]}" \
-  > /dev/null 2>> $L/queue.err \
+  ${QUEUE_TARGETS-evaluate} > /dev/null 2>> $L/queue.err \
   && N=$((N + 1)) || echo "could not queue $name: $(grep ERROR $L/queue.err | tail -1)"; }
 if want long; then  # seed 0 at 40 epochs is part A's
   for s in ${LONG_SEEDS:-$SEEDS}; do [ "$s" = 0 ] || for m in $MODELS; do q e$LONG-s$s-$m -S seed=$s -S "models=[$m]"; done; done
@@ -175,7 +179,9 @@ $PY -c "import sqlite3; sqlite3.connect('mlflow.db').backup(sqlite3.connect('$S/
 kill -KILL -- -$SERVER 2> /dev/null
 [ $MPS_ON = 1 ] && echo quit | nvidia-cuda-mps-control
 cp params.yaml $S/; cp -r reports $S/report; cp -r $L $S/logs
-mkdir -p $S/mlartifacts && tar -C mlartifacts -c --exclude='./*/models' . | tar -C $S/mlartifacts -x
+EXCLUDE=(--exclude='./*/models')  # and the runs the store came with: only the new ones travel back
+[ -n "${STORE_IN:-}" ] && for d in "$STORE_IN"/mlartifacts/*/*/; do d=${d%/}; EXCLUDE+=(--exclude="./${d#$STORE_IN/mlartifacts/}"); done
+mkdir -p $S/mlartifacts && tar -C mlartifacts -c "${EXCLUDE[@]}" . | tar -C $S/mlartifacts -x
 du -sb mlartifacts/*/models/* 2> /dev/null | sed "s|mlartifacts/||" > $S/model_sizes.txt
 echo "models logged (not packed): $(wc -l < $S/model_sizes.txt), $(awk '{s += $1} END {printf "%.0f", s / 1e6}' $S/model_sizes.txt) MB"
 for dir in outputs/*/; do
