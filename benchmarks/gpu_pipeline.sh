@@ -179,9 +179,7 @@ $PY -c "import sqlite3; sqlite3.connect('mlflow.db').backup(sqlite3.connect('$S/
 kill -KILL -- -$SERVER 2> /dev/null
 [ $MPS_ON = 1 ] && echo quit | nvidia-cuda-mps-control
 cp params.yaml $S/; cp -r reports $S/report; cp -r $L $S/logs
-EXCLUDE=(--exclude='./*/models')  # and the runs the store came with: only the new ones travel back
-[ -n "${STORE_IN:-}" ] && for d in "$STORE_IN"/mlartifacts/*/*/; do d=${d%/}; EXCLUDE+=(--exclude="./${d#$STORE_IN/mlartifacts/}"); done
-mkdir -p $S/mlartifacts && tar -C mlartifacts -c "${EXCLUDE[@]}" . | tar -C $S/mlartifacts -x
+mkdir -p $S/mlartifacts && tar -C mlartifacts -c --exclude='./*/models' . | tar -C $S/mlartifacts -x
 du -sb mlartifacts/*/models/* 2> /dev/null | sed "s|mlartifacts/||" > $S/model_sizes.txt
 echo "models logged (not packed): $(wc -l < $S/model_sizes.txt), $(awk '{s += $1} END {printf "%.0f", s / 1e6}' $S/model_sizes.txt) MB"
 for dir in outputs/*/; do
@@ -190,6 +188,8 @@ for dir in outputs/*/; do
   cp -r "$dir/eval/figures" $S/outputs/$m/eval/ 2> /dev/null
 done
 $PY -m benchmarks.portable_store $S | head -3  # says "already portable", or fails naming what is not
+# the runs the store came with are in git already: only the new ones' artifacts travel back
+[ -n "${STORE_IN:-}" ] && for d in "$STORE_IN"/mlartifacts/*/*/; do d=${d%/}; rm -rf "$S/mlartifacts/${d#$STORE_IN/mlartifacts/}"; done
 tar -czf "$OUT/artifacts.tar.gz" -C $S mlartifacts
 [ -d $S/main ] && tar -czf "$OUT/main.tar.gz" -C $S/main . && rm -r $S/main
 cp "$OUT/log.txt" $S/logs/

@@ -95,7 +95,9 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     values = {"eval/params_per_accuracy_point": metrics["params_per_accuracy_point"],
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
-    client.log_inputs(run_id, datasets=[dataset_input(record, "evaluation")])
+    from stages.tracking import log_dataset
+
+    log_dataset(client, run_id, dataset_input(record, "evaluation"))
     for figure in sorted((eval_dir / "figures").glob("*.png")):
         client.log_artifact(run_id, str(figure), "figures")
     for table in ("per_class.csv", "confusion.csv"):

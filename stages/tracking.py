@@ -317,6 +317,23 @@ BUSY = re.compile(r"database is locked|too many (?:429|500|502|503|504) error re
 BUSY_WAITS_S = (0.25, 0.5, 1, 2, 4, 8)  # about 16 s in all; then the epochs wait for the next flush
 
 
+# Two trainings that start together on data the store has not seen both insert its dataset: the
+# store checks for it, then inserts, so one of them hits the table's unique key (sqlite, postgres).
+# The second try finds the other's row and links it.
+DATASET_RACE = re.compile(r"UNIQUE constraint failed: datasets\.|duplicate key value violates unique constraint")
+
+
+def log_dataset(client, run_id: str, dataset) -> None:
+    """Link ``dataset`` to the run, once more if a concurrent run inserted it first."""
+    for attempt in range(3):
+        try:
+            return _retry_busy(lambda: client.log_inputs(run_id, datasets=[dataset]))
+        except Exception as err:
+            if attempt == 2 or not DATASET_RACE.search(str(err)):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 def _retry_busy(call):
     """``call()``, again after a short wait while the store says it is busy."""
     for wait in (*BUSY_WAITS_S, None):
@@ -400,8 +417,13 @@ def _open_run(client, experiment_id: str, record: dict, start_time: int | None =
     from stages.run_content import dataset_input
 
     run = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name(record["recipe"]))
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in run_params(record).items()])
-    client.log_inputs(run.info.run_id, datasets=[dataset_input(record, "training")])
+    try:
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in run_params(record).items()])
+        log_dataset(client, run.info.run_id, dataset_input(record, "training"))
+    except Exception:  # a run that could not be opened whole is not left RUNNING
+        with contextlib.suppress(Exception):
+            client.set_terminated(run.info.run_id, status="FAILED")
+        raise
     return run.info.run_id
 
 

@@ -247,3 +247,35 @@ def test_a_class_without_test_images_has_no_accuracy(tmp_path):
     assert accuracy[0] == pytest.approx(200 / 3) and np.isnan(accuracy[1]) and accuracy[2] == 75.0
     pd.DataFrame({"class": ["a", "b", "c"], "accuracy": accuracy}).to_csv(tmp_path / "per_class.csv", index=False)
     assert (tmp_path / "per_class.csv").read_text().splitlines()[2] == "b,"  # empty, not 0.0
+
+
+def test_trainings_that_start_together_on_new_data_all_link_its_dataset(tmp_path):
+    """Seen on DVC's queue with two workers: both trainings insert the same new dataset, one hits
+    the store's unique key and failed as 'unreachable or unusable'. Eight at once, a real store."""
+    import threading
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from stages.tracking import log_dataset
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("race")
+    runs = [client.create_run(experiment).info.run_id for _ in range(8)]
+    dataset = DatasetInput(Dataset(name="cifar10-train-200", digest="0" * 32, source_type="local",
+                                   source="file:///data"), tags=[InputTag("mlflow.data.context", "training")])
+    barrier, errors = threading.Barrier(len(runs)), []
+
+    def link(run_id):
+        barrier.wait()
+        try:
+            log_dataset(client, run_id, dataset)
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {str(err)[:120]}")
+
+    threads = [threading.Thread(target=link, args=(run_id,)) for run_id in runs]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    assert errors == []
+    for run_id in runs:
+        assert [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs] == ["0" * 32]
