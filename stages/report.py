@@ -34,7 +34,7 @@ from stages.paper import NAMES
 from stages.receptive_field import OUT_DIR as RF_DIR
 from stages.receptive_field import analyse as analyse_receptive_fields
 from stages.selection import Cell, Selection, fmt_stat, mean_sd, select
-from stages.speed import TABLE6, device_sharing, epoch_times, sharing_cell, sharing_note
+from stages.speed import TABLE6, device_sharing, epoch_times, sharing_cell, sharing_note, timing_runs
 
 REPORT_DIR = Path("reports")
 DATA_DIR = Path("data/cifar10")
@@ -78,7 +78,7 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
             row5[f"ours ({label})"] = fmt_stat(ours) if ours else missing
             row5[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{theirs:.2f}"
             row5[f"diff ({label})"] = f"{mean_sd(ours)[0] - theirs:+.2f}" if ours else "-"
-            timed = [times[r["run_id"]] for r in cell.runs if r["run_id"] in times] if cell else []
+            timed = [times[r["run_id"]] for r in timing_runs(cell, shared) if r["run_id"] in times] if cell else []
             later = [t for _, t in timed if t is not None]
             untimed = "not logged" if cell else missing
             row6[f"first epoch ({label})"] = fmt_stat([f for f, _ in timed]) if timed else untimed
@@ -371,7 +371,8 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
         md_table(tables["table7_parameter_efficiency"]), "",
         "## Learning dynamics", "",
         ("Every seed of every model, one row per epoch count: colour for the model, line style and marker for the "
-         "seed (seed 0 solid with circles, seed 1 dashed with crosses), so seeds that coincide both show." if curves
+         "seed (a model's first seed solid with circles, its second dashed with crosses, its third dotted with "
+         "triangles; the legend names each), so seeds that coincide all show." if curves
          else "No runs to draw yet."), "",
         *(["![learning curves](figures/learning_curves.png)", ""] if curves else []),
         "## Discussion: what this rerun reproduces", "",

@@ -61,13 +61,23 @@ def overlapping(runs: pd.DataFrame, run_ids: set[str]) -> int:
     return count
 
 
+def timing_runs(cell: Cell, shared: dict[str, int | None]) -> list[pd.Series]:
+    """The runs whose seconds a Table 6 cell shows: those that had the device to themselves
+    where the cell has any (a mean over alone and shared runs would be neither speed nor
+    throughput), else all of them, the column saying they shared."""
+    return [r for r in cell.runs if shared.get(r["run_id"]) == 0] or cell.runs
+
+
 def sharing_cell(cell: Cell | None, shared: dict[str, int | None]) -> str:
     if cell is None:
         return "-"
     values = [shared.get(r["run_id"]) for r in cell.runs]
     if any(v is None for v in values):
         return "cannot tell"
-    return f"{sum(v > 0 for v in values)} of {len(values)}"
+    busy = sum(v > 0 for v in values)
+    if 0 < busy < len(values):
+        return f"{len(values) - busy} alone shown; {busy} shared left out"
+    return f"{busy} of {len(values)}"
 
 
 def sharing_note(runs: pd.DataFrame, provenance: pd.DataFrame) -> str:
@@ -86,5 +96,6 @@ def sharing_note(runs: pd.DataFrame, provenance: pd.DataFrame) -> str:
     if shared:
         return (f"{shared} of the {len(study)} runs shared their device with another training for part of their "
                 "time (same host and device, overlapping in time; `device shared`): their seconds measure "
-                "throughput under sharing, not the code's speed.")
+                "throughput under sharing, not the code's speed. Where a cell also has runs that had the device "
+                "to themselves, it shows only those (`device shared`: how many it left out).")
     return f"None of the {len(study)} runs shared its device with another training."

@@ -1,3 +1,4 @@
+import sqlite3
 import time
 
 import mlflow
@@ -108,6 +109,27 @@ def test_tables_show_exactly_the_matching_runs(store, analyses):
     assert "| vgg16 | Pool5 | Tables 2-4 | 236 | 212 |" in text
     assert "## Why plain VGG-16 does not learn: the signal at initialisation" in text
     assert (tmp_path / "reports/figures/init_signal.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table6_times_the_runs_alone_where_a_cell_has_them(tmp_path, monkeypatch, analyses):
+    """The H200 store: seed 0 trained alone, seeds 1 and 2 side by side. Their mean would be
+    neither the code's speed nor a throughput: the cell shows the run alone and says what it left out."""
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    client = mlflow.MlflowClient()
+    windows = {0: (0, 100), 1: (200, 300), 2: (250, 350)}  # seconds: seed 0 alone, seeds 1 and 2 overlap
+    for seed, (start, end) in windows.items():
+        run_id = log_run("vgg8", 40, 85.0 + seed, 1.0 if seed == 0 else 3.0, seed=seed)
+        client.set_tag(run_id, "host", "gpu-box")
+        client.set_terminated(run_id, end_time=1_700_000_000_000 + end * 1000)
+        with sqlite3.connect(tmp_path / "mlflow.db") as db:  # MLflow sets no start time after the fact
+            db.execute("update runs set start_time = ? where run_uuid = ?", (1_700_000_000_000 + start * 1000, run_id))
+    _, t, text = report(tmp_path, analyses)
+    t6 = t["table6_seconds_per_epoch"]
+    assert t6.loc["VGG-8", "later epochs (40 ep)"] == "1.00"  # the run alone, not 2.33 over all three
+    assert t6.loc["VGG-8", "device shared (40 ep)"] == "1 alone shown; 2 shared left out"
+    assert t["table5_accuracy"].loc["VGG-8", "ours (40 ep)"] == "86.00 ± 1.00 (n=3)"  # accuracy keeps every seed
+    assert "it shows only those" in text
 
 
 def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkeypatch, analyses):
