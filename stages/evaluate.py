@@ -20,7 +20,7 @@ from models import MODEL_NAMES, build_model, count_parameters
 from stages.common import OUTPUT_ROOT, StageError, atomic_path, output_paths, run_main, write_json
 from stages.config import load_settings
 from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
-from stages.figures import plot_feature_maps
+from stages.figures import plot_feature_maps, tile
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.prepare import load_prepared
 
@@ -100,18 +100,20 @@ def _plt():
 
 
 def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
+    """The first layer's filters, each stretched to [0, 1] on its own, 8 to a row, as one tiled
+    image (an axes per filter costs matplotlib seconds)."""
     plt = _plt()
     w = weight.detach().float().cpu()
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
     w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # each filter to [0, 1]
+    zoom = max(1, 24 // w.shape[1])  # a 3x3 filter drawn as 24x24 pixels of 8x8 blocks
+    w = w.repeat(zoom, axis=1).repeat(zoom, axis=2)
     cols = 8
     rows = -(-len(w) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9))
-    for ax, i in zip(axes.flat, range(rows * cols), strict=True):
-        ax.axis("off")
-        if i < len(w):
-            ax.imshow(w[i], interpolation="nearest")
+    fig, ax = plt.subplots(figsize=(cols * 0.9, rows * 0.9 + 0.4))
+    ax.imshow(tile(w, cols, gap=max(2, w.shape[1] // 3)), interpolation="nearest")
+    ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -76,26 +76,54 @@ def plot_curves(curves: list[dict], path: Path, title: str = "") -> bool:
     return plot_curve_rows([(title, curves)], path)
 
 
+def tile(panels: np.ndarray, cols: int, gap: int, fill: float = 1.0) -> np.ndarray:
+    """Panels (n, h, w, 3) laid out in rows of ``cols`` with ``gap`` pixels of ``fill`` between
+    and around them: one image, so a grid of many panels costs one matplotlib axes, not one each."""
+    n, h, w, c = panels.shape
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, c), fill, dtype=np.float32)
+    for i, panel in enumerate(panels):
+        r, k = divmod(i, cols)
+        grid[gap + r * (h + gap):gap + r * (h + gap) + h, gap + k * (w + gap):gap + k * (w + gap) + w] = panel
+    return grid
+
+
 def plot_feature_maps(images: np.ndarray, maps, path: Path, title: str, channels: int = 16) -> None:
     """First-layer feature maps of a few images, every panel on one colour scale (0 to the 99.5th
     percentile of the activations shown, brighter clipped; with its bar), so a dead or flat
-    channel looks dark and two figures compare by their bars. ``maps``: (images, channels, h, w)."""
+    channel looks dark and two figures compare by their bars. ``maps``: (images, channels, h, w).
+    Drawn as one tiled image (the input first in each row), which matplotlib renders in a
+    fraction of the time of an axes per panel."""
     plt = pyplot()
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     maps = np.asarray(maps.float().cpu() if hasattr(maps, "cpu") else maps, dtype=np.float32)
     channels = min(channels, maps.shape[1])
     top = float(np.percentile(maps[:, :channels], 99.5)) or float(maps[:, :channels].max()) or 1.0
-    fig, axes = plt.subplots(len(images), channels + 1, figsize=((channels + 1) * 0.9 + 1.0, len(images) * 1.0),
-                             squeeze=False)
-    for r, image in enumerate(images):
-        axes[r, 0].imshow(image)
-        for c in range(channels):
-            shown = axes[r, c + 1].imshow(maps[r, c], cmap="viridis", vmin=0.0, vmax=top)
-            if r == 0:
-                axes[r, c + 1].set_title(f"ch {c}", fontsize=7)
-        for ax in axes[r]:
-            ax.axis("off")
-    axes[0, 0].set_title("input", fontsize=7)
-    fig.colorbar(shown, ax=axes, fraction=0.015, pad=0.01, extend="max", label="activation (one scale, all panels)")
+    scale = ScalarMappable(norm=Normalize(0.0, top), cmap="viridis")
+    h, w = maps.shape[2:]
+    inputs = np.asarray(images, dtype=np.float32) / 255.0
+    if inputs.shape[1:3] != (h, w):  # a map smaller than its image (a strided first layer): the image scaled to it
+        import torch
+        import torch.nn.functional as F
+
+        inputs = F.interpolate(torch.from_numpy(inputs).permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
+                               align_corners=False).permute(0, 2, 3, 1).numpy()
+    coloured = scale.cmap(scale.norm(maps[:, :channels]))[..., :3]  # above the top: the bar's top colour
+    panels = np.concatenate([inputs[:, None], coloured], axis=1).reshape(-1, h, w, 3)
+    gap = max(2, h // 8)
+    grid = tile(panels, channels + 1, gap)
+    fig, ax = plt.subplots(figsize=((channels + 1) * 0.9 + 1.0, len(images) * 1.0))
+    ax.imshow(grid, interpolation="nearest")
+    centres = [gap + k * (w + gap) + (w - 1) / 2 for k in range(channels + 1)]
+    ax.set_xticks(centres, ["input", *(f"ch {c}" for c in range(channels))], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.colorbar(scale, ax=ax, fraction=0.015, pad=0.01, extend="max", label="activation (one scale, all panels)")
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
