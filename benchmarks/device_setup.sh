@@ -9,6 +9,14 @@ if ! $PY -c 'import mlflow, dvc, flask_cors' 2>/dev/null; then  # flask, flask-c
   . benchmarks/device_install.sh
 fi
 command -v git >/dev/null || { echo "no git on this machine"; exit 1; }
-git init -q && git fetch -q "$CARRY/repo.bundle" HEAD && git reset -q FETCH_HEAD
+# the bundle holds the commit and its trees, not its files: fetched as a partial clone, then the
+# working tree's files (the same commit's) written in as its blobs, so that the commit is whole
+# (DVC's queue checks it out) and no promisor is left to ask for more
+git init -q && { git remote remove bundle 2>/dev/null; true; } && git config core.repositoryformatversion 1 \
+  && git remote add bundle "$CARRY/repo.bundle" && git config remote.bundle.promisor true \
+  && git config extensions.partialClone bundle && git fetch -q --filter=blob:none bundle HEAD 2>/dev/null \
+  && git reset -q FETCH_HEAD && git ls-files -z | xargs -0 git hash-object -w -- > /dev/null \
+  && git config --unset extensions.partialClone && git remote remove bundle \
+  && git archive HEAD > /dev/null || { echo "could not make the bundled commit whole here"; exit 1; }
 echo "git commit $(git rev-parse HEAD); changed files: $(git status --porcelain --untracked-files=no | wc -l)"
 $PY -m dvc config core.analytics false
