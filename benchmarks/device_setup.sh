@@ -9,7 +9,7 @@ if ! $PY -c 'import mlflow, dvc, flask_cors' 2>/dev/null; then  # flask, flask-c
   . benchmarks/device_install.sh
 fi
 command -v git >/dev/null || { echo "no git on this machine"; exit 1; }
-# the bundle holds the commit and its trees, not its files: fetched as a partial clone, then the
+# the bundle holds the commit and the trees of its history, not their files: fetched as a partial clone, then the
 # working tree's files (the same commit's) written in as its blobs, so that the commit is whole
 # (DVC's queue checks it out) and no promisor is left to ask for more
 git init -q && { git remote remove bundle 2>/dev/null; true; } && git config core.repositoryformatversion 1 \
@@ -18,5 +18,6 @@ git init -q && { git remote remove bundle 2>/dev/null; true; } && git config cor
   && git reset -q FETCH_HEAD && git ls-files -z | xargs -0 git hash-object -w -- > /dev/null \
   && git config --unset extensions.partialClone && git remote remove bundle \
   && git archive HEAD > /dev/null || { echo "could not make the bundled commit whole here"; exit 1; }
+git rev-parse HEAD > .git/shallow  # its history has no files here: DVC's queue, copying the commit, stops at it
 echo "git commit $(git rev-parse HEAD); changed files: $(git status --porcelain --untracked-files=no | wc -l)"
 $PY -m dvc config core.analytics false
