@@ -22,6 +22,8 @@
 #                                            # ablation, short (5 epochs), jpeg (B); SEEDS (LONG_SEEDS) narrow them
 #   STORE_IN=.device/gpu/store PARTS=jpeg    # go on in the store an earlier call packed (its mlflow.db,
 #                                            # mlartifacts/ and outputs/ unpacked there): a second call
+#   DROP_RUNS="alexnet-e40-s0-jpeg_q25 ..."  # with STORE_IN: runs of that store to replace, deleted for good
+#                                            # (mlflow gc, artifacts too) before the new ones are queued
 #
 # Needs .device/gpu and .device/wheels, or mlflow and dvc installed by benchmarks/device_install.sh in a call
 # just before on the same warm machine (bash benchmarks/device_carry.sh says which), made after
@@ -96,6 +98,23 @@ up() { $PY -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], t
   2> /dev/null; }  # no curl needed
 for i in $(seq 90); do up && break; sleep 1; done
 up || { tail -5 $L/server.log; echo "mlflow server did not start"; exit 1; }
+if [ -n "${DROP_RUNS:-}" ]; then  # runs of the store this call replaces (by name): deleted, then gone for good
+  ids=$($PY - $DROP_RUNS <<'EOF'
+import sys
+from mlflow import MlflowClient
+client = MlflowClient()
+for name in sys.argv[1:]:
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()], f"attributes.run_name = '{name}'")
+    for run in found:
+        client.delete_run(run.info.run_id)
+        print(run.info.run_id)
+    if not found:
+        print(f"no run named {name} to drop", file=sys.stderr)
+EOF
+  )
+  [ -n "$ids" ] && $PY -m mlflow gc --backend-store-uri "sqlite:///$PWD/mlflow.db" --run-ids "$(echo $ids | tr ' ' ,)" \
+    > $L/drop_runs.log 2>&1 && stamp "dropped $(echo $ids | wc -w) runs: $DROP_RUNS ($ids)"
+fi
 $PY -m dvc repro prepare > $L/prepare.log 2>&1 || { tail -3 $L/prepare.log; exit 1; }
 stamp "mlflow server up, mirror prepared (the queued experiments restore it from the run-cache)"
 
