@@ -114,6 +114,7 @@ EOF
   )
   [ -n "$ids" ] && $PY -m mlflow gc --backend-store-uri "sqlite:///$PWD/mlflow.db" --run-ids "$(echo $ids | tr ' ' ,)" \
     > $L/drop_runs.log 2>&1 && stamp "dropped $(echo $ids | wc -w) runs: $DROP_RUNS ($ids)"
+  for id in $ids; do rm -rf mlartifacts/*/$id; done  # gc cannot reach mlflow-artifacts:/ files without the server
 fi
 $PY -m dvc repro prepare > $L/prepare.log 2>&1 || { tail -3 $L/prepare.log; exit 1; }
 stamp "mlflow server up, mirror prepared (the queued experiments restore it from the run-cache)"
