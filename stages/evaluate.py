@@ -20,7 +20,7 @@ from models import MODEL_NAMES, build_model, count_parameters
 from stages.common import OUTPUT_ROOT, StageError, atomic_path, output_paths, run_main, write_json
 from stages.config import load_settings
 from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
-from stages.figures import plot_feature_maps, tile
+from stages.figures import plot_feature_maps, pyplot, tile
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.prepare import load_prepared
 
@@ -90,19 +90,10 @@ def first_layer_maps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     raise StageError("the model's features have no ReLU")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
     """The first layer's filters, each stretched to [0, 1] on its own, 8 to a row, as one tiled
     image (an axes per filter costs matplotlib seconds)."""
-    plt = _plt()
+    plt = pyplot()
     w = weight.detach().float().cpu()
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
@@ -121,7 +112,7 @@ def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     im = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)

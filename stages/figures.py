@@ -103,13 +103,7 @@ def plot_feature_maps(images: np.ndarray, maps, path: Path, title: str, channels
     top = float(np.percentile(maps[:, :channels], 99.5)) or float(maps[:, :channels].max()) or 1.0
     scale = ScalarMappable(norm=Normalize(0.0, top), cmap="viridis")
     h, w = maps.shape[2:]
-    inputs = np.asarray(images, dtype=np.float32) / 255.0
-    if inputs.shape[1:3] != (h, w):  # a map smaller than its image (a strided first layer): the image scaled to it
-        import torch
-        import torch.nn.functional as F
-
-        inputs = F.interpolate(torch.from_numpy(inputs).permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
-                               align_corners=False).permute(0, 2, 3, 1).numpy()
+    inputs = np.asarray(images, dtype=np.float32) / 255.0  # every model's first conv keeps the 32x32 size
     coloured = scale.cmap(scale.norm(maps[:, :channels]))[..., :3]  # above the top: the bar's top colour
     panels = np.concatenate([inputs[:, None], coloured], axis=1).reshape(-1, h, w, 3)
     gap = max(2, h // 8)

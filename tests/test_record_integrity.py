@@ -274,8 +274,10 @@ def test_trainings_that_start_together_on_new_data_all_link_its_dataset(tmp_path
             errors.append(f"{type(err).__name__}: {str(err)[:120]}")
 
     threads = [threading.Thread(target=link, args=(run_id,)) for run_id in runs]
-    [thread.start() for thread in threads]
-    [thread.join() for thread in threads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert errors == []
     for run_id in runs:
         assert [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs] == ["0" * 32]
