@@ -2,10 +2,12 @@
 temporary git repository on tiny data, all landing in one MLflow store; and DVC and MLflow
 kept in step whichever way outputs reach the workspace."""
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -291,25 +293,49 @@ def test_a_clone_sharing_the_run_cache_restores_trainings_and_their_runs(repo, t
     assert ours["ours (2 ep)"].equals(theirs["ours (2 ep)"])
 
 
+@contextlib.contextmanager
+def queue_workers(repo, workers: int, log: Path):
+    """`dvc queue start -j workers`, its output in ``log``, not in pipes: its workers are daemons
+    that inherit them, and once (a clean-clone CI run) a worker whose kombu monitor had failed
+    outlived its queue and kept `dvc queue start` from returning for 20 minutes, though both
+    experiments had finished in 90 s. The test checks what the workers ran; on the way out,
+    any worker still alive is stopped."""
+    with open(log, "w") as out:
+        starter = subprocess.Popen([sys.executable, "-m", "dvc", "queue", "start", "-j", str(workers)], cwd=repo,
+                                   stdout=out, stderr=subprocess.STDOUT, env=subprocess_env(), start_new_session=True)
+    try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            assert starter.wait(timeout=120) == 0, log.read_text()
+        yield
+    finally:
+        for pid_file in (repo / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.pid"):
+            with contextlib.suppress(ValueError, OSError):  # gone already, or no /proc to tell it by
+                pid = int(pid_file.read_text().strip())
+                if b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():  # never a reused pid
+                    os.kill(pid, signal.SIGKILL)
+        starter.kill()
+        starter.wait()
+
+
 @pytest.mark.long
 def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image_tarball):
     repo = fresh_project(tmp_path / "repo", image_tarball)  # needs no earlier run: runs beside the study
     for name, epochs, channels_last in (("cl-off-e4", 4, "false"), ("cl-on-e5", 5, "true")):
         dvc("exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"epochs={epochs}", "-S",
             f"models=[{','.join(LIGHT)}]", "-S", f"runtime.channels_last={channels_last}", cwd=repo)
-    dvc("queue", "start", "-j", "2", cwd=repo)
-    wanted = {f"{m}-e{e}-s1" for m in LIGHT for e in (4, 5)}
-    deadline = time.time() + 480
-    while time.time() < deadline and not wanted <= set(runs_by_name(repo / "mlflow.db")):
-        time.sleep(5)
-    status = dvc("queue", "status", cwd=repo)
-    assert wanted <= set(runs_by_name(repo / "mlflow.db")), status
-    while time.time() < deadline and "Running" in dvc("queue", "status", cwd=repo):
-        time.sleep(3)
-    assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
-    runs = finished_runs(repo / "mlflow.db")
-    assert set(runs[runs["tags.mlflow.runName"] == "vgg8-e4-s1"]["params.runtime.channels_last"]) == {"False"}
-    assert not any(src.startswith(str(repo / ".dvc" / "tmp")) for src in runs["tags.mlflow.source.name"])
+    with queue_workers(repo, 2, tmp_path / "queue-start.log"):
+        wanted = {f"{m}-e{e}-s1" for m in LIGHT for e in (4, 5)}
+        deadline = time.time() + 480
+        while time.time() < deadline and not wanted <= set(runs_by_name(repo / "mlflow.db")):
+            time.sleep(5)
+        status = dvc("queue", "status", cwd=repo)
+        assert wanted <= set(runs_by_name(repo / "mlflow.db")), status
+        while time.time() < deadline and "Running" in dvc("queue", "status", cwd=repo):
+            time.sleep(3)
+        assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
+        runs = finished_runs(repo / "mlflow.db")
+        assert set(runs[runs["tags.mlflow.runName"] == "vgg8-e4-s1"]["params.runtime.channels_last"]) == {"False"}
+        assert not any(src.startswith(str(repo / ".dvc" / "tmp")) for src in runs["tags.mlflow.source.name"])
     # apply the 5-epoch one: the report takes the 4-epoch runs too, their runtime differs, not their recipe
     dvc("exp", "apply", "cl-on-e5", cwd=repo)
     dvc("repro", cwd=repo)
