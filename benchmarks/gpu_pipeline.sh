@@ -24,6 +24,9 @@
 #                                            # mlartifacts/ and outputs/ unpacked there): a second call
 #   DROP_RUNS="alexnet-e40-s0-jpeg_q25 ..."  # with STORE_IN: runs of that store to replace, deleted for good
 #                                            # (mlflow gc, artifacts too) before the new ones are queued
+#   PARTS=study WORKERS=8 QUEUE_TARGETS= QUEUE_LOG_MODEL=true   # issue 24: the whole study (seed 0, every
+#                                            # model at 40 and 5 epochs, one experiment each) through the queue,
+#                                            # every stage, side by side; its wall time from queue start to the end
 #
 # Needs .device/gpu and .device/wheels, or mlflow and dvc installed by benchmarks/device_install.sh in a call
 # just before on the same warm machine (bash benchmarks/device_carry.sh says which), made after
@@ -136,11 +139,15 @@ N=0
 EXTRA=(); [ "${COMPILE:-0}" = 1 ] && EXTRA=(-S runtime.compile=true)  # COMPILE=1: part B compiled (runtime only)
 # A queued experiment stops at its evaluations (QUEUE_TARGETS): the store's one report is built at the
 # end from every run, so per-experiment analyses and reports would only spend the deadline.
-q() { local name=$1; shift; $PY -m dvc exp run --queue -n "$name" "$@" -S mlflow.log_model=false "${EXTRA[@]}" \
+q() { local name=$1; shift; $PY -m dvc exp run --queue -n "$name" "$@" -S mlflow.log_model=${QUEUE_LOG_MODEL:-false} "${EXTRA[@]}" \
   ${QUEUE_TARGETS-evaluate} > /dev/null 2>> $L/queue.err \
   && N=$((N + 1)) || echo "could not queue $name: $(grep ERROR $L/queue.err | tail -1)"; }
 if want long; then  # seed 0 at 40 epochs is part A's
   for s in ${LONG_SEEDS:-$SEEDS}; do [ "$s" = 0 ] || for m in $MODELS; do q e$LONG-s$s-$m -S seed=$s -S "models=[$m]"; done; done
+fi
+if want study; then  # issue 24: the study as one seed's queue, the longest first
+  for m in $MODELS; do q study-e$LONG-$m -S "models=[$m]"; done
+  for m in $MODELS; do q study-e$SHORT-$m -S epochs=$SHORT -S "models=[$m]"; done
 fi
 want ablation && q kaiming-vgg16-e$LONG-s0 -S train.init=kaiming -S 'models=[vgg16]'
 if want short; then
@@ -164,7 +171,7 @@ if want recipe; then
   stamp "part A's trainings done, alone on the GPU:"; grep "s/epoch" $L/repro.log
 fi
 # B. the queue beside part A's evaluations, report and the rest
-[ $N -gt 0 ] && $PY -m dvc queue start -j $WORKERS > /dev/null && stamp "queue started: $WORKERS workers"
+[ $N -gt 0 ] && $PY -m dvc queue start -j $WORKERS > /dev/null && stamp "queue started: $WORKERS workers" && Q0=$(date +%s)
 DEADLINE=$(( T0 + BUDGET - PACK_S ))
 busy() { local status; status=$($PY -m dvc queue status 2>&1) || return 0; [[ "$status" =~ Running|Queued ]]; }
 while [ $(date +%s) -lt $DEADLINE ]; do
@@ -174,7 +181,7 @@ while [ $(date +%s) -lt $DEADLINE ]; do
     mkdir -p $S/main && cp dvc.lock metrics.json params.yaml $S/main/ 2> /dev/null  # before any later report
   fi
   [ -n "$REPRO_RC" ] && { [ $N = 0 ] || ! busy; } && break
-  sleep 10
+  sleep 3
 done
 if [ -z "$REPRO_RC" ] || { [ $N -gt 0 ] && busy; }; then
   stamp "time is up: stopping what still runs (a training cut mid-way ends its MLflow run KILLED)"
@@ -185,6 +192,7 @@ if [ -z "$REPRO_RC" ] || { [ $N -gt 0 ] && busy; }; then
   [ -z "$REPRO_RC" ] && kill -INT $REPRO 2> /dev/null
   for i in $(seq 20); do busy || break; sleep 1; done
 fi
+[ $N -gt 0 ] && stamp "queue done or stopped: $(( $(date +%s) - Q0 )) s after its start (polled every 3 s)"
 $PY -m dvc queue status 2>&1 | tee $L/queue_status.txt
 for task in $(awk '$0 ~ /Failed/ {print $2}' $L/queue_status.txt); do
   $PY -m dvc queue logs $task > $L/failed-$task.log 2>&1; echo "failed: $task, its log: logs/failed-$task.log"
