@@ -94,5 +94,13 @@ def build_model(name: str, init: str = "default") -> Net:
     return model
 
 
+def skeleton(name: str) -> Net:
+    """``name``'s architecture on PyTorch's meta device: every layer and shape, no weights.
+    For counting parameters, walking the layers, or loading a state_dict with ``assign=True``:
+    it skips the initialisation, about a second for all four networks on a CPU."""
+    with torch.device("meta"):
+        return build_model(name)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from models import MODEL_NAMES, build_model, count_parameters
+from models import MODEL_NAMES, count_parameters, skeleton
 from stages.common import OUTPUT_ROOT, StageError, atomic_path, output_paths, run_main, write_json
 from stages.config import load_settings
 from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
@@ -55,9 +55,9 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
                          f"and record); {fix}")
     if checkpoint["model_name"] != model or checkpoint["record"].get("recipe", {}).get("model") != model:
         raise StageError(f"{path} holds a {checkpoint['model_name']!r} checkpoint, not {model!r}; {fix}")
-    net = build_model(model)
-    try:
-        net.load_state_dict(checkpoint["state_dict"])
+    net = skeleton(model)
+    try:  # the checkpoint's tensors themselves (assign): no initialisation to overwrite
+        net.load_state_dict(checkpoint["state_dict"], assign=True)
     except (RuntimeError, TypeError, AttributeError, KeyError) as err:
         raise StageError(f"{path}: its weights do not fit {model} ({str(err).splitlines()[0][:120]}); {fix}") from err
     broken = [name for name, t in checkpoint["state_dict"].items()

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from models import MODEL_NAMES, build_model
+from models import MODEL_NAMES, skeleton
 from stages.common import StageError, atomic_path, run_main
 from stages.config import load_settings
 from stages.paper import NAMES
@@ -65,7 +65,7 @@ def layer_names(features: nn.Sequential, block_style: bool) -> list[str]:
 def receptive_field_table(model_name: str) -> pd.DataFrame:
     """Walk ``features``: r_out = r_in + (d(k-1)) * j_in, j_out = j_in * s, where j is the
     cumulative stride (input pixels between neighbouring units)."""
-    features = build_model(model_name).features
+    features = skeleton(model_name).features  # geometry only
     names = layer_names(features, block_style=model_name.startswith("vgg"))
     rows = [{"layer": "Input", "operation": "-", "kernel": None, "stride": None, "cum_stride": 1,
              "receptive_field": 1, "calculation": "r0 = 1"}]
@@ -108,7 +108,7 @@ def measured_receptive_fields(model_name: str, input_size: int | None = None) ->
     square whose gradient is non-zero, on an input large enough that padding never clips
     it. PyTorch's own conv and pool arithmetic runs, not the formula of the walk."""
     table = receptive_field_table(model_name)
-    probe = _probe(build_model(model_name).features)
+    probe = _probe(skeleton(model_name).features)
     size = input_size or 2 * int(table["receptive_field"].max()) + 2 * int(table["cum_stride"].max())
     x = torch.ones(1, 1, size, size, dtype=torch.float64, requires_grad=True)
     measured, out = [], x

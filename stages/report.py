@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from models import build_model
+from models import skeleton
 from stages import paper
 from stages.claims import discussion, epoch_columns, per_point
 from stages.common import OUTPUT_ROOT, StageError, atomic_entries, output_paths, run_main
@@ -62,7 +62,7 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
     times, shared = times or {}, shared or {}
     t1, t5, t6, t7 = [], [], [], []
     for model in models:
-        net = build_model(model)
+        net = skeleton(model)  # shapes only
         convs = sum(isinstance(m, nn.Conv2d) for m in net.features)
         fcs = sum(isinstance(m, nn.Linear) for m in net.classifier)
         params = sum(p.numel() for p in net.parameters())

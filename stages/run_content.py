@@ -137,11 +137,11 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     import numpy as np
     from mlflow.models import infer_signature
 
-    from models import build_model
+    from models import skeleton
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    net = build_model(record["recipe"]["model"])
-    net.load_state_dict(state["state_dict"])
+    net = skeleton(record["recipe"]["model"])
+    net.load_state_dict(state["state_dict"], assign=True)  # the checkpoint's tensors, no init first
     model = UInt8Classifier(net).eval()
     example = np.random.default_rng(0).integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
     with torch.inference_mode():
