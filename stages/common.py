@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 OUTPUT_ROOT = Path("outputs")
+RECEPTIVE_FIELD_DIR = OUTPUT_ROOT / "receptive_fields"
+INIT_SIGNAL_DIR = OUTPUT_ROOT / "init_signal"
 
 
 def output_paths(model: str, root: Path = OUTPUT_ROOT) -> dict[str, Path]:

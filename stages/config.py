@@ -19,12 +19,11 @@ from typing import Any
 
 import yaml
 
+from models.architectures import INITS, MODEL_NAMES  # the tables alone: no torch import
 from stages.common import StageError
 
 PARAMS_FILE = "params.yaml"
-MODEL_NAMES = ("alexnet", "vgg16", "vgg16_bn", "vgg8")  # as models/ has them (a test checks): no torch import
 MODEL_CLASSES = 10  # CIFAR-10
-INITS = ("default", "kaiming")
 PRECISIONS = ("bf16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 FIX = "fix it in params.yaml or with `dvc exp run -S`"

@@ -16,21 +16,25 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from models import INITS, build_model
-from stages.common import atomic_path, run_main
+from models.architectures import INITS
+from stages.common import INIT_SIGNAL_DIR, atomic_path, run_main
 from stages.config import load_settings
 from stages.paper import NAMES
 
-OUT_DIR = Path("outputs/init_signal")
+OUT_DIR = INIT_SIGNAL_DIR
 BATCH = 32
 
 
 def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) -> pd.DataFrame:
     """One row per conv/linear layer, in order: forward and backward standard deviations."""
+    # torch here, not at the top: the report stage imports summary() from this module, torch-free
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from models import build_model
+
     torch.manual_seed(seed)
     net = build_model(model_name, init=init).train()
     layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

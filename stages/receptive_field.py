@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from models import MODEL_NAMES, skeleton
-from stages.common import StageError, atomic_path, run_main
+from stages.common import RECEPTIVE_FIELD_DIR, StageError, atomic_path, run_main
 from stages.config import load_settings
 from stages.paper import NAMES
 
-OUT_DIR = Path("outputs/receptive_fields")
+OUT_DIR = RECEPTIVE_FIELD_DIR
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
 # The values the study prints (Tables 2-4, "Receptive Field" column; Table 3-4 rows are VGG-16).

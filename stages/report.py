@@ -17,22 +17,25 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from torch import nn
 
-from models import skeleton
+from models.architectures import ARCHITECTURES, conv_count, parameter_count
 from stages import paper
 from stages.claims import discussion, epoch_columns, per_point
-from stages.common import OUTPUT_ROOT, StageError, atomic_entries, output_paths, run_main
+from stages.common import (
+    INIT_SIGNAL_DIR,
+    OUTPUT_ROOT,
+    RECEPTIVE_FIELD_DIR,
+    StageError,
+    atomic_entries,
+    output_paths,
+    run_main,
+)
 from stages.config import Settings, load_settings
 from stages.figures import SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
-from stages.init_signal import OUT_DIR as SIGNAL_DIR
-from stages.init_signal import analyse as analyse_init_signal
 from stages.init_signal import summary as init_signal_summary
 from stages.jpeg_cost import cost_table, plot_cost, variant_cells, variant_quality
 from stages.jpeg_cost import section as jpeg_section
 from stages.paper import NAMES
-from stages.receptive_field import OUT_DIR as RF_DIR
-from stages.receptive_field import analyse as analyse_receptive_fields
 from stages.selection import Cell, Selection, fmt_stat, mean_sd, select
 from stages.speed import TABLE6, device_sharing, epoch_times, sharing_cell, sharing_note, timing_runs
 
@@ -62,10 +65,8 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
     times, shared = times or {}, shared or {}
     t1, t5, t6, t7 = [], [], [], []
     for model in models:
-        net = skeleton(model)  # shapes only
-        convs = sum(isinstance(m, nn.Conv2d) for m in net.features)
-        fcs = sum(isinstance(m, nn.Linear) for m in net.classifier)
-        params = sum(p.numel() for p in net.parameters())
+        convs, fcs = conv_count(model), len(ARCHITECTURES[model][2]) + 1  # hidden layers and the output layer
+        params = parameter_count(model)
         t1.append({"model": NAMES[model], "depth (conv+FC)": f"{convs}+{fcs}={convs + fcs}",
                    "paper depth": paper.DEPTH[model], "parameters": f"{params:,}",
                    "paper": f"{paper.PARAMS_M[model]}M", "difference": f"{params / 1e6 - paper.PARAMS_M[model]:+.2f}M"})
@@ -241,7 +242,8 @@ def provenance_table(selection: Selection, short: int | None, long: int, models,
 
 
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
-                 rf_dir: Path = RF_DIR, signal_dir: Path = SIGNAL_DIR, data_dir: Path = DATA_DIR) -> dict:
+                 rf_dir: Path = RECEPTIVE_FIELD_DIR, signal_dir: Path = INIT_SIGNAL_DIR,
+                 data_dir: Path = DATA_DIR) -> dict:
     from stages.tracking import runs_table_link
 
     models = list(settings.models)
@@ -261,12 +263,16 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
 
     with tempfile.TemporaryDirectory() as scratch:
         if not (rf_dir / "paper_differences.csv").exists():  # python -m stages.report on MLflow alone
+            from stages.receptive_field import analyse as analyse_receptive_fields  # torch: only here
+
             rf_dir = Path(scratch)
             analyse_receptive_fields(models, rf_dir)
         rf_tables = {m: pd.read_csv(rf_dir / f"{m}.csv", keep_default_na=False) for m in models}
         rf_diff = pd.read_csv(rf_dir / "paper_differences.csv")
         growth = (rf_dir / "growth.png").read_bytes()
         if not (signal_dir / "signal.csv").exists():  # likewise: a few seconds on a CPU
+            from stages.init_signal import analyse as analyse_init_signal
+
             signal_dir = Path(scratch) / "signal"
             analyse_init_signal(models, settings.seed, signal_dir)
         signal = init_signal_summary(pd.read_csv(signal_dir / "signal.csv"))

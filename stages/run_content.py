@@ -16,12 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from stages.common import StageError
-from stages.engine import MEAN, STD
-
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 EVAL_MARK = "eval/test_acc"  # a run holding this metric has its evaluation logged
 
@@ -108,60 +102,9 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
         _learning_curve(record, curve)
         client.log_artifact(run_id, str(curve), "figures")
     if checkpoint is not None:
+        from stages.model_log import log_model  # torch and torch.export: only when a model is logged
+
         log_model(client, run_id, record, checkpoint)
     # the mark last: a run that has it has all of the above, else the report stage logs it again
     client.log_batch(run_id, metrics=[Metric(EVAL_MARK, float(metrics["test_acc"]), now, step)],
                      tags=[RunTag("evaluated", "true")])
-
-
-class UInt8Classifier(nn.Module):
-    """A trained network behind its input normalisation, as served: uint8 NCHW 3x32x32
-    images in, float32 logits out."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.inner((images.float() - self.mean) / self.std).float()
-
-
-def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> None:
-    """The trained network as an MLflow model (``mlflow.pytorch``, saved with torch.export:
-    no pickle, and no code of this project needed to load it), with a signature and an input
-    example of what it really takes: uint8 NCHW 3x32x32 images, float32 logits out. Loaded
-    back on the CPU, it must give the checkpoint's logits, or this raises."""
-    import mlflow
-    import numpy as np
-    from mlflow.models import infer_signature
-
-    from models import skeleton
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    net = skeleton(record["recipe"]["model"])
-    net.load_state_dict(state["state_dict"], assign=True)  # the checkpoint's tensors, no init first
-    model = UInt8Classifier(net).eval()
-    example = np.random.default_rng(0).integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(example)).numpy()
-    run = client.get_run(run_id)
-    try:  # log_model writes into the active run: reopen the finished run, then end it as it was
-        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-            # MLflow's own check of the example only warns, and fails on CUDA machines (it
-            # loads there, where exported CPU weights can't go): ours below raises instead
-            info = mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, logits),
-                                            input_example=example, validate_serving_input=False,
-                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
-    finally:
-        client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
-    try:
-        served = mlflow.pyfunc.load_model(info.model_uri, model_config={"device": "cpu"})
-        same = np.allclose(np.asarray(served.predict(example)), logits, rtol=1e-4, atol=1e-4)
-    except Exception as err:
-        raise StageError(f"the MLflow model logged in run {run_id} does not load back ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:160]}); set mlflow.log_model: false to go on without it") from err
-    if not same:
-        raise StageError(f"the MLflow model logged in run {run_id} does not give the checkpoint's logits; "
-                         "set mlflow.log_model: false to go on without it")

@@ -14,8 +14,8 @@ import yaml
 from conftest import TINY, free_port, project_params, start_server, stop_server, subprocess_env
 
 from models import build_model
+from stages.model_log import UInt8Classifier
 from stages.prepare import CLASSES, load_prepared, prepare
-from stages.run_content import UInt8Classifier
 
 
 def run_stage(project, *args, **env):

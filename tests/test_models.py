@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from models import MODEL_NAMES, build_model, count_parameters
+from models.architectures import conv_count, parameter_count
 
 EXPECTED_PARAMETERS = {"alexnet": 23_238_474, "vgg16": 33_638_218, "vgg16_bn": 33_646_666, "vgg8": 13_119_050}
 EXPECTED_CONVS = {"alexnet": 5, "vgg16": 13, "vgg16_bn": 13, "vgg8": 8}
@@ -11,8 +12,8 @@ EXPECTED_CONVS = {"alexnet": 5, "vgg16": 13, "vgg16_bn": 13, "vgg8": 8}
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_parameter_count_depth_and_output_shape(name):
     model = build_model(name)
-    assert count_parameters(model) == EXPECTED_PARAMETERS[name]
-    assert sum(isinstance(m, nn.Conv2d) for m in model.features) == EXPECTED_CONVS[name]
+    assert count_parameters(model) == EXPECTED_PARAMETERS[name] == parameter_count(name)  # built == from the tables
+    assert sum(isinstance(m, nn.Conv2d) for m in model.features) == EXPECTED_CONVS[name] == conv_count(name)
     assert list(model.children()) == [model.features, model.classifier]
     model.eval()
     with torch.no_grad():
@@ -51,3 +52,12 @@ def test_config_names_the_same_models_and_inits_without_importing_torch():
     from stages import config
 
     assert config.MODEL_NAMES == MODEL_NAMES and config.INITS == INITS
+
+
+def test_the_report_and_the_settings_import_no_torch():
+    """torch costs a stage 1-2 s of imports: the report (run on every `dvc repro`) reads tables only."""
+    import subprocess
+    import sys
+
+    code = "import sys, stages.report, stages.summary, models; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "importing them imported torch"
