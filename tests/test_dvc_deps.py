@@ -61,4 +61,4 @@ def test_every_imported_project_module_is_a_dependency(stage, module, deps):
 
 def test_the_closure_is_followed():
     assert {"stages/paper.py", "stages/selection.py", "stages/config.py", "stages/receptive_field.py",
-            "models/__init__.py"} <= closure("stages.report")
+            "models/__init__.py", "models/architectures.py", "models/network.py"} <= closure("stages.report")

@@ -90,13 +90,13 @@ def test_a_resume_across_a_code_change_starts_fresh_under_the_new_commit(tmp_pat
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    model_code = project / "models" / "__init__.py"
+    model_code = project / "models" / "network.py"
     model_code.write_text(model_code.read_text().replace("dropout: float = 0.5", "dropout: float = 0.3"))
     new_commit = commit(project, "dropout 0.3")
 
     rerun = stage(project, "stages.train", "--model", "vgg8")
     assert rerun.returncode == 0, rerun.stderr
-    assert "code changed in models/__init__.py" in rerun.stdout and "starting fresh" in rerun.stdout
+    assert "code changed in models/network.py" in rerun.stdout and "starting fresh" in rerun.stdout
     assert "resuming" not in rerun.stdout
     finished = runs(project).query("status == 'FINISHED'")
     assert len(finished) == 1
