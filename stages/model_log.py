@@ -38,11 +38,13 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     import numpy as np
     from mlflow.models import infer_signature
 
-    from models import skeleton
+    from models import build_model
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    net = skeleton(record["recipe"]["model"])
-    net.load_state_dict(state["state_dict"], assign=True)  # the checkpoint's tensors, no init first
+    net = build_model(record["recipe"]["model"])
+    # copied into the net's own tensors, not assigned: torch.export's archive warns about tensors
+    # that share one storage, as a checkpoint's loaded tensors do
+    net.load_state_dict(state["state_dict"])
     model = UInt8Classifier(net).eval()
     example = np.random.default_rng(0).integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
     with torch.inference_mode():
