@@ -1,5 +1,5 @@
 """The four networks as data (torch-free): what a stage needs to name, count or describe them
-without building one. ``models`` builds them from these tables."""
+without building one. ``models.network`` builds them from these tables."""
 
 from __future__ import annotations
 
