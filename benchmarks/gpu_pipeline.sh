@@ -171,7 +171,8 @@ if want recipe; then
   stamp "part A's trainings done, alone on the GPU:"; grep "s/epoch" $L/repro.log
 fi
 # B. the queue beside part A's evaluations, report and the rest
-[ $N -gt 0 ] && $PY -m dvc queue start -j $WORKERS > /dev/null && stamp "queue started: $WORKERS workers" && Q0=$(date +%s)
+Q0=$(date +%s)
+[ $N -gt 0 ] && $PY -m dvc queue start -j $WORKERS > /dev/null && stamp "queue started: $WORKERS workers"
 DEADLINE=$(( T0 + BUDGET - PACK_S ))
 busy() { local status; status=$($PY -m dvc queue status 2>&1) || return 0; [[ "$status" =~ Running|Queued ]]; }
 while [ $(date +%s) -lt $DEADLINE ]; do

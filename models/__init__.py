@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from models.architectures import ARCHITECTURES, FEATURES, INITS, INPUT_SIZE, MODEL_NAMES, NUM_CLASSES
 
-__all__ = ["ARCHITECTURES", "FEATURES", "INITS", "INPUT_SIZE", "MODEL_NAMES", "NUM_CLASSES", "Net", "build_model",
-           "count_parameters", "skeleton"]
-_BUILDER = {"Net", "build_model", "count_parameters", "skeleton"}
+_BUILDER = ("Net", "build_model", "count_parameters", "skeleton")  # models.network's, imported on first use
+__all__ = ["ARCHITECTURES", "FEATURES", "INITS", "INPUT_SIZE", "MODEL_NAMES", "NUM_CLASSES", *_BUILDER]
 
 
 def __getattr__(name: str):
@@ -23,3 +22,7 @@ def __getattr__(name: str):
 
         return getattr(network, name)
     raise AttributeError(f"module 'models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_BUILDER))

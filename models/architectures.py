@@ -29,6 +29,17 @@ def conv_count(name: str) -> int:
     return sum(item != "M" for item in FEATURES[ARCHITECTURES[name][0]])
 
 
+def fc_count(name: str) -> int:
+    return len(ARCHITECTURES[name][2]) + 1  # the hidden layers and the output layer
+
+
+def classifier_input(name: str) -> int:
+    """The flattened width entering the classifier: the last conv's channels times its map's area."""
+    cfg = FEATURES[ARCHITECTURES[name][0]]
+    side = INPUT_SIZE // 2 ** cfg.count("M")
+    return [c for c in cfg if c != "M"][-1] * side * side
+
+
 def parameter_count(name: str) -> int:
     """Trainable parameters, from the tables alone (a test checks it against the built network):
     each 3x3 conv's weights and bias, BN's scale and shift, each linear layer's weights and bias."""
@@ -40,7 +51,7 @@ def parameter_count(name: str) -> int:
             continue
         total += channels * item * 9 + item + (2 * item if batch_norm else 0)
         channels = item
-    width = channels * (INPUT_SIZE // 2 ** cfg.count("M")) ** 2
+    width = classifier_input(name)
     for out in [*hidden, NUM_CLASSES]:
         total += width * out + out
         width = out

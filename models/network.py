@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.architectures import ARCHITECTURES, FEATURES, INITS, INPUT_SIZE, MODEL_NAMES, NUM_CLASSES
+from models.architectures import ARCHITECTURES, FEATURES, INITS, MODEL_NAMES, NUM_CLASSES, classifier_input
 
 
 def make_features(cfg: list[int | str], batch_norm: bool) -> nn.Sequential:
@@ -60,11 +60,7 @@ def build_model(name: str, init: str = "default") -> Net:
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
     cfg_name, batch_norm, hidden = ARCHITECTURES[name]
-    cfg = FEATURES[cfg_name]
-    pools = cfg.count("M")
-    side = INPUT_SIZE // 2**pools
-    channels = [c for c in cfg if c != "M"][-1]
-    model = Net(make_features(cfg, batch_norm), make_classifier(channels * side * side, hidden))
+    model = Net(make_features(FEATURES[cfg_name], batch_norm), make_classifier(classifier_input(name), hidden))
     if init == "kaiming":
         _kaiming_init(model)
     return model

@@ -19,10 +19,13 @@ from typing import Any
 
 import yaml
 
-from models.architectures import INITS, MODEL_NAMES  # the tables alone: no torch import
 from stages.common import StageError
 
 PARAMS_FILE = "params.yaml"
+# as models/architectures.py has them (a test checks): not imported, so that prepare and summary
+# need not depend on the architecture tables
+MODEL_NAMES = ("alexnet", "vgg16", "vgg16_bn", "vgg8")
+INITS = ("default", "kaiming")
 MODEL_CLASSES = 10  # CIFAR-10
 PRECISIONS = ("bf16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

@@ -65,7 +65,8 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
     if broken:  # a diverged training: its accuracy would be chance, reported as if it meant something
         raise StageError(f"{path}: {len(broken)} weight tensors hold NaN or inf (first: {broken[0]}), so the "
                          f"training diverged; retrain with a lower train.lr (`dvc repro -f train@{model}`)")
-    return net.to(device).eval(), checkpoint["record"]
+    # assigned tensors keep the checkpoint's dtype: fp32 here, as a copy into a built net gave
+    return net.to(device=device, dtype=torch.float32).eval(), checkpoint["record"]
 
 
 def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:

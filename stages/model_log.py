@@ -1,6 +1,6 @@
 """The trained network as an MLflow model, logged into its training's run by the evaluate stage
-(or the report stage, for a run it logs again). Apart from stages.run_content, which the report
-imports: this one needs torch.
+(or the report stage, for a run it logs again). A module of its own because it needs torch,
+and stages.run_content, which the report imports, does not.
 """
 
 from __future__ import annotations

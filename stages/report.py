@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.architectures import ARCHITECTURES, conv_count, parameter_count
+from models.architectures import conv_count, fc_count, parameter_count
 from stages import paper
 from stages.claims import discussion, epoch_columns, per_point
 from stages.common import (
@@ -65,7 +65,7 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
     times, shared = times or {}, shared or {}
     t1, t5, t6, t7 = [], [], [], []
     for model in models:
-        convs, fcs = conv_count(model), len(ARCHITECTURES[model][2]) + 1  # hidden layers and the output layer
+        convs, fcs = conv_count(model), fc_count(model)
         params = parameter_count(model)
         t1.append({"model": NAMES[model], "depth (conv+FC)": f"{convs}+{fcs}={convs + fcs}",
                    "paper depth": paper.DEPTH[model], "parameters": f"{params:,}",

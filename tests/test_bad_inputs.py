@@ -223,6 +223,21 @@ def test_checkpoint_with_nan_weights_is_refused_in_one_line(workdir):
     assert not (workdir / "outputs/alexnet/eval").exists() and not (workdir / "mlflow.db").exists()
 
 
+def test_a_half_precision_checkpoint_loads_as_fp32(tmp_path):
+    """Loading assigns the checkpoint's tensors (no init to overwrite): a half-precision file still
+    gives the fp32 network every stage computes with, with its weights."""
+    from stages.evaluate import load_checkpoint
+
+    path = tmp_path / "vgg8/checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in build_model("vgg8").state_dict().items()}
+    torch.save({"model_name": "vgg8", "state_dict": state, "record": {"recipe": {"model": "vgg8"}}}, path)
+    net, _ = load_checkpoint("vgg8", tmp_path)
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+    assert torch.equal(net.features[0].weight, state["features.0.weight"].float())
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
 def png_declaring(width: int, height: int) -> bytes:
     """A PNG whose header declares ``width`` x ``height`` pixels, in a few dozen bytes."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -29,6 +29,8 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
             found |= {f"{node.module}.{alias.name}" for alias in node.names}  # from stages import paper
+    # importing a.b runs a/__init__.py first: the parent packages count too
+    found |= {".".join(name.split(".")[:i]) for name in found for i in range(1, name.count(".") + 1)}
     return {name for name in found if (f := module_file(name)) is not None and f.exists()}
 
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from models import MODEL_NAMES, build_model, count_parameters, skeleton
-from models.architectures import conv_count, parameter_count
+from models.architectures import conv_count, fc_count, parameter_count
 
 EXPECTED_PARAMETERS = {"alexnet": 23_238_474, "vgg16": 33_638_218, "vgg16_bn": 33_646_666, "vgg8": 13_119_050}
 EXPECTED_CONVS = {"alexnet": 5, "vgg16": 13, "vgg16_bn": 13, "vgg8": 8}
@@ -15,6 +15,7 @@ def test_parameter_count_depth_and_output_shape(name):
     assert count_parameters(model) == EXPECTED_PARAMETERS[name] == parameter_count(name)  # built == from the tables
     assert sum(isinstance(m, nn.Conv2d) for m in model.features) == EXPECTED_CONVS[name] == conv_count(name)
     assert list(model.children()) == [model.features, model.classifier]
+    assert sum(isinstance(m, nn.Linear) for m in model.classifier) == fc_count(name)
     shape = skeleton(name)  # the same layers on the meta device, no weights to initialise
     assert count_parameters(shape) == EXPECTED_PARAMETERS[name] and all(p.is_meta for p in shape.parameters())
     assert [type(m) for m in shape.modules()] == [type(m) for m in model.modules()]
