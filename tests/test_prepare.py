@@ -116,3 +116,25 @@ def test_unreachable_download_names_the_url_and_the_fix(tmp_path):
     assert "set data.source" in proc.stderr
     assert not (tmp_path / "data" / "cifar10").exists()
     assert ROOT.exists()
+
+
+def test_many_images_decode_in_worker_processes_as_one_would(monkeypatch):
+    """Over PARALLEL_FROM images go to worker processes: the same pixels in the same order, and
+    a bad image still stops it with its own one-line error."""
+    import io
+
+    from PIL import Image
+
+    from stages import prepare as stage
+
+    images = random_images(stage.PARALLEL_FROM + 100, seed=7)
+    blobs = []
+    for i, img in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        blobs.append((f"train/cat/{i:05d}.png", buf.getvalue()))
+    monkeypatch.setattr(stage.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two workers, any machine
+    assert np.array_equal(stage.decode_all(blobs), images)
+    blobs[3000] = ("train/cat/broken.png", b"not an image")
+    with pytest.raises(StageError, match="train/cat/broken.png: not a readable image"):
+        stage.decode_all(blobs)
