@@ -22,7 +22,6 @@ from stages.common import INIT_SIGNAL_DIR, atomic_path, run_main
 from stages.config import load_settings
 from stages.paper import NAMES
 
-OUT_DIR = INIT_SIGNAL_DIR
 BATCH = 32
 
 
@@ -85,7 +84,7 @@ def plot_signal(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def analyse(models, seed: int = 0, out_dir: Path = OUT_DIR) -> pd.DataFrame:
+def analyse(models, seed: int = 0, out_dir: Path = INIT_SIGNAL_DIR) -> pd.DataFrame:
     table = pd.concat([layer_signal(m, init, seed) for m in models for init in INITS], ignore_index=True)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

@@ -18,7 +18,6 @@ from stages.common import RECEPTIVE_FIELD_DIR, StageError, atomic_path, run_main
 from stages.config import load_settings
 from stages.paper import NAMES
 
-OUT_DIR = RECEPTIVE_FIELD_DIR
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
 # The values the study prints (Tables 2-4, "Receptive Field" column; Table 3-4 rows are VGG-16).
@@ -172,7 +171,7 @@ def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 3
     return ax.get_legend_handles_labels()[1]
 
 
-def analyse(models=MODEL_NAMES, out_dir: Path = OUT_DIR, verify: bool = True) -> dict[str, pd.DataFrame]:
+def analyse(models=MODEL_NAMES, out_dir: Path = RECEPTIVE_FIELD_DIR, verify: bool = True) -> dict[str, pd.DataFrame]:
     tables = {m: receptive_field_table(m) for m in models}
     if verify:
         for model, table in tables.items():
