@@ -62,8 +62,9 @@ def measure(model: str, workdir: Path, repeats: int) -> dict:
     loads = {}  # how pyfunc loads it back here: on its default device (CUDA where there is one), and on the CPU
     for where, config in (("default", None), ("cpu", {"device": "cpu"})):
         try:
-            served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", model_config=config)
-            served.predict(np.zeros((2, 3, 32, 32), np.uint8))
+            with tempfile.TemporaryDirectory(prefix="model-check-") as copy:  # else MLflow leaves it in /tmp
+                served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=copy, model_config=config)
+                served.predict(np.zeros((2, 3, 32, 32), np.uint8))
             loads[where] = "ok"
         except Exception as err:
             loads[where] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"

@@ -5,6 +5,7 @@ and stages.run_content, which the report imports, does not.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,10 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     finally:
         client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
-    try:
-        served = mlflow.pyfunc.load_model(info.model_uri, model_config={"device": "cpu"})
-        same = np.allclose(np.asarray(served.predict(example)), logits, rtol=1e-4, atol=1e-4)
+    try:  # into a folder removed after: left to MLflow, each check leaked a copy of the model in /tmp
+        with tempfile.TemporaryDirectory(prefix="model-check-") as copy:
+            served = mlflow.pyfunc.load_model(info.model_uri, dst_path=copy, model_config={"device": "cpu"})
+            same = np.allclose(np.asarray(served.predict(example)), logits, rtol=1e-4, atol=1e-4)
     except Exception as err:
         raise StageError(f"the MLflow model logged in run {run_id} does not load back ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:160]}); set mlflow.log_model: false to go on without it") from err

@@ -38,9 +38,14 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
     uri = env.get("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     try:
-        run_stage(project, "stages.train", "--model", "alexnet", **env)
-        out = run_stage(project, "stages.evaluate", "--model", "alexnet", **env)
+        scratch = tmp_path / "tmp"  # the stages' temporary files: none may outlive them
+        scratch.mkdir()
+        run_stage(project, "stages.train", "--model", "alexnet", TMPDIR=str(scratch), **env)
+        out = run_stage(project, "stages.evaluate", "--model", "alexnet", TMPDIR=str(scratch), **env)
         assert "evaluation and model logged to MLflow run" in out.stdout
+        # (torch's Inductor cache, torchinductor_<user>, is reused across processes by design)
+        left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+        assert not left, f"left in the temporary folder: {left}"
         client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name("test-exp")
         assert "Four networks" in experiment.tags["mlflow.note.content"]
@@ -67,7 +72,7 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         arrays, _ = load_prepared(project / "data" / "cifar10")
         images = np.ascontiguousarray(arrays["test_images"][:8].transpose(0, 3, 1, 2))  # uint8 NCHW
         mlflow.set_tracking_uri(uri)
-        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=str(scratch))
         assert served.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
         predicted = np.asarray(served.predict(images)).argmax(1)
         net = build_model("alexnet")
