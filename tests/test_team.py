@@ -24,7 +24,6 @@ from conftest import ROOT, SERVER_ADMIN, free_port, project_params, start_server
 from stages.report import NAMES
 from stages.tracking import EXPERIMENT_TAGS
 
-pytestmark = pytest.mark.xdist_group("team_server")  # under --dist loadgroup: one worker, one server
 
 EXPERIMENT = "alexnet-vgg-cifar10"  # params.yaml's mlflow.experiment
 MEMBERS = {"alice": "EDIT", "bob": "EDIT", "carol": "READ"}
@@ -54,10 +53,12 @@ def as_admin():
         yield
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The basic-auth server, set up as README says: the admin creates the study's experiment and
-    one user per member, with EDIT or READ on it; nobody else may do anything."""
+    one user per member, with EDIT or READ on it; nobody else may do anything. One per pytest-xdist
+    worker (16-35 s to start and set up): work stealing interleaves these tests with other
+    modules', and a module-scoped server was started again after each such switch."""
     from mlflow.server.auth.client import AuthServiceClient
 
     folder, port = tmp_path_factory.mktemp("server"), free_port()
@@ -123,6 +124,7 @@ def train_refused(repo, model: str, **env) -> str:
     return lines[0]
 
 
+@pytest.mark.long  # the suite's longest test after the study: started early, not left for last
 def test_three_machines_one_study(team):
     uri = {"MLFLOW_TRACKING_URI": team["uri"]}
     before = set(server_runs(team["uri"]))
