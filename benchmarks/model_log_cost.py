@@ -62,7 +62,7 @@ def measure(model: str, workdir: Path, repeats: int) -> dict:
     loads = {}  # how pyfunc loads it back here: on its default device (CUDA where there is one), and on the CPU
     for where, config in (("default", None), ("cpu", {"device": "cpu"})):
         try:
-            with tempfile.TemporaryDirectory(prefix="model-check-") as copy:  # else MLflow leaves it in /tmp
+            with tempfile.TemporaryDirectory(prefix="model-check-") as copy:  # else MLflow leaves it in TMPDIR
                 served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=copy, model_config=config)
                 served.predict(np.zeros((2, 3, 32, 32), np.uint8))
             loads[where] = "ok"

@@ -60,7 +60,7 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     finally:
         client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
-    try:  # into a folder removed after: left to MLflow, each check leaked a copy of the model in /tmp
+    try:  # into a folder removed after: left to MLflow, each check leaked a copy of the model in the temporary folder
         with tempfile.TemporaryDirectory(prefix="model-check-") as copy:
             served = mlflow.pyfunc.load_model(info.model_uri, dst_path=copy, model_config={"device": "cpu"})
             same = np.allclose(np.asarray(served.predict(example)), logits, rtol=1e-4, atol=1e-4)

@@ -24,7 +24,6 @@ from conftest import ROOT, SERVER_ADMIN, free_port, project_params, start_server
 from stages.report import NAMES
 from stages.tracking import EXPERIMENT_TAGS
 
-
 EXPERIMENT = "alexnet-vgg-cifar10"  # params.yaml's mlflow.experiment
 MEMBERS = {"alice": "EDIT", "bob": "EDIT", "carol": "READ"}
 
