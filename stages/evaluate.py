@@ -10,19 +10,21 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-
-from models import MODEL_NAMES, count_parameters, skeleton
-from stages.common import OUTPUT_ROOT, StageError, atomic_path, output_paths, run_main, write_json
+from models import MODEL_NAMES
+from stages.common import OUTPUT_ROOT, StageError, atomic_path, exit_now, output_paths, run_main, write_json
 from stages.config import load_settings
-from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
-from stages.figures import plot_feature_maps, pyplot, tile
 from stages.prepare import OUT_DIR as DATA_DIR
-from stages.prepare import load_prepared
+from stages.tracking_process import Helper, ignore_interrupts, receive, reply
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+# torch, numpy, pandas and matplotlib are imported where used: main() starts the MLflow
+# helper first, so that its imports run beside these (stages.tracking_process)
 
 
 def eval_dir(model: str, root: Path = OUTPUT_ROOT) -> Path:
@@ -33,6 +35,10 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
     """The trained ``model`` and its training record. Loaded with ``weights_only=True``: a
     checkpoint travels through DVC remotes, so it may hold tensors and plain data only,
     never code; a corrupt, foreign or mismatched file is one clear error."""
+    import torch
+
+    from models import skeleton
+
     path = output_paths(model, root)["checkpoint"]
     if not path.exists():
         raise StageError(f"{path} not found; train it first with `dvc repro train@{model}`")
@@ -72,17 +78,24 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
 def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
     """Accuracy (%) per actual class of a confusion matrix; NaN for a class with no test image
     (no made-up 0%: empty in the CSV, left out of the metrics and of MLflow)."""
+    import numpy as np
+
     counts = matrix.sum(1)
     return np.where(counts > 0, 100.0 * np.diag(matrix) / counts.clip(min=1), np.nan)
 
 
 def sample_indices(n_total: int, count: int, seed: int) -> np.ndarray:
     """The same test images for every model: chosen from the full test split by seed."""
+    import numpy as np
+
     return np.sort(np.random.default_rng(seed).choice(n_total, size=min(count, n_total), replace=False))
 
 
 def first_layer_maps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Activations after the first ReLU of ``features`` (conv, [BN,] ReLU)."""
+    import torch
+    from torch import nn
+
     with torch.inference_mode():
         for layer in net.features:
             x = layer(x)
@@ -94,6 +107,8 @@ def first_layer_maps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
     """The first layer's filters, each stretched to [0, 1] on its own, 8 to a row, as one tiled
     image (an axes per filter costs matplotlib seconds)."""
+    from stages.figures import pyplot, tile
+
     plt = pyplot()
     w = weight.detach().float().cpu()
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
@@ -113,6 +128,8 @@ def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    from stages.figures import pyplot
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     im = ax.imshow(matrix, cmap="Blues")
@@ -133,6 +150,16 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
 
 def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int = 0, device: str = "auto",
                    data_dir: Path = DATA_DIR, output_root: Path = OUTPUT_ROOT) -> dict:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from torch import nn
+
+    from models import count_parameters
+    from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
+    from stages.figures import plot_feature_maps
+    from stages.prepare import load_prepared
+
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     device = pick_device(device)
@@ -210,6 +237,37 @@ def log_to_training_run(model: str, experiment: str, log_model: bool, output_roo
     return f"{model}: evaluation{' and model' if log_model else ''} logged to MLflow run {run.info.run_id}"
 
 
+class EvaluationLog(Helper):
+    """The MLflow logging, the model's included, in a helper process that imports MLflow and
+    torch.export (about 4 s of one core) while this one evaluates. ``log`` once the outputs are
+    written: only then does it touch the store."""
+
+    def __init__(self, model: str, experiment: str, log_model: bool):
+        super().__init__(serve_evaluation_log, model, experiment, log_model)
+
+    def log(self) -> str:
+        """The line saying what was logged, or a warning: the stage's outputs stand either way."""
+        try:
+            return self.request("log")
+        except StageError as err:
+            return f"warning: evaluation not logged to MLflow ({err}); the report stage logs it later"
+
+
+def serve_evaluation_log(conn, model: str, experiment: str, log_model: bool) -> None:
+    """The helper: import, wait for the word, log, answer with the line."""
+    ignore_interrupts()
+    from stages import tracking
+
+    tracking.preload()
+    if log_model:
+        from stages import model_log
+
+        model_log.preload()
+    receive(conn)  # "log"
+    reply(conn, "log", log_to_training_run(model, experiment, log_model))
+    exit_now(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
@@ -219,13 +277,18 @@ def main() -> None:
 
     def work():
         settings = load_settings(args.params)
-        m = evaluate_model(model=args.model, feature_map_images=settings.evaluate.feature_map_images,
-                           sample_seed=settings.evaluate.sample_seed, device=settings.runtime.device)
-        per_point = m["params_per_accuracy_point"]
-        efficiency = f"{per_point / 1e3:.0f}K parameters per point" if per_point else "no correct predictions"
-        print(f"{args.model}: test accuracy {m['test_acc']:.2f}% on {m['test_images']} images, {efficiency}")
-        if not args.no_mlflow:
-            print(log_to_training_run(args.model, settings.experiment, settings.log_model))
+        logger = None if args.no_mlflow else EvaluationLog(args.model, settings.experiment, settings.log_model)
+        try:
+            m = evaluate_model(model=args.model, feature_map_images=settings.evaluate.feature_map_images,
+                               sample_seed=settings.evaluate.sample_seed, device=settings.runtime.device)
+            per_point = m["params_per_accuracy_point"]
+            efficiency = f"{per_point / 1e3:.0f}K parameters per point" if per_point else "no correct predictions"
+            print(f"{args.model}: test accuracy {m['test_acc']:.2f}% on {m['test_images']} images, {efficiency}")
+            if logger is not None:
+                print(logger.log())  # the outputs are written: now the store
+        finally:
+            if logger is not None:
+                logger.close()
 
     run_main(work)
 

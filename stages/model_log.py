@@ -5,6 +5,7 @@ and stages.run_content, which the report imports, does not.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ class UInt8Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner((images.float() - self.mean) / self.std).float()
+
+
+def preload() -> None:
+    """Import what ``log_model`` needs (torch.export alone is about 2 s), without touching a store."""
+    import mlflow.pyfunc  # noqa: F401
+    import torch.export._trace  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
+
+    from models import build_model  # noqa: F401
 
 
 def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> None:
@@ -60,6 +70,7 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     finally:
         client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per check: noise in DVC's log
     try:  # into a folder removed after: left to MLflow, each check leaked a copy of the model in the temporary folder
         with tempfile.TemporaryDirectory(prefix="model-check-") as copy:
             served = mlflow.pyfunc.load_model(info.model_uri, dst_path=copy, model_config={"device": "cpu"})

@@ -132,6 +132,16 @@ def _deleted_experiment(uri: str, experiment) -> StageError:
                       f"{experiment.experiment_id}`, or use another with -S mlflow.experiment=<name>")
 
 
+def preload() -> None:
+    """Import what ``connect`` and ``open_training_run`` need, without touching any store: a
+    helper process does it while its training loads (stages.tracking_process)."""
+    import mlflow.data.http_dataset_source
+    import mlflow.data.meta_dataset  # noqa: F401
+
+    if tracking_uri().startswith("sqlite:"):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def connect(experiment: str, root: Path | None = None, create: bool = True):
     """(client, experiment id or None) for the store, creating the store and the experiment
     (with an explicit artifact location) when ``create``. An unreachable or corrupt store is
@@ -230,9 +240,11 @@ def run_tags(record: dict[str, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- runs whose process died
-def process_tags() -> dict[str, str]:
-    """Which process owns a RUNNING run: lets a later start tell a live run from an orphan."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), "pid_started": process_start_ticks(os.getpid())}
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """Which process owns a RUNNING run (this one unless ``pid``): lets a later start tell a
+    live run from an orphan."""
+    pid = pid or os.getpid()
+    return {"host": socket.gethostname(), "pid": str(pid), "pid_started": process_start_ticks(pid)}
 
 
 def _alive(pid: int, started: str) -> bool:
@@ -427,7 +439,8 @@ def _open_run(client, experiment_id: str, record: dict, start_time: int | None =
     return run.info.run_id
 
 
-def _reopen(client, experiment_id: str, run_id: str, epochs_done: int, record: dict) -> str | None:
+def _reopen(client, experiment_id: str, run_id: str, epochs_done: int, record: dict,
+            owner: dict[str, str]) -> str | None:
     """Reopen a resumed training's run in this store, or None if the store lacks it; its tags
     then name every commit the training ran under."""
     try:
@@ -440,59 +453,59 @@ def _reopen(client, experiment_id: str, run_id: str, epochs_done: int, record: d
 
     client.update_run(run_id, status="RUNNING")
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in
-                                   {**process_tags(), "resumed_after_epoch": str(epochs_done),
+                                   {**owner, "resumed_after_epoch": str(epochs_done),
                                     "git_commits": ",".join(git_commits(record)),
                                     "mlflow.note.content": description(record)}.items()])
     return run_id
 
 
-@contextlib.contextmanager
-def training_run(record: dict, experiment: str, track: bool = True, history: list[dict] | None = None,
-                 log=print, system_metrics: bool = False) -> Iterator[TrainingRun | NullRun]:
+def open_training_run(client, experiment_id: str, record: dict, history: list[dict] | None = None,
+                      log=print, owner_pid: int | None = None) -> TrainingRun:
     """Open the training's run with its params and tags, or reopen it when the training
-    resumes (``record["mlflow_run_id"]``, ``history`` its finished epochs); end it FINISHED,
-    FAILED, or KILLED (Ctrl-C, SIGTERM). Runs of dead processes are swept first. A store
-    gone at the end leaves the run open, for the next start to complete."""
-    if not track:
-        yield NullRun()
-        return
-    client, experiment_id = connect(experiment)
+    resumes (``record["mlflow_run_id"]``, ``history`` its finished epochs). Runs of dead
+    processes are swept first. ``owner_pid``: the training's process, when another one
+    (stages.tracking_process) keeps its run."""
     resumed = record.get("mlflow_run_id")
+    owner = process_tags(owner_pid)
     try:
         for line in sweep_orphans(client, experiment_id, keep=resumed):
             log(line)
-        run_id = _reopen(client, experiment_id, resumed, len(history or []), record) if resumed else None
+        run_id = _reopen(client, experiment_id, resumed, len(history or []), record, owner) if resumed else None
         if resumed and run_id is None:
             log(f"the MLflow store lacks run {resumed} of this training; logging it as a new run")
-        run_id = run_id or _open_run(client, experiment_id, record)
+        run_id = run_id or _open_run(client, experiment_id, record, extra_tags=owner)
     except Exception as err:
         raise _store_error(tracking_uri(), err) from err
     run = TrainingRun(client, run_id)
     run.catch_up(history or [])
-    from stages.run_content import system_metrics as sampling
+    return run
 
-    status = "FAILED"
-    try:
-        with sampling(run_id, system_metrics):
-            yield run
-        status = "FINISHED"
-    except (KeyboardInterrupt, Interrupted):
-        status = "KILLED"
-        raise
-    except TrackingOffline:
-        status = None  # nothing to end it with; the next start completes it
-        raise
-    except Exception as err:  # FAILED, and the run says why (a diverged loss, a full disk, a bug)
+
+def end_status(err: BaseException | None) -> tuple[str | None, str | None]:
+    """How a training's run ends when ``err`` (None: none) ended the training: (status, why).
+    Ctrl-C and SIGTERM end it KILLED; a store gone away leaves it open (status None), for the
+    next start to complete; anything else (a diverged loss, a full disk, a bug) FAILED, with why."""
+    if err is None:
+        return "FINISHED", None
+    if isinstance(err, (KeyboardInterrupt, Interrupted)):
+        return "KILLED", None
+    if isinstance(err, TrackingOffline):
+        return None, None
+    return "FAILED", f"{type(err).__name__}: {err}"[:4000]
+
+
+def end_training_run(client, run_id: str, status: str | None, why: str | None = None) -> None:
+    """End the run as ``end_status`` says; a failure to do so is a warning, never hiding the
+    error that ended the training."""
+    if why:
         with contextlib.suppress(Exception):
-            client.set_tag(run_id, "failed_because", f"{type(err).__name__}: {err}"[:4000])
-        raise
-    finally:
-        if status is not None:
-            try:
-                client.set_terminated(run_id, status)
-            except Exception as err:  # never hide the error that ended the run
-                print(f"warning: could not mark MLflow run {run_id} {status} ({type(err).__name__})",
-                      file=sys.stderr)
+            client.set_tag(run_id, "failed_because", why)
+    if status is None:
+        return
+    try:
+        client.set_terminated(run_id, status)
+    except Exception as err:
+        print(f"warning: could not mark MLflow run {run_id} {status} ({type(err).__name__})", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- DVC and MLflow in step

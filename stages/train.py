@@ -10,6 +10,7 @@ metrics) and history.csv (DVC plots). Every run is one MLflow run named like
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import time
@@ -35,6 +36,7 @@ from stages.common import (
 )
 from stages.config import MODEL_NAMES, Settings, load_settings
 from stages.prepare import OUT_DIR as DATA_DIR
+from stages.tracking_process import TrackingProcess
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
 
@@ -73,7 +75,23 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
     The training state is saved after every epoch (stages.resume); a start that finds
     one for the same recipe, data and runtime goes on from it, in the same MLflow run."""
-    clock = time.perf_counter()
+    if model not in MODEL_NAMES:
+        raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
+    started = time.perf_counter()
+    # MLflow is imported and its store opened in a helper process while this one imports torch and
+    # builds the model: on two cores that overlaps about 2 s of each start (stages.tracking_process)
+    tracker = TrackingProcess(settings.experiment, settings.system_metrics) if track else None
+    try:
+        return _train(model=model, settings=settings, data_dir=data_dir, output_root=output_root,
+                      tracker=tracker, progress=progress, log=log, started=started)
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path, tracker: TrackingProcess | None,
+           progress: bool | None, log, started: float) -> dict:
+    clock = started
     timings: dict[str, float] = {}
 
     def mark(phase: str) -> None:  # where a stage's wall time goes, beside the training itself
@@ -88,23 +106,25 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
         Trainer,
         compile_cache_dir,
         load_compile_cache,
+        pick_device,
         precision_choice,
         save_compile_cache,
         train,
     )
     from stages.prepare import load_prepared
     from stages.resume import StateWriter, code_hashes, fingerprint, load_resumable, state_path
-    from stages.tracking import training_run
+    from stages.tracking import NullRun
 
-    if model not in MODEL_NAMES:
-        raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     mark("imports_s")
     arrays, data_meta = load_prepared(data_dir)
     arrays = select_subsets(arrays, settings.data.train_subset, settings.data.test_subset, settings.seed)
     mark("data_load_s")
     recipe = settings.recipe(model)
     recipe["data"]["source"] = data_meta["source"]  # what prepare really read
-    trainer = Trainer(model, engine_recipe(settings))  # resolves the device: a bad one fails before any run opens
+    pick_device(settings.runtime.device)  # a bad one fails before the store is touched
+    if tracker is not None:
+        tracker.connect()  # while the model builds
+    trainer = Trainer(model, engine_recipe(settings))
     mark("model_and_device_s")
     log(f"{model}: {precision_choice(trainer.device, settings.runtime.precision)[1]}")
     if trainer.recipe.compile:  # kernels an earlier process of this torch and device compiled: seconds, not a minute
@@ -130,8 +150,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
     mark("resume_check_s")
 
     paths = output_paths(model, output_root)
-    with training_run(record, settings.experiment, track=track, history=history, log=log,
-                      system_metrics=settings.system_metrics) as run:
+    with tracker.training_run(record, history, log) if tracker else contextlib.nullcontext(NullRun()) as run:
         record["mlflow_run_id"] = run.run_id
         mark("mlflow_open_s")
 

@@ -288,6 +288,7 @@ def test_a_tiny_kaiming_training_is_named_apart_from_the_recipe(tmp_path, image_
     prepare(source=str(image_tree), out_dir=tmp_path / "data" / "cifar10")
     settings = project_settings(**{**TINY, "epochs": 1, "train": {**TINY["train"], "init": "kaiming"}})
     run_training(model="alexnet", settings=settings, progress=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the training's own helper process logged it
     runs = mlflow.search_runs(experiment_names=[settings.experiment])
     assert list(runs["tags.mlflow.runName"]) == ["alexnet-e1-s0-init_kaiming"]
     assert run_name(settings.recipe("alexnet")) == "alexnet-e1-s0-init_kaiming"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 import torch
 import yaml
@@ -50,6 +51,26 @@ def start_training(project: Path, model: str = "alexnet", **env) -> subprocess.P
     return subprocess.Popen([sys.executable, "-m", "stages.train", "--model", model], cwd=project, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(**env),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone, or a zombie: a git call of the provenance, say
+        return ""
+
+
+def ended(process: psutil.Process, timeout: float = 20) -> bool:
+    """Whether ``process`` exits within ``timeout`` (a zombie has: init reaps it when it can)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
@@ -94,12 +115,15 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_history_weights_and_run(tmp
     project = make_project(tmp_path / "killed", prepared)
     proc = start_training(project, "alexnet")
     state = wait_for_state(project, 1, proc)
+    helpers = [child for child in psutil.Process(proc.pid).children() if "spawn_main" in command_line(child)]
     time.sleep(0.4)  # well into epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert len(helpers) == 1 and ended(helpers[0]), "the process that kept its MLflow run goes with the training"
     killed_run = state["record"]["mlflow_run_id"]
     client, found = runs(project)
     assert [r.info.status for r in found] == ["RUNNING"], "SIGKILL leaves the run open, for the next start"
+    assert found[0].data.tags["pid"] == str(proc.pid), "owned by the training, not by its helper"
 
     # two more RUNNING runs of this host: one of a process that has ended, one of a live process
     experiment_id = found[0].info.experiment_id

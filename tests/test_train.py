@@ -78,6 +78,30 @@ def test_training_writes_outputs_and_one_mlflow_run(project):
     assert mlflow.get_experiment_by_name("test-exp").artifact_location == (project / "mlartifacts").as_uri()
 
 
+# the stage as DVC runs it, with a note at exit of every MLflow, SQLAlchemy or Alembic module it had imported
+HEAVY = ("mlflow", "sqlalchemy", "alembic")
+RECORD_IMPORTS = ("import atexit, json, runpy, sys; atexit.register(lambda: open('imported.json', 'w').write("
+                  f"json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))))"
+                  "; sys.argv = ['train', '--model', 'vgg8']; runpy.run_module('stages.train', run_name='__main__')")
+
+
+def test_the_training_process_never_imports_mlflow_and_owns_its_run(project):
+    """Its helper process does all of MLflow (stages.tracking_process); the run it opens names the
+    training's process as its owner, so a later start's sweep judges the right one."""
+    (project / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
+    with subprocess.Popen([sys.executable, "-c", RECORD_IMPORTS], cwd=project, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=subprocess_env()) as proc:
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads((project / "imported.json").read_text()) == []
+    record = json.loads((project / "outputs/vgg8/record.json").read_text())
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run = client.get_run(record["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["pid"] == str(proc.pid)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")] == [1, 2]
+    assert run.data.metrics["final_test_acc"] == pytest.approx(record["summary"]["final_test_acc"])
+
+
 def test_same_seed_same_numbers(project):
     one_epoch = project_settings(**{**TINY, "epochs": 1})
     a = run_training(model="alexnet", settings=one_epoch, track=False, progress=False)

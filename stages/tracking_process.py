@@ -1,0 +1,196 @@
+"""MLflow in a helper process beside the train and evaluate stages (issue 23).
+
+Importing MLflow takes about 2 s of one core (torch.export, for the model log, 2 s more);
+a stage's own process spends as long importing torch and loading its model and data.
+Started before torch is imported, a helper does the first while the stage does the
+second, on the machine's second core, and the training process never imports MLflow.
+
+The training sends its epochs as they end, without waiting, and says at the end how its
+run ends (``tracking.end_status``). Ctrl-C and SIGTERM reach the stage's process, which
+decides; a helper ignores them. If the training process dies (SIGKILL), its helper exits
+too and leaves the run RUNNING, for the next start's sweep, as a killed training always did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from stages.common import StageError, exit_now
+
+
+class RemoteRun:
+    """The training's side of its run: the interface of ``tracking.TrainingRun``."""
+
+    def __init__(self, helper: TrackingProcess, run_id: str):
+        self.helper, self.run_id = helper, run_id
+
+    def log_epoch(self, record: dict) -> None:
+        self.helper.send("epoch", record)  # the helper logs it while the next epoch trains
+
+    def finish(self, record: dict, artifacts: list[Path]) -> None:
+        self.helper.request("finish", (record, [str(path) for path in artifacts]))
+
+
+class Helper:
+    """A process beside the stage's own, on a pipe: ``send`` without waiting, ``request`` and
+    wait for the answer; ``close`` last (it exits once its end of the pipe closes)."""
+
+    def __init__(self, target, *args):
+        # a fresh interpreter: a fork of a process that holds torch's threads can deadlock
+        context = multiprocessing.get_context("spawn")
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=target, args=(theirs, *args), name="mlflow-helper")
+        self.process.start()
+        theirs.close()
+
+    def send(self, kind: str, payload=None) -> None:
+        try:
+            self.conn.send((kind, payload))
+        except OSError as err:
+            raise self._gone() from err
+
+    def request(self, kind: str, payload=None):
+        """Send, then wait for the answer to this request (an error it raised is raised here)."""
+        self.send(kind, payload)
+        while True:
+            while not self.conn.poll(1.0):
+                if not self.process.is_alive():
+                    raise self._gone()
+            try:
+                answered, result = self.conn.recv()
+            except (EOFError, OSError) as err:
+                raise self._gone() from err
+            if answered == "error":
+                raise result
+            if answered == kind:
+                return result
+            # else the answer to a request that Ctrl-C cut short: not this one's
+
+    def _gone(self) -> BaseException:
+        with contextlib.suppress(EOFError, OSError):  # the error it sent before it went
+            while self.conn.poll(0):
+                answered, result = self.conn.recv()
+                if answered == "error":
+                    return result
+        self.process.join(5)
+        return StageError(f"the process that does this stage's MLflow logging exited (code {self.process.exitcode}) "
+                          "without an answer; its error, if any, is printed above; rerun `dvc repro`")
+
+    def close(self) -> None:
+        """The helper exits once its end of the pipe closes; a hung one is stopped."""
+        self.conn.close()
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class TrackingProcess(Helper):
+    """The training's run: start it first thing; ``connect`` once the inputs pass;
+    ``training_run`` then opens the run through it."""
+
+    def __init__(self, experiment: str, system_metrics: bool = False):
+        super().__init__(serve, experiment, system_metrics, os.getpid())
+
+    def connect(self) -> None:
+        """Let the helper open the store (creating it if new): called once the training's own
+        inputs (data, device) have passed, so a bad one leaves no store behind."""
+        self.send("connect")
+
+    @contextlib.contextmanager
+    def training_run(self, record: dict, history: list[dict], log=print) -> Iterator[RemoteRun]:
+        """The run opened (or reopened), then ended as the training ended (``tracking.end_status``)."""
+        from stages.tracking import end_status
+
+        opened = False
+        try:
+            run_id, lines = self.request("open", (record, history))
+            opened = True
+            for line in lines:
+                log(line)
+            yield RemoteRun(self, run_id)
+        except BaseException as err:
+            if opened or isinstance(err, KeyboardInterrupt):  # Ctrl-C while it opened: it ends KILLED
+                self._end(*end_status(err))
+            raise
+        self._end(*end_status(None))
+
+    def _end(self, status: str | None, why: str | None) -> None:
+        try:
+            self.request("end", (status, why))
+        except StageError as err:  # never hide the error that ended the training
+            print(f"warning: {err}", file=sys.stderr)
+
+
+def serve(conn, experiment: str, system_metrics: bool, owner_pid: int) -> None:
+    """The helper: import MLflow while the training loads, connect and open the run when it
+    says, log the epochs it sends, end the run as it says; exit, leaving the run as it is,
+    when the training goes away."""
+    ignore_interrupts()
+    from stages import tracking
+    from stages.run_content import system_metrics as sampling
+
+    try:
+        tracking.preload()
+        receive(conn)  # "connect"
+        client, experiment_id = tracking.connect(experiment)
+        kind, (record, history) = receive(conn)
+        lines: list[str] = []
+        run = tracking.open_training_run(client, experiment_id, record, history, log=lines.append,
+                                         owner_pid=owner_pid)
+    except BaseException as err:
+        reply(conn, "error", portable(err))
+        exit_now(0)
+    reply(conn, "open", (run.run_id, lines))
+    with sampling(run.run_id, system_metrics):
+        while (message := receive(conn))[0] != "end":
+            kind, payload = message
+            if kind == "epoch":
+                run.log_epoch(payload)  # never raises: a store gone away keeps them for later
+            elif kind == "finish":
+                try:
+                    run.finish(payload[0], [Path(path) for path in payload[1]])
+                except BaseException as err:
+                    reply(conn, "error", portable(err))
+                else:
+                    reply(conn, "finish", None)
+    tracking.end_training_run(client, run.run_id, *message[1])
+    reply(conn, "end", None)
+    exit_now(0)  # nothing left to do: the training process need not wait for a teardown
+
+
+def ignore_interrupts() -> None:
+    """Ctrl-C and SIGTERM reach the whole process group: the stage's own process decides what
+    they mean (a training's run ends KILLED), so a helper must not die of them first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def receive(conn):
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)  # the stage's process is gone (a training's run: the next start sweeps or resumes it)
+
+
+def reply(conn, kind: str, result) -> None:
+    try:
+        conn.send((kind, result))
+    except OSError:
+        os._exit(0)
+
+
+def portable(err: BaseException) -> BaseException:
+    """``err`` as it can cross to the training process: a StageError says what to do."""
+    if isinstance(err, StageError):
+        with contextlib.suppress(Exception):
+            pickle.loads(pickle.dumps(err))
+            return err
+    return StageError(f"MLflow: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
