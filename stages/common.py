@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,11 @@ def exit_now(code: int) -> None:
     """End the process once its work is done, without tearing the interpreter down: the exit
     handlers run and the streams are flushed, but the teardown of the modules (0.5 s with torch
     loaded, 1.5 s with torch, MLflow and matplotlib, on one core) is skipped. Every output is
-    written and closed by now; MLflow's calls are synchronous."""
+    written and closed by now; MLflow's calls are synchronous. Threads that are not daemons (a
+    state save) are waited for first, as a normal exit would."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

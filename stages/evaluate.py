@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import MODEL_NAMES
-from stages.common import OUTPUT_ROOT, StageError, atomic_path, exit_now, output_paths, run_main, write_json
+from stages.common import (
+    OUTPUT_ROOT,
+    Interrupted,
+    StageError,
+    Terminated,
+    atomic_path,
+    exit_now,
+    output_paths,
+    run_main,
+    write_json,
+)
 from stages.config import load_settings
 from stages.prepare import OUT_DIR as DATA_DIR
 from stages.tracking_process import Helper, ignore_interrupts, receive, reply
@@ -285,7 +295,13 @@ def main() -> None:
             efficiency = f"{per_point / 1e3:.0f}K parameters per point" if per_point else "no correct predictions"
             print(f"{args.model}: test accuracy {m['test_acc']:.2f}% on {m['test_images']} images, {efficiency}")
             if logger is not None:
-                print(logger.log())  # the outputs are written: now the store
+                try:
+                    line = logger.log()  # the outputs are written: now the store
+                except KeyboardInterrupt as err:
+                    raise Interrupted(f"{args.model}: interrupted while logging to MLflow; the evaluation's outputs "
+                                      "are written, and the report stage logs what the run lacks",
+                                      143 if isinstance(err, Terminated) else 130) from err
+                print(line)
         finally:
             if logger is not None:
                 logger.close()

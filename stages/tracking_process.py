@@ -9,6 +9,8 @@ The training sends its epochs as they end, without waiting, and says at the end 
 run ends (``tracking.end_status``). Ctrl-C and SIGTERM reach the stage's process, which
 decides; a helper ignores them. If the training process dies (SIGKILL), its helper exits
 too and leaves the run RUNNING, for the next start's sweep, as a killed training always did.
+If the helper dies, the training goes on and ends as with a store gone away
+(``tracking.TrackingOffline``): its state kept, for the rerun to log without training again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,12 +33,32 @@ class RemoteRun:
 
     def __init__(self, helper: TrackingProcess, run_id: str):
         self.helper, self.run_id = helper, run_id
+        self.lost = False
 
     def log_epoch(self, record: dict) -> None:
-        self.helper.send("epoch", record)  # the helper logs it while the next epoch trains
+        """Sent without waiting: the helper logs it while the next epoch trains. A helper gone
+        does not stop the training: the epochs are in its saved state, for the next start."""
+        if self.lost:
+            return
+        try:
+            self.helper.send("epoch", record)
+        except StageError as err:
+            self.lost = True
+            print(f"warning: {err}; training goes on, and its epochs go to MLflow at the next start",
+                  file=sys.stderr)
 
     def finish(self, record: dict, artifacts: list[Path]) -> None:
-        self.helper.request("finish", (record, [str(path) for path in artifacts]))
+        from stages.tracking import TrackingOffline
+
+        try:
+            self.helper.request("finish", (record, [str(Path(path).resolve()) for path in artifacts]))
+        except TrackingOffline:
+            raise
+        except StageError as err:  # the helper is gone: as with a store gone, the rerun logs it
+            raise TrackingOffline(
+                f"{err}, so MLflow run {self.run_id} is not complete; the training is saved locally "
+                f"(outputs/{record['recipe']['model']} and its training state): rerun `dvc repro` to log it "
+                "without training again") from err
 
 
 class Helper:
@@ -49,20 +72,26 @@ class Helper:
         self.process = context.Process(target=target, args=(theirs, *args), name="mlflow-helper")
         self.process.start()
         theirs.close()
+        self.used = False  # whether it was ever asked to touch the store
 
     def send(self, kind: str, payload=None) -> None:
+        self.used = True
         try:
             self.conn.send((kind, payload))
         except OSError as err:
             raise self._gone() from err
 
-    def request(self, kind: str, payload=None):
+    def request(self, kind: str, payload=None, timeout: float | None = None):
         """Send, then wait for the answer to this request (an error it raised is raised here)."""
         self.send(kind, payload)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             while not self.conn.poll(1.0):
                 if not self.process.is_alive():
                     raise self._gone()
+                if deadline is not None and time.monotonic() > deadline:
+                    raise StageError(f"the helper process that does this stage's MLflow logging did not answer "
+                                     f"{kind!r} within {timeout:g} s")
             try:
                 answered, result = self.conn.recv()
             except (EOFError, OSError) as err:
@@ -80,13 +109,14 @@ class Helper:
                 if answered == "error":
                     return result
         self.process.join(5)
-        return StageError(f"the process that does this stage's MLflow logging exited (code {self.process.exitcode}) "
-                          "without an answer; its error, if any, is printed above; rerun `dvc repro`")
+        return StageError(f"the helper process that does this stage's MLflow logging exited (code "
+                          f"{self.process.exitcode})")
 
     def close(self) -> None:
-        """The helper exits once its end of the pipe closes; a hung one is stopped."""
+        """The helper exits once its end of the pipe closes; a hung one is stopped, and one that
+        never touched the store (the stage failed first) is not waited for."""
         self.conn.close()
-        self.process.join(30)
+        self.process.join(30 if self.used else 0)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
@@ -123,10 +153,12 @@ class TrackingProcess(Helper):
         self._end(*end_status(None))
 
     def _end(self, status: str | None, why: str | None) -> None:
-        try:
-            self.request("end", (status, why))
+        if not self.process.is_alive():  # gone: the error that said so is the one to see
+            return
+        try:  # bounded: a Ctrl-C inside a pipe read may have left the pipe out of step
+            self.request("end", (status, why), timeout=60)
         except StageError as err:  # never hide the error that ended the training
-            print(f"warning: {err}", file=sys.stderr)
+            print(f"warning: {err}; the run stays open until the next start ends it", file=sys.stderr)
 
 
 def serve(conn, experiment: str, system_metrics: bool, owner_pid: int) -> None:
@@ -141,7 +173,10 @@ def serve(conn, experiment: str, system_metrics: bool, owner_pid: int) -> None:
         tracking.preload()
         receive(conn)  # "connect"
         client, experiment_id = tracking.connect(experiment)
-        kind, (record, history) = receive(conn)
+        kind, payload = receive(conn)
+        if kind != "open":  # Ctrl-C before the training asked for its run: nothing to open or end
+            exit_now(0)
+        record, history = payload
         lines: list[str] = []
         run = tracking.open_training_run(client, experiment_id, record, history, log=lines.append,
                                          owner_pid=owner_pid)

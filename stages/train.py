@@ -174,6 +174,10 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
                      else "no epoch had finished; rerun `dvc repro` to start again")
             raise Interrupted(f"{model}: interrupted at epoch {done + 1}/{settings.epochs} ({saved})",
                               143 if isinstance(err, Terminated) else 130) from err
+        except Exception:
+            with contextlib.suppress(Exception):  # the error that stopped the training is the one to see
+                writer.wait()  # the state save under way lands whole: a rerun resumes from it
+            raise
         writer.wait()
         mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
         if trainer.recipe.compile:

@@ -155,6 +155,34 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_history_weights_and_run(tmp
     assert len(found) == 3
 
 
+def test_a_training_outlives_its_mlflow_helper_and_the_rerun_logs_it(tmp_path, prepared):
+    """The helper process that keeps the run killed mid-training: the training goes on to its end
+    and says once that MLflow lost it, keeps its state whole, and exits 1; the rerun logs the
+    same run, every epoch, without training again."""
+    project = make_project(tmp_path, prepared, epochs=4)
+    proc = start_training(project, "alexnet")
+    wait_for_state(project, 1, proc)
+    helper = next(child for child in psutil.Process(proc.pid).children() if "spawn_main" in command_line(child))
+    helper.kill()
+    code, _, err = finish(proc)
+    assert code == 1 and "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if " INFO mlflow" not in line]
+    assert len([line for line in lines if line.startswith("warning: the helper process")]) == 1, err
+    assert "training goes on" in lines[0] and "exited (code -9)" in lines[0], err
+    assert lines[-1].startswith("error: the helper process that does this stage's MLflow logging exited"), err
+    assert "rerun `dvc repro` to log it without training again" in lines[-1]
+    states = list((project / ".train_state").iterdir())
+    assert len(states) == 1 and states[0].suffix == ".pt", "one whole state, no half-written file"
+    assert torch.load(states[0], weights_only=True)["trainer"]["epochs_done"] == 4
+
+    code, out, err = finish(start_training(project, "alexnet"))
+    assert code == 0, err
+    assert "resuming after epoch 4/4" in out, out
+    client, found = runs(project)
+    assert [r.info.status for r in found] == ["FINISHED"]
+    assert [m.step for m in client.get_metric_history(found[0].info.run_id, "test_acc")] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_training_ends_its_run_killed_and_resumes(tmp_path, prepared, sig, code):
     # epochs to spare: the signal lands in epoch 2, about a second after epoch 1's state is found
