@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,11 +199,9 @@ def exit_now(code: int) -> None:
     """End the process once its work is done, without tearing the interpreter down: the exit
     handlers run and the streams are flushed, but the teardown of the modules (0.5 s with torch
     loaded, 1.5 s with torch, MLflow and matplotlib, on one core) is skipped. Every output is
-    written and closed by now; MLflow's calls are synchronous. Threads that are not daemons (a
-    state save) are waited for first, as a normal exit would."""
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    written and closed by now; MLflow's calls are synchronous. Threads still running are not
+    waited for: a stage waits for its own first (the training for its state save, on every path
+    out). Waiting for every thread that is not a daemon could hang on a thread pool's idle worker."""
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

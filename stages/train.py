@@ -91,6 +91,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, o
 
 def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path, tracker: TrackingProcess | None,
            progress: bool | None, log, started: float) -> dict:
+    """``run_training``'s work, its MLflow run kept by ``tracker`` (None: not logged)."""
     clock = started
     timings: dict[str, float] = {}
 
