@@ -128,6 +128,7 @@ class TrackingProcess(Helper):
 
     def __init__(self, experiment: str, system_metrics: bool = False):
         super().__init__(serve, experiment, system_metrics, os.getpid())
+        self.experiment = experiment
 
     def connect(self) -> None:
         """Let the helper open the store (creating it if new): called once the training's own
@@ -139,7 +140,7 @@ class TrackingProcess(Helper):
         """The run opened (or reopened), then ended as the training ended (``tracking.end_status``)."""
         from stages.tracking import end_status
 
-        opened = False
+        opened, run_id = False, None
         try:
             run_id, lines = self.request("open", (record, history))
             opened = True
@@ -148,17 +149,30 @@ class TrackingProcess(Helper):
             yield RemoteRun(self, run_id)
         except BaseException as err:
             if opened or isinstance(err, KeyboardInterrupt):  # Ctrl-C while it opened: it ends KILLED
-                self._end(*end_status(err))
+                self._end(run_id if opened else None, *end_status(err))
             raise
-        self._end(*end_status(None))
+        self._end(run_id, *end_status(None))
 
-    def _end(self, status: str | None, why: str | None) -> None:
-        if not self.process.is_alive():  # gone: the error that said so is the one to see
+    def _end(self, run_id: str | None, status: str | None, why: str | None) -> None:
+        if self.process.is_alive():
+            try:  # bounded: a Ctrl-C inside a pipe read may have left the pipe out of step
+                self.request("end", (status, why), timeout=60)
+                return
+            except StageError:
+                self.process.kill()
+                self.process.join()
+        if status is None or run_id is None:
             return
-        try:  # bounded: a Ctrl-C inside a pipe read may have left the pipe out of step
-            self.request("end", (status, why), timeout=60)
-        except StageError as err:  # never hide the error that ended the training
-            print(f"warning: {err}; the run stays open until the next start ends it", file=sys.stderr)
+        # the helper is gone: end the run from here (MLflow's import, on this rare path only), or the
+        # next start's sweep would mark a finished or failed training's run KILLED
+        from stages.tracking import connect, end_training_run
+
+        try:
+            client, _ = connect(self.experiment, create=False)
+        except StageError as err:
+            print(f"warning: could not mark MLflow run {run_id} {status} ({err})", file=sys.stderr)
+            return
+        end_training_run(client, run_id, status, why)
 
 
 def serve(conn, experiment: str, system_metrics: bool, owner_pid: int) -> None:
