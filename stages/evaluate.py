@@ -169,6 +169,7 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
     from stages.figures import plot_feature_maps
     from stages.prepare import load_prepared
+    from stages.tracking import run_label
 
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
@@ -206,7 +207,7 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     with torch.inference_mode():
         maps = first_layer_maps(net.float(), normalize(to_device_images(sample_images, device)))
     first_conv = next(m for m in net.features if isinstance(m, nn.Conv2d))
-    label = f"{model}, {recipe['epochs']} epochs, seed {recipe['seed']}, test acc {accuracy:.2f}%"
+    label = f"{run_label(recipe)}, test acc {accuracy:.2f}%"  # a data variant or ablation named in it
 
     out = eval_dir(model, output_root)
     with atomic_path(out) as tmp:

@@ -59,8 +59,10 @@ def plot_curve_rows(rows: list[tuple[str, list[dict]]], path: Path) -> bool:
                 ax.plot(curve["epochs"], curve[key], curve.get("style", "-"), color=curve.get("color"),
                         alpha=curve.get("alpha", 1.0), label=curve.get("label"), marker=curve.get("marker", "."),
                         markevery=every, markersize=5, fillstyle="none")
-        row[0].set(xlabel="epoch", ylabel="test accuracy (%)", title=f"Test accuracy{': ' + title if title else ''}")
-        row[1].set(xlabel="epoch", ylabel="training loss", title=f"Training loss{': ' + title if title else ''}")
+        row[0].set(xlabel="epoch", ylabel="test accuracy (%)")
+        row[1].set(xlabel="epoch", ylabel="training loss")
+        for ax, name in zip(row, ("Test accuracy", "Training loss"), strict=True):
+            ax.set_title(f"{name}\n{title}" if title else name, fontsize=10)  # a run's long title on its own line
         for ax in row:
             ax.grid(alpha=0.3)
             ax.xaxis.get_major_locator().set_params(integer=True)

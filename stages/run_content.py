@@ -68,14 +68,14 @@ def system_metrics(run_id: str, enabled: bool) -> Iterator[None]:
 
 def _learning_curve(record: dict[str, Any], path: Path) -> None:
     from stages.figures import plot_curves
+    from stages.tracking import run_label
 
     history = record["history"]
     recipe = record["recipe"]
     plot_curves([{"epochs": [h["epoch"] for h in history], "test_acc": [h["test_acc"] for h in history],
                   "train_loss": [h["train_loss"] for h in history], "style": "-", "color": "C0",
                   "label": recipe["model"]}], path,
-                f"{recipe['model']}, {recipe['epochs']} epochs, seed {recipe['seed']} "
-                f"({record['provenance']['device_name']})")
+                f"{run_label(recipe)} ({record['provenance']['device_name']})")
 
 
 def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, checkpoint: Path | None) -> None:

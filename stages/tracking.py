@@ -200,16 +200,26 @@ STUDY_TRAIN = {"init": "default", "lr": 0.01}
 JPEG_VARIANT = re.compile(r"-q(\d+)\.(?:tar\.gz|tgz|tar)$")
 
 
-def run_name(recipe: dict[str, Any]) -> str:
-    """``<model>-e<epochs>-s<seed>``, then each ablation setting that differs from the study's
-    (e.g. ``vgg16-e40-s0-init_kaiming``) and the JPEG quality of a re-encoded data variant
-    (``alexnet-e40-s0-jpeg_q25``), so neither shares a name with the recipe's run."""
+def distinctions(recipe: dict[str, Any]) -> list[str]:
+    """What sets a run apart from the study's recipe: each ablation setting that differs
+    (``init_kaiming``) and the JPEG quality of a re-encoded data variant (``jpeg_q25``)."""
     changed = [f"{key}_{value}" for key, value in recipe.get("train", {}).items()
                if key in STUDY_TRAIN and value != STUDY_TRAIN[key]]
     variant = JPEG_VARIANT.search(str(recipe.get("data", {}).get("source", "")))
     if variant:
         changed.append(f"jpeg_q{variant.group(1)}")
-    return "-".join([f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}", *changed])
+    return changed
+
+
+def run_name(recipe: dict[str, Any]) -> str:
+    """``<model>-e<epochs>-s<seed>``, then its ``distinctions`` (``vgg16-e40-s0-init_kaiming``,
+    ``alexnet-e40-s0-jpeg_q25``), so that no variant shares a name with the recipe's run."""
+    return "-".join([f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}", *distinctions(recipe)])
+
+
+def run_label(recipe: dict[str, Any]) -> str:
+    """The run in words for a figure's title: ``alexnet, 40 epochs, seed 0, jpeg_q25``."""
+    return ", ".join([f"{recipe['model']}, {recipe['epochs']} epochs, seed {recipe['seed']}", *distinctions(recipe)])
 
 
 def run_params(record: dict[str, Any]) -> dict[str, Any]:
