@@ -317,6 +317,14 @@ def queue_workers(repo, workers: int, log: Path):
         starter.wait()
 
 
+def failed_task_logs(repo, status: str) -> str:
+    """The output of every failed queue task in ``status``, so a failure shows its cause."""
+    names = [line.split()[1] for line in status.splitlines() if line.split()[-1:] == ["Failed"]]
+    return "".join(f"\n--- dvc queue logs {name}:\n" + subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "logs", name], cwd=repo, capture_output=True, text=True,
+        env=subprocess_env()).stdout[-4000:] for name in names)
+
+
 @pytest.mark.long
 def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image_tarball):
     repo = fresh_project(tmp_path / "repo", image_tarball)  # needs no earlier run: runs beside the study
@@ -326,10 +334,13 @@ def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image
     with queue_workers(repo, 2, tmp_path / "queue-start.log"):
         wanted = {f"{m}-e{e}-s1" for m in LIGHT for e in (4, 5)}
         deadline = time.time() + 480
+        status = ""
         while time.time() < deadline and not wanted <= set(runs_by_name(repo / "mlflow.db")):
+            status = dvc("queue", "status", cwd=repo)
+            if "Failed" in status:  # no point waiting out the deadline: say why it failed
+                break
             time.sleep(5)
-        status = dvc("queue", "status", cwd=repo)
-        assert wanted <= set(runs_by_name(repo / "mlflow.db")), status
+        assert wanted <= set(runs_by_name(repo / "mlflow.db")), status + failed_task_logs(repo, status)
         while time.time() < deadline and "Running" in dvc("queue", "status", cwd=repo):
             time.sleep(3)
         assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
