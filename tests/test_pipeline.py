@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -317,36 +318,67 @@ def queue_workers(repo, workers: int, log: Path):
         starter.wait()
 
 
-def failed_task_logs(repo, status: str) -> str:
-    """The output of every failed queue task in ``status``, so a failure shows its cause."""
-    names = [line.split()[1] for line in status.splitlines() if line.split()[-1:] == ["Failed"]]
-    return "".join(f"\n--- dvc queue logs {name}:\n" + subprocess.run(
-        [sys.executable, "-m", "dvc", "queue", "logs", name], cwd=repo, capture_output=True, text=True,
-        env=subprocess_env()).stdout[-4000:] for name in names)
+def failed_tasks(status: str) -> list[str]:
+    return [line.split()[1] for line in status.splitlines() if line.split()[-1:] == ["Failed"]]
+
+
+def failed_task_logs(repo, names: list[str]) -> str:
+    """The output of each failed queue task, and the celery workers' own logs (a task that
+    fails before its first stage has no output of its own: DVC issue 10673)."""
+    logs = []
+    for name in names:
+        proc = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name], cwd=repo, capture_output=True,
+                              text=True, env=subprocess_env())
+        logs.append(f"\n--- dvc queue logs {name}:\n{proc.stdout[-4000:]}{proc.stderr[-1000:]}")
+    if names:
+        logs += [f"\n--- {log.name}:\n" + log.read_text(errors="replace")[-4000:]
+                 for log in sorted((repo / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.out"))]
+    return "".join(logs)
+
+
+QUEUED = {"cl-off-e4": (4, "false"), "cl-on-e5": (5, "true")}  # name: epochs, runtime.channels_last
+
+
+def queue_experiment(repo, name):
+    epochs, channels_last = QUEUED[name]
+    dvc("exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"epochs={epochs}", "-S",
+        f"models=[{','.join(LIGHT)}]", "-S", f"runtime.channels_last={channels_last}", cwd=repo)
+
+
+def run_queue(repo, log: Path) -> str:
+    """Two workers on the queue until it is empty (or 480 s); the queue's status at the end."""
+    with queue_workers(repo, 2, log):
+        deadline = time.time() + 480
+        status = dvc("queue", "status", cwd=repo)
+        while time.time() < deadline and re.search(r"\b(Running|Queued)\s*$", status, re.MULTILINE):
+            time.sleep(5)
+            status = dvc("queue", "status", cwd=repo)
+    return status
 
 
 @pytest.mark.long
 def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image_tarball):
     repo = fresh_project(tmp_path / "repo", image_tarball)  # needs no earlier run: runs beside the study
-    for name, epochs, channels_last in (("cl-off-e4", 4, "false"), ("cl-on-e5", 5, "true")):
-        dvc("exp", "run", "--queue", "-n", name, "-S", "seed=1", "-S", f"epochs={epochs}", "-S",
-            f"models=[{','.join(LIGHT)}]", "-S", f"runtime.channels_last={channels_last}", cwd=repo)
-    with queue_workers(repo, 2, tmp_path / "queue-start.log"):
-        wanted = {f"{m}-e{e}-s1" for m in LIGHT for e in (4, 5)}
-        deadline = time.time() + 480
-        status = ""
-        while time.time() < deadline and not wanted <= set(runs_by_name(repo / "mlflow.db")):
-            status = dvc("queue", "status", cwd=repo)
-            if "Failed" in status:  # no point waiting out the deadline: say why it failed
-                break
-            time.sleep(5)
-        assert wanted <= set(runs_by_name(repo / "mlflow.db")), status + failed_task_logs(repo, status)
-        while time.time() < deadline and "Running" in dvc("queue", "status", cwd=repo):
-            time.sleep(3)
-        assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
-        runs = finished_runs(repo / "mlflow.db")
-        assert set(runs[runs["tags.mlflow.runName"] == "vgg8-e4-s1"]["params.runtime.channels_last"]) == {"False"}
-        assert not any(src.startswith(str(repo / ".dvc" / "tmp")) for src in runs["tags.mlflow.source.name"])
+    for name in QUEUED:
+        queue_experiment(repo, name)
+    status = run_queue(repo, tmp_path / "queue-start.log")
+    if failed := failed_tasks(status):
+        # DVC issue 10673 (open): with more than one worker a task can fail before its first stage,
+        # with no output of its own. That is DVC's, not the project's: such a task is queued again,
+        # once. A task whose stages ran and failed fails the test, with its output.
+        logs = failed_task_logs(repo, failed)
+        assert "Running stage" not in logs, status + logs
+        warnings.warn(f"DVC issue 10673: queued {failed} failed before any stage ran; queued again:{logs}")
+        dvc("queue", "remove", "--failed", cwd=repo)
+        for name in failed:
+            queue_experiment(repo, name)
+        status = run_queue(repo, tmp_path / "queue-restart.log")
+    wanted = {f"{m}-e{e}-s1" for m in LIGHT for e in (4, 5)}
+    assert wanted <= set(runs_by_name(repo / "mlflow.db")), status + failed_task_logs(repo, failed_tasks(status))
+    assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
+    runs = finished_runs(repo / "mlflow.db")
+    assert set(runs[runs["tags.mlflow.runName"] == "vgg8-e4-s1"]["params.runtime.channels_last"]) == {"False"}
+    assert not any(src.startswith(str(repo / ".dvc" / "tmp")) for src in runs["tags.mlflow.source.name"])
     # apply the 5-epoch one: the report takes the 4-epoch runs too, their runtime differs, not their recipe
     dvc("exp", "apply", "cl-on-e5", cwd=repo)
     dvc("repro", cwd=repo)
