@@ -85,6 +85,9 @@ def _access_error(uri: str, err: Exception) -> StageError | None:
 
 # how long a start waits for a SQLite store another process holds locked (seconds)
 LOCK_WAIT_S = float(os.environ.get("MLFLOW_STORE_LOCK_WAIT_S", "60"))
+# what MLflow's schema migrations say when another process (without our lock: `mlflow ui`, a
+# reader) runs them on the same new SQLite file at the same moment
+CREATION_RACE = re.compile(r"already exists|duplicate column name|Online migration expected to match one row")
 
 
 def _store_error(uri: str, err: Exception) -> StageError:
@@ -156,22 +159,64 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     deadline = time.monotonic() + LOCK_WAIT_S
+    collided = False  # another process was creating the same SQLite store at the same moment
+    schemas: list[str] = []  # the store's schema versions seen, when not this MLflow's
     while True:
         try:
             return _open_experiment(mlflow, uri, root, experiment, create)
         except StageError:
             raise
         except Exception as err:
-            if "database is locked" in str(err) and time.monotonic() < deadline:
-                time.sleep(1)  # another process is writing: wait for it, a bounded time
+            collided = collided or isinstance(err, StoreRace) or bool(CREATION_RACE.search(str(err)))
+            if schema := re.search(r"found version (\w+)", str(err)):
+                # a schema that moves is being migrated by another process: wait for it; one that
+                # stays put for two looks a second apart is another MLflow's, and is named
+                collided = collided or bool(schemas and schemas[-1] != schema.group(1))
+                schemas.append(schema.group(1))
+                if len(schemas) < 3 and time.monotonic() < deadline:
+                    time.sleep(1)
+                    continue
+            # another process is writing, or creating the store (`mlflow ui` on a new file): its
+            # schema is half made until it finishes, so wait for it, a bounded time
+            if ("database is locked" in str(err) or collided) and time.monotonic() < deadline:
+                time.sleep(1)
                 continue
             raise _store_error(uri, err) from err
+
+
+class StoreRace(Exception):
+    """Another process created the SQLite store while this one was making it."""
+
+
+def _create_sqlite_store(mlflow, path: Path) -> None:
+    """A new SQLite store is made whole under another name, then linked into place: MLflow's
+    migrations take no lock, so a reader or `mlflow ui` opening the same new file at the same
+    moment would run them too: one of the two failed, 2 times in 6 when tried, or left the file
+    half made. If another process made it meanwhile, that one is used once it is whole."""
+    if path.exists():
+        return
+    part = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    try:
+        mlflow.MlflowClient(f"sqlite:///{part}").search_experiments(max_results=1)
+        try:
+            os.link(part, path)  # never replaces: a store made meanwhile by another process stays
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(part, path)
+    except FileExistsError as err:
+        raise StoreRace(f"{path} was created by another process meanwhile") from err
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool):
     client = None
     try:
         with _store_lock(uri):
+            if uri.startswith("sqlite:///"):
+                _create_sqlite_store(mlflow, Path(uri.removeprefix("sqlite:///")))
             client = mlflow.MlflowClient(uri)  # a SQLite store is opened (and migrated) here
             found = client.get_experiment_by_name(experiment)
             if found is not None and found.lifecycle_stage == "deleted":

@@ -208,6 +208,29 @@ def test_a_locked_store_is_waited_for_then_named(tmp_path, prepared):
     assert runs(project).empty and not (project / "outputs").exists()
 
 
+def test_a_store_another_process_is_creating_is_waited_for(tmp_path, monkeypatch):
+    """Any reader (`mlflow ui`, a script) that opens a new SQLite store runs MLflow's migrations
+    on it, and they take no lock: a training arriving meanwhile failed (4 times in 4, with
+    "table ... already exists"). Now it waits for the store to be whole."""
+    from stages import tracking
+
+    db = tmp_path / "mlflow.db"
+    other = subprocess.Popen([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient('sqlite:///{db}')"
+                              ".search_experiments()"], env=subprocess_env(), stderr=subprocess.DEVNULL)
+    while not db.exists():  # the other process has begun; its migrations take about a second
+        assert other.poll() is None, "the other process ended without making the store"
+        time.sleep(0.002)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    previous = mlflow.get_tracking_uri()
+    try:
+        client, experiment_id = tracking.connect("test-exp", root=tmp_path)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    other.wait(timeout=120)
+    assert client.get_experiment(experiment_id).name == "test-exp"
+    assert not list(tmp_path.glob(".mlflow.db.creating-*"))
+
+
 def test_a_deleted_experiment_names_the_restore_command_and_it_works(tmp_path, prepared):
     project = make_project(tmp_path / "p", prepared, epochs=1)
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
