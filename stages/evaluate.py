@@ -240,11 +240,14 @@ def log_to_training_run(model: str, experiment: str, log_model: bool, output_roo
         run = find_run(client, experiment_id, record["record_id"])
         if run is None:
             return f"{model}: the MLflow store has no finished run of this training yet; {later}"
-        log_evaluation(client, run.info.run_id, record, eval_dir(model, output_root),
-                       paths["checkpoint"] if log_model else None)
+        found = log_evaluation(client, run.info.run_id, record, eval_dir(model, output_root),
+                               paths["checkpoint"] if log_model else None)
     except Exception as err:  # StageError from connect included: one line, the stage's outputs stand
         first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         return f"warning: {model}: evaluation not logged to MLflow ({first}); {later}"
+    if found is not None:
+        return (f"{model}: evaluation logged to MLflow run {run.info.run_id}; its model was there already, "
+                f"from this checkpoint (model {found})")
     return f"{model}: evaluation{' and model' if log_model else ''} logged to MLflow run {run.info.run_id}"
 
 

@@ -5,6 +5,7 @@ and stages.run_content, which the report imports, does not.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -40,17 +41,34 @@ def preload() -> None:
     from models import build_model  # noqa: F401
 
 
-def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> None:
+# the logged model's tag naming the checkpoint it came from: an evaluation run again finds it
+CHECKPOINT_TAG = "checkpoint_sha256"
+
+
+def logged_model_id(client, run, checkpoint_sha256: str) -> str | None:
+    """The id of the model already logged in ``run`` from this checkpoint, if there is one."""
+    models = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'")
+    return next((m.model_id for m in models if m.tags.get(CHECKPOINT_TAG) == checkpoint_sha256), None)
+
+
+def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> str | None:
     """The trained network as an MLflow model (``mlflow.pytorch``, saved with torch.export:
     no pickle, and no code of this project needed to load it), with a signature and an input
     example of what it really takes: uint8 NCHW 3x32x32 images, float32 logits out. Loaded
-    back on the CPU, it must give the checkpoint's logits, or this raises."""
+    back on the CPU, it must give the checkpoint's logits, or this raises. A run that holds
+    this checkpoint's model already (the evaluation ran again) gets no second copy: its id
+    is returned, else None."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
 
     from models import build_model
 
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    run = client.get_run(run_id)
+    if (found := logged_model_id(client, run, digest)) is not None:
+        return found
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     net = build_model(record["recipe"]["model"])
     # copied into the net's own tensors, not assigned: torch.export's archive warns about tensors
@@ -60,7 +78,6 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     example = np.random.default_rng(0).integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
     with torch.inference_mode():
         logits = model(torch.from_numpy(example)).numpy()
-    run = client.get_run(run_id)
     try:  # log_model writes into the active run: reopen the finished run, then end it as it was
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             # MLflow's own check of the example only warns, and fails on CUDA machines (it
@@ -76,8 +93,12 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
             served = mlflow.pyfunc.load_model(info.model_uri, dst_path=copy, model_config={"device": "cpu"})
             same = np.allclose(np.asarray(served.predict(example)), logits, rtol=1e-4, atol=1e-4)
     except Exception as err:
+        client.delete_logged_model(info.model_id)  # the run keeps no model that failed its check
         raise StageError(f"the MLflow model logged in run {run_id} does not load back ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:160]}); set mlflow.log_model: false to go on without it") from err
     if not same:
+        client.delete_logged_model(info.model_id)
         raise StageError(f"the MLflow model logged in run {run_id} does not give the checkpoint's logits; "
                          "set mlflow.log_model: false to go on without it")
+    client.set_logged_model_tags(info.model_id, {CHECKPOINT_TAG: digest})  # checked: found, not logged, next time
+    return None

@@ -78,9 +78,10 @@ def _learning_curve(record: dict[str, Any], path: Path) -> None:
                 f"{run_label(recipe)} ({record['provenance']['device_name']})")
 
 
-def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, checkpoint: Path | None) -> None:
+def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, checkpoint: Path | None) -> str | None:
     """Log the evaluate stage's outputs into the training's run: metrics, per-class metrics,
-    figures, tables, the evaluation dataset, and the model when ``checkpoint`` is given."""
+    figures, tables, the evaluation dataset, and the model when ``checkpoint`` is given. Returns
+    the id of that checkpoint's model when the run held it already (stages.model_log)."""
     from mlflow.entities import Metric, RunTag
 
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -101,10 +102,12 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
         curve = Path(tmp) / "learning_curve.png"
         _learning_curve(record, curve)
         client.log_artifact(run_id, str(curve), "figures")
+    found = None
     if checkpoint is not None:
         from stages.model_log import log_model  # torch and torch.export: only when a model is logged
 
-        log_model(client, run_id, record, checkpoint)
+        found = log_model(client, run_id, record, checkpoint)
     # the mark last: a run that has it has all of the above, else the report stage logs it again
     client.log_batch(run_id, metrics=[Metric(EVAL_MARK, float(metrics["test_acc"]), now, step)],
                      tags=[RunTag("evaluated", "true")])
+    return found

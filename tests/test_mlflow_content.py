@@ -80,6 +80,12 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         with torch.inference_mode():
             expected = UInt8Classifier(net).eval()(torch.from_numpy(images)).argmax(1).numpy()
         assert (predicted == expected).all()
+        # evaluated again (a changed evaluate setting, `dvc repro -f`): the run keeps one model
+        [model] = client.search_logged_models([experiment.experiment_id])
+        assert model.source_run_id == run_id and model.tags["checkpoint_sha256"]
+        out = run_stage(project, "stages.evaluate", "--model", "alexnet", TMPDIR=str(scratch), **env)
+        assert f"its model was there already, from this checkpoint (model {model.model_id})" in out.stdout
+        assert [m.model_id for m in client.search_logged_models([experiment.experiment_id])] == [model.model_id]
     finally:
         if server is not None:
             stop_server(server)
@@ -122,3 +128,31 @@ def test_a_run_left_open_by_a_lost_store_is_completed_not_doubled(tmp_path, imag
     assert run.data.metrics["final_test_acc"] == pytest.approx(record["summary"]["final_test_acc"])
     assert {"record.json", "metrics.json", "history.csv"} <= {a.path for a in client.list_artifacts(left_open)}
     assert ensure_logged([record_path], "test-exp")[0] == []  # complete now: nothing more to do
+
+
+def test_a_model_that_fails_its_check_is_not_left_in_the_run(tmp_path, image_tree, monkeypatch):
+    """A logged model that does not load back is deleted before the stage says so: the run
+    never holds a model that failed its check, and the next evaluation logs it afresh."""
+    import importlib
+    import json
+
+    from stages.common import StageError
+    from stages.model_log import log_model
+
+    project = tmp_path / "project"
+    prepare(source=str(image_tree), out_dir=project / "data" / "cifar10")
+    (project / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
+    run_stage(project, "stages.train", "--model", "vgg8")
+    record = json.loads((project / "outputs/vgg8/record.json").read_text())
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("test-exp")
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    # the one failure no real input gives here; the module itself, not mlflow's lazy stand-in for it
+    monkeypatch.setattr(importlib.import_module("mlflow.pyfunc"), "load_model", broken)
+    monkeypatch.chdir(project)
+    with pytest.raises(StageError, match="does not load back"):
+        log_model(client, record["mlflow_run_id"], record, project / "outputs/vgg8/checkpoint.pt")
+    assert client.search_logged_models([experiment.experiment_id]) == []

@@ -386,7 +386,8 @@ def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image
         # once. A task whose stages ran and failed fails the test, with its output.
         logs = failed_task_logs(repo, failed)
         assert "Running stage" not in logs, status + logs
-        warnings.warn(f"DVC issue 10673: queued {failed} failed before any stage ran; queued again:{logs}")
+        warnings.warn(f"DVC issue 10673: queued {failed} failed before any stage ran; queued again:{logs}",
+                      stacklevel=1)
         dvc("queue", "remove", "--failed", cwd=repo)
         for name in failed:
             queue_experiment(repo, name)
