@@ -38,7 +38,7 @@ def plots_data(revisions: list[str]) -> list[dict]:
 def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
     """One panel per model, one line per revision: colour, line style and marker per revision
     (two revisions often coincide, e.g. VGG-16 at 10% in both), one legend under the panels."""
-    from stages.figures import SEED_MARKERS, SEED_STYLES, legend_below, pyplot
+    from stages.figures import SEED_MARKERS, SEED_STYLES, integer_epochs, legend_below, pyplot
 
     plt = pyplot()
     models = list(dict.fromkeys(row["filename"].split("/")[0] for row in rows))
@@ -53,6 +53,7 @@ def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
                     markevery=max(1, len(points) // 10))
         ax.set(title=model, xlabel="epoch")
         ax.grid(alpha=0.3)
+        integer_epochs(ax)
     axes[0][0].set_ylabel(metric)
     legend_below(fig, axes, ncol=len(revisions))
     fig.tight_layout()

@@ -46,6 +46,14 @@ def legend_below(fig, axes, ncol: int = 4) -> None:
                    ncol=min(ncol, len(labels)), fontsize=8, frameon=False)
 
 
+def integer_epochs(ax) -> None:
+    """Whole epochs on the x axis, even for a one-epoch run (matplotlib's integer ticks need two
+    whole numbers in view, and fell back to 0.96, 0.98, ... 1.04)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def plot_curve_rows(rows: list[tuple[str, list[dict]]], path: Path) -> bool:
     """Test accuracy and training loss per epoch, one row of two panels per (title, curves).
     A curve is a dict with ``epochs``, ``test_acc``, ``train_loss`` and optional ``label``,
@@ -65,7 +73,7 @@ def plot_curve_rows(rows: list[tuple[str, list[dict]]], path: Path) -> bool:
             ax.set_title(f"{name}\n{title}" if title else name, fontsize=10)  # a run's long title on its own line
         for ax in row:
             ax.grid(alpha=0.3)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            integer_epochs(ax)
     legend_below(fig, axes)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")

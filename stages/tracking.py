@@ -264,7 +264,8 @@ def run_name(recipe: dict[str, Any]) -> str:
 
 def run_label(recipe: dict[str, Any]) -> str:
     """The run in words for a figure's title: ``alexnet, 40 epochs, seed 0, jpeg_q25``."""
-    return ", ".join([f"{recipe['model']}, {recipe['epochs']} epochs, seed {recipe['seed']}", *distinctions(recipe)])
+    epochs = f"{recipe['epochs']} epoch{'' if recipe['epochs'] == 1 else 's'}"
+    return ", ".join([f"{recipe['model']}, {epochs}, seed {recipe['seed']}", *distinctions(recipe)])
 
 
 def run_params(record: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from stages.init_signal import layer_signal
 from stages.receptive_field import analyse as analyse_receptive_fields
 from stages.report import build_report, choose_epochs
 from stages.selection import decide, expected_params, seeds_to_decide, welch
-from stages.tracking import connect, run_name
+from stages.tracking import connect, run_label, run_name
 
 SETTINGS = project_settings(epochs=40, seed=0, data={"source": "official", "train_subset": 0, "test_subset": 0})
 ACC_40 = {"alexnet": 87.0, "vgg16": 10.0, "vgg16_bn": 92.5, "vgg8": 88.0}
@@ -196,6 +196,22 @@ def test_a_run_that_differs_from_the_recipe_says_so_in_its_name():
     mirror = {**recipe, "data": {"source": "../shared/data/cifar10-jpeg.tar.gz"}}
     assert run_name(mirror) == "vgg16-e40-s0"
     assert run_name({**mirror, "data": {"source": ".device/gpu/cifar10-jpeg-q25.tar.gz"}}) == "vgg16-e40-s0-jpeg_q25"
+    # a figure's title says the same in words, a one-epoch run in the singular
+    assert run_label({**mirror, "data": {"source": "cifar10-jpeg-q25.tar.gz"}}) == "vgg16, 40 epochs, seed 0, jpeg_q25"
+    assert run_label({**recipe, "epochs": 1}) == "vgg16, 1 epoch, seed 0"
+
+
+def test_a_one_epoch_curve_has_whole_epoch_ticks():
+    from stages.figures import integer_epochs, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([1], [10.0], marker=".")
+    integer_epochs(ax)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    plt.close(fig)
+    assert ticks == [1.0]  # matplotlib's own integer ticks gave 0.96, 0.98, ... 1.04
 
 
 def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, monkeypatch, analyses):
