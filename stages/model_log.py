@@ -5,6 +5,7 @@ and stages.run_content, which the report imports, does not.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -52,6 +53,13 @@ def logged_model_id(client, run, checkpoint_sha256: str) -> str | None:
     return next((m.model_id for m in models if m.tags.get(CHECKPOINT_TAG) == checkpoint_sha256), None)
 
 
+def _forget(client, model_id: str) -> None:
+    """The run keeps no model that failed its check; if even the deletion fails, the failure
+    being reported is the check's."""
+    with contextlib.suppress(Exception):
+        client.delete_logged_model(model_id)
+
+
 def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> str | None:
     """The trained network as an MLflow model (``mlflow.pytorch``, saved with torch.export:
     no pickle, and no code of this project needed to load it), with a signature and an input
@@ -61,11 +69,11 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     is returned, else None."""
     import mlflow
     import numpy as np
-    from mlflow.models import infer_signature
 
     from models import build_model
 
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    with checkpoint.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     run = client.get_run(run_id)
     if (found := logged_model_id(client, run, digest)) is not None:
         return found
@@ -78,6 +86,23 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     example = np.random.default_rng(0).integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
     with torch.inference_mode():
         logits = model(torch.from_numpy(example)).numpy()
+    # the fluent API writes to (and loads from) the store MLflow's global URI names: the client's, meanwhile
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        _log_checked(client, run, model, example, logits, digest)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    return None
+
+
+def _log_checked(client, run, model: nn.Module, example, logits, digest: str) -> None:
+    """``log_model``'s logging into ``run`` and its load-back check."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    run_id = run.info.run_id
     try:  # log_model writes into the active run: reopen the finished run, then end it as it was
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             # MLflow's own check of the example only warns, and fails on CUDA machines (it
@@ -93,12 +118,11 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
             served = mlflow.pyfunc.load_model(info.model_uri, dst_path=copy, model_config={"device": "cpu"})
             same = np.allclose(np.asarray(served.predict(example)), logits, rtol=1e-4, atol=1e-4)
     except Exception as err:
-        client.delete_logged_model(info.model_id)  # the run keeps no model that failed its check
+        _forget(client, info.model_id)
         raise StageError(f"the MLflow model logged in run {run_id} does not load back ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:160]}); set mlflow.log_model: false to go on without it") from err
     if not same:
-        client.delete_logged_model(info.model_id)
+        _forget(client, info.model_id)
         raise StageError(f"the MLflow model logged in run {run_id} does not give the checkpoint's logits; "
                          "set mlflow.log_model: false to go on without it")
     client.set_logged_model_tags(info.model_id, {CHECKPOINT_TAG: digest})  # checked: found, not logged, next time
-    return None

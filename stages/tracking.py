@@ -54,7 +54,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path = Path(f"{_sqlite_path(uri)[0]}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -106,13 +106,17 @@ def _store_error(uri: str, err: Exception) -> StageError:
         if schema:
             return _schema_error(path, schema.group(1) or schema.group(2))
         if any(s in first for s in ("file is not a database", "malformed", "no such table", "not a database")):
-            return StageError(f"MLflow store {path} is not a readable MLflow database ({text}); move it aside "
-                              f"(mv {path} {path}.bad) and rerun: the trainings in outputs/ are logged again from "
-                              "their records, but other runs (other seeds, experiments) stay only in the moved file")
+            return _unreadable(path, f"is not a readable MLflow database ({text})")
         return StageError(f"MLflow store {path} failed ({text}); the file may be fine: check it with "
                           f"`sqlite3 {path} 'pragma integrity_check'` before moving anything")
     return StageError(f"MLflow tracking store {uri} is unreachable or unusable ({text}); "
                       "start the server or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
+
+
+def _unreadable(path, what: str) -> StageError:
+    return StageError(f"MLflow store {path} {what}; move it aside (mv {path} {path}.bad) and rerun: the trainings "
+                      "in outputs/ are logged again from their records, but other runs (other seeds, experiments) "
+                      "stay only in the moved file")
 
 
 def _schema_error(path: str, revision: str) -> StageError:
@@ -160,7 +164,6 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
     mlflow.set_tracking_uri(uri)
     deadline = time.monotonic() + LOCK_WAIT_S
     collided = False  # another process was creating the same SQLite store at the same moment
-    schemas: list[str] = []  # the store's schema versions seen, when not this MLflow's
     while True:
         try:
             return _open_experiment(mlflow, uri, root, experiment, create)
@@ -168,16 +171,8 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
             raise
         except Exception as err:
             collided = collided or isinstance(err, StoreRace) or bool(CREATION_RACE.search(str(err)))
-            if schema := re.search(r"found version (\w+)", str(err)):
-                # a schema that moves is being migrated by another process: wait for it; one that
-                # stays put for two looks a second apart is another MLflow's, and is named
-                collided = collided or bool(schemas and schemas[-1] != schema.group(1))
-                schemas.append(schema.group(1))
-                if len(schemas) < 3 and time.monotonic() < deadline:
-                    time.sleep(1)
-                    continue
-            # another process is writing, or creating the store (`mlflow ui` on a new file): its
-            # schema is half made until it finishes, so wait for it, a bounded time
+            # another process is writing, or creating the store (`mlflow ui` on a new file): wait for
+            # it, a bounded time
             if ("database is locked" in str(err) or collided) and time.monotonic() < deadline:
                 time.sleep(1)
                 continue
@@ -188,27 +183,72 @@ class StoreRace(Exception):
     """Another process created the SQLite store while this one was making it."""
 
 
-def _create_sqlite_store(mlflow, path: Path) -> None:
-    """A new SQLite store is made whole under another name, then linked into place: MLflow's
-    migrations take no lock, so a reader or `mlflow ui` opening the same new file at the same
-    moment would run them too: one of the two failed, 2 times in 6 when tried, or left the file
-    half made. If another process made it meanwhile, that one is used once it is whole."""
+def _sqlite_path(uri: str) -> tuple[Path, str]:
+    """The file of a ``sqlite:///`` URI, and its query (``?timeout=30``) apart."""
+    path, sep, query = uri.removeprefix("sqlite:///").partition("?")
+    return Path(path), sep + query
+
+
+def _create_sqlite_store(mlflow, uri: str) -> None:
+    """A new SQLite store is made whole under a hidden name and linked into place; one that
+    exists is opened only once whole. MLflow's migrations take no lock: two processes opening
+    a new file together both run them, and one failed or left the file half made
+    (test_a_store_another_process_is_creating_is_waited_for: 4 failures in 4 before this)."""
+    path, query = _sqlite_path(uri)
     if path.exists():
+        _wait_until_whole(path)
         return
+    for stale in path.parent.glob(f".{path.name}.creating-*"):  # a creator killed midway (ours hold the lock)
+        stale.unlink(missing_ok=True)
     part = path.with_name(f".{path.name}.creating-{os.getpid()}")
     try:
-        mlflow.MlflowClient(f"sqlite:///{part}").search_experiments(max_results=1)
+        mlflow.MlflowClient(f"sqlite:///{part}{query}").search_experiments(max_results=1)
         try:
-            os.link(part, path)  # never replaces: a store made meanwhile by another process stays
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links
+            os.link(part, path)  # never replaces a store another process made meanwhile
+        except FileExistsError as err:
+            raise StoreRace(f"{path} was created by another process meanwhile") from err
+        except OSError:  # a file system without hard links: moved, the one instant unguarded
             if not path.exists():
                 os.replace(part, path)
-    except FileExistsError as err:
-        raise StoreRace(f"{path} was created by another process meanwhile") from err
     finally:
         part.unlink(missing_ok=True)
+
+
+def _wait_until_whole(path: Path) -> None:
+    """Return once an existing store is not being migrated by another process: at this MLflow's
+    schema, or at one that stays put for a second (another MLflow's, or not a database: MLflow's
+    own open names which). Read-only: opening it through MLflow would run the migrations twice."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head, seen, deadline = _get_latest_schema_revision(), (), time.monotonic() + LOCK_WAIT_S
+    steady_since = time.monotonic()
+    while time.monotonic() < deadline:
+        look = _schema_look(path)
+        if look is not None and look == (head, ()):
+            return
+        if look != seen:
+            seen, steady_since = look, time.monotonic()
+        elif time.monotonic() - steady_since >= 1.0:
+            if look is not None and look[1]:  # a migration's scratch tables, and nobody migrating
+                raise _unreadable(path, f"was left half made by a process that stopped while creating it "
+                                        f"(schema {look[0]}, tables {', '.join(look[1])})")
+            return
+        time.sleep(0.1)
+
+
+def _schema_look(path: Path) -> tuple[str | None, tuple[str, ...]] | None:
+    """A SQLite store's schema version and a migration's leftover scratch tables, read-only;
+    None while a writer holds it (or it is no database)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.1)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = db.execute("SELECT version_num FROM alembic_version").fetchone() \
+                if "alembic_version" in tables else None
+            return (version[0] if version else None), tuple(sorted(t for t in tables if t.startswith("_alembic_tmp_")))
+    except sqlite3.DatabaseError:
+        return None
 
 
 def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool):
@@ -216,7 +256,7 @@ def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool
     try:
         with _store_lock(uri):
             if uri.startswith("sqlite:///"):
-                _create_sqlite_store(mlflow, Path(uri.removeprefix("sqlite:///")))
+                _create_sqlite_store(mlflow, uri)
             client = mlflow.MlflowClient(uri)  # a SQLite store is opened (and migrated) here
             found = client.get_experiment_by_name(experiment)
             if found is not None and found.lifecycle_stage == "deleted":
@@ -653,9 +693,10 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
                                  f"{found.info.status}) from {path}")
                     found = client.get_run(run_id)
             if (eval_dir / "metrics.json").exists() and (found is None or EVAL_MARK not in found.data.metrics):
-                log_evaluation(client, run_id, record, eval_dir,
-                               checkpoint if log_model and checkpoint.exists() else None)
-                lines.append(f"logged the evaluation of {run_name(record['recipe'])} to MLflow run {run_id}")
+                model_found = log_evaluation(client, run_id, record, eval_dir,
+                                             checkpoint if log_model and checkpoint.exists() else None)
+                lines.append(f"logged the evaluation of {run_name(record['recipe'])} to MLflow run {run_id}"
+                             + (f" (its model was there already: {model_found})" if model_found else ""))
         except StageError:
             raise
         except Exception as err:

@@ -152,7 +152,9 @@ def test_a_model_that_fails_its_check_is_not_left_in_the_run(tmp_path, image_tre
 
     # the one failure no real input gives here; the module itself, not mlflow's lazy stand-in for it
     monkeypatch.setattr(importlib.import_module("mlflow.pyfunc"), "load_model", broken)
-    monkeypatch.chdir(project)
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # MLflow's global URI: another store
+    mlflow.set_tracking_uri(elsewhere)
     with pytest.raises(StageError, match="does not load back"):
         log_model(client, record["mlflow_run_id"], record, project / "outputs/vgg8/checkpoint.pt")
     assert client.search_logged_models([experiment.experiment_id]) == []
+    assert mlflow.get_tracking_uri() == elsewhere  # the client's store was used, and the global put back

@@ -2,6 +2,7 @@
 mixes code, a diverged training never ends FINISHED, a full disk loses and leaves nothing, and a
 healthy store is never called broken."""
 
+import contextlib
 import os
 import resource
 import shutil
@@ -208,26 +209,61 @@ def test_a_locked_store_is_waited_for_then_named(tmp_path, prepared):
     assert runs(project).empty and not (project / "outputs").exists()
 
 
-def test_a_store_another_process_is_creating_is_waited_for(tmp_path, monkeypatch):
-    """Any reader (`mlflow ui`, a script) that opens a new SQLite store runs MLflow's migrations
-    on it, and they take no lock: a training arriving meanwhile failed (4 times in 4, with
-    "table ... already exists"). Now it waits for the store to be whole."""
+def connect_in_process(monkeypatch, db: Path):
+    """stages.tracking.connect on ``db`` in this process, MLflow's global URI put back after."""
     from stages import tracking
 
-    db = tmp_path / "mlflow.db"
-    other = subprocess.Popen([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient('sqlite:///{db}')"
-                              ".search_experiments()"], env=subprocess_env(), stderr=subprocess.DEVNULL)
-    while not db.exists():  # the other process has begun; its migrations take about a second
-        assert other.poll() is None, "the other process ended without making the store"
-        time.sleep(0.002)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     previous = mlflow.get_tracking_uri()
     try:
-        client, experiment_id = tracking.connect("test-exp", root=tmp_path)
+        return tracking.connect("test-exp", root=db.parent)
     finally:
         mlflow.set_tracking_uri(previous)
-    other.wait(timeout=120)
+
+
+def test_a_store_another_process_is_creating_is_waited_for(tmp_path, monkeypatch):
+    """Any reader (`mlflow ui`, a script) that opens a new SQLite store runs MLflow's migrations
+    on it, and they take no lock: a training arriving meanwhile failed (4 times in 4, with
+    "table ... already exists"). Now it waits, read-only, for the store to be whole, and the
+    other process is left to finish its work."""
+    db = tmp_path / "mlflow.db"
+    other = subprocess.Popen([sys.executable, "-c", f"import mlflow; mlflow.MlflowClient('sqlite:///{db}')"
+                              ".search_experiments()"], env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    while not db.exists():  # the other process has begun; its migrations take about a second
+        assert other.poll() is None, "the other process ended without making the store"
+        time.sleep(0.002)
+    client, experiment_id = connect_in_process(monkeypatch, db)
+    assert other.wait(timeout=120) == 0, other.stderr.read()[-2000:]
     assert client.get_experiment(experiment_id).name == "test-exp"
+
+
+def test_a_new_store_appears_whole(tmp_path, monkeypatch):
+    """A training that creates the store makes it under a hidden name and links it into place:
+    a reader polling mlflow.db meanwhile never finds it half migrated."""
+    import threading
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    db, seen, done = tmp_path / "mlflow.db", set(), threading.Event()
+
+    def poll():
+        while not done.is_set():
+            if db.exists():
+                with contextlib.suppress(sqlite3.DatabaseError):  # locked by the writer: look again
+                    with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as store:
+                        tables = {t for (t,) in store.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                        version = store.execute("SELECT version_num FROM alembic_version").fetchone() \
+                            if "alembic_version" in tables else None
+                        seen.add((version[0] if version else None, any(t.startswith("_alembic") for t in tables)))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        connect_in_process(monkeypatch, db)
+    finally:
+        done.set()
+        reader.join()
+    assert seen == {(_get_latest_schema_revision(), False)}, f"a reader saw the store half made: {seen}"
     assert not list(tmp_path.glob(".mlflow.db.creating-*"))
 
 
