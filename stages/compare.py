@@ -75,7 +75,8 @@ def main() -> None:
             raise StageError(f"--metric {args.metric!r} is not a history column; one of "
                              f"{', '.join(k for k in rows[0] if k not in ('rev', 'filename'))}")
         plot_comparison(rows, args.metric, args.out)
-        print(f"wrote {args.out}: {args.metric} of {len(set(r['filename'] for r in rows))} models in "
+        models = len({r["filename"] for r in rows})
+        print(f"wrote {args.out}: {args.metric} of {models} model{'' if models == 1 else 's'} in "
               f"{', '.join(dict.fromkeys(r['rev'] for r in rows))}")
 
     run_main(work)

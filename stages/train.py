@@ -155,11 +155,15 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
         record["mlflow_run_id"] = run.run_id
         mark("mlflow_open_s")
 
+        saved_epochs = len(history)  # what the state on disk holds once the writer is done
+
         def end_of_epoch(epoch_record: dict) -> None:
+            nonlocal saved_epochs
             history.append(epoch_record)  # state first: a kill between the two re-logs nothing twice
             writer.wait()  # the last epoch's write is done with the buffers state_dict() reuses
             writer.save({"fingerprint": fingerprint_hex, "trainer": trainer.state_dict(), "history": list(history),
                          "record": record, "saved_ms": int(time.time() * 1000)})
+            saved_epochs = len(history)
             run.log_epoch(epoch_record)
 
         try:
@@ -170,9 +174,11 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
             raise
         except KeyboardInterrupt as err:
             writer.wait()  # the last finished epoch's state lands before the process goes
-            done = len(history)
+            # the epochs saved, not those finished: a Ctrl-C between an epoch's end and its save
+            # leaves that epoch to the rerun, which resumes from the state on disk
+            done = saved_epochs
             saved = (f"{epochs_upto(done)} saved; rerun `dvc repro` to resume" if done
-                     else "no epoch had finished; rerun `dvc repro` to start again")
+                     else "no epoch was saved; rerun `dvc repro` to start again")
             raise Interrupted(f"{model}: interrupted at epoch {done + 1}/{settings.epochs} ({saved})",
                               143 if isinstance(err, Terminated) else 130) from err
         except Exception:
