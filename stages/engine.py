@@ -22,6 +22,7 @@ from torch import nn
 
 from models import build_model, count_parameters
 from stages.common import Diverged, StageError, atomic_path, device_name
+from stages.sgd import MomentumSGD
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -195,8 +196,8 @@ class Trainer:
         self.use_graph = self.runtime["cuda_graphs"]
         # a tensor lr lets the captured update read each epoch's rate from device memory
         lr = torch.tensor(recipe.lr, device=self.device) if self.use_graph else recipe.lr
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=recipe.momentum,
-                                         weight_decay=recipe.weight_decay, **({"fused": True} if is_cuda else {}))
+        self.optimizer = MomentumSGD(self.model.parameters(), lr=lr, momentum=recipe.momentum,
+                                     weight_decay=recipe.weight_decay, fused=True if is_cuda else None)
         # compiled code is built during the eager warm-up steps, then captured into the graph like any kernel
         self.step_model = torch.compile(self.model, dynamic=False) if recipe.compile else self.model
         self.normalize = Normalizer(self.device, recipe.channels_last)
@@ -217,13 +218,6 @@ class Trainer:
     def current_lr(self) -> float:
         return cosine_lr(self.recipe.lr, self.epochs_done, self.recipe.epochs)
 
-    def _set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-
     def _step(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, backward, update; running sums stay on the device."""
         with self._autocast():
@@ -235,12 +229,12 @@ class Trainer:
         self.correct += (logits.detach().argmax(1) == y).sum()
 
     def _eager_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         self._step(x_u8, y)
 
     def _capture(self, x_u8: torch.Tensor, y: torch.Tensor) -> None:
         self.static_x, self.static_y = x_u8.clone(), y.clone()
-        self.optimizer.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
+        self.optimizer.zero_grad()  # grads are then allocated in the graph's pool
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self._step(self.static_x, self.static_y)
@@ -272,7 +266,7 @@ class Trainer:
         The only host sync is at the end of the epoch."""
         batch = self.recipe.batch_size
         self.model.train()
-        self._set_lr(self.current_lr())
+        self.optimizer.set_lr(self.current_lr())
         self.loss_sum.zero_()
         self.correct.zero_()
         xs, ys = self.epoch_batches(images, labels)
@@ -329,10 +323,7 @@ class Trainer:
         """Go on from ``state_dict()``'s output; a CUDA graph is captured afresh on the
         first step (it must record the loaded parameters' update)."""
         self.model.load_state_dict(state["model"])
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr  # keep the device tensor a captured step reads; each epoch sets its value
+        self.optimizer.load_state_dict(state["optimizer"])  # the lr stays: each epoch sets it
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["cpu_rng"])
         if "cuda_rng" in state and self.device.startswith("cuda"):

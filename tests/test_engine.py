@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torchvision import transforms
 
 from stages.common import StageError
@@ -67,6 +68,35 @@ def test_normalizer_equals_to_tensor_then_normalize():
     reference = transforms.Normalize(MEAN, STD)(images.float() / 255)
     assert torch.allclose(ours, reference, atol=1e-5)
     assert ours.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_momentum_sgd_updates_as_torch_sgd_bit_for_bit_and_resumes():
+    """stages.sgd calls SGD's own functional: same parameters and buffers after every step, with
+    a parameter left without a gradient, a changed lr, and a state saved and loaded midway."""
+    from stages.sgd import MomentumSGD
+
+    torch.manual_seed(0)
+    ours, theirs = (nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3), nn.Linear(3, 3)) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    opt = MomentumSGD(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(8, 6)
+    for step in range(6):
+        if step == 3:  # a resume: a fresh optimizer from the saved state
+            saved = opt.state_dict()
+            opt = MomentumSGD(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+            opt.load_state_dict(saved)
+            opt.set_lr(0.05)
+            ref.param_groups[0]["lr"] = 0.05
+        for model, optimizer in ((ours, opt), (theirs, ref)):
+            optimizer.zero_grad()
+            model[:3](x).pow(2).mean().backward()  # the last layer gets no gradient
+            optimizer.step()
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            assert torch.equal(a, b)
+    assert opt.momentum_buffers[-1] is None and ours[3].weight.grad is None
+    assert all(torch.equal(a, ref.state[p]["momentum_buffer"])
+               for a, p in zip(opt.momentum_buffers[:4], theirs.parameters(), strict=False))
 
 
 def test_cosine_lr_matches_torch_scheduler():
