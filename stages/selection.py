@@ -159,8 +159,6 @@ class Gap:
 def welch(a: list[float], b: list[float] | float, confidence: float = CONFIDENCE) -> Gap:
     """The difference of means and its interval with the t quantile at the Welch-Satterthwaite
     degrees of freedom: honest at two or three seeds a side, where 2 SE covers far less than 95%."""
-    from scipy import stats
-
     mean_a, sd_a, n_a = mean_sd(a)
     mean_b, sd_b, n_b = (float(b), 0.0, None) if isinstance(b, (int, float)) else mean_sd(b)
     gap = mean_a - mean_b
@@ -171,6 +169,8 @@ def welch(a: list[float], b: list[float] | float, confidence: float = CONFIDENCE
     if variance == 0:  # every seed identical on both sides (a network stuck at one guess): no spread
         return Gap(gap, gap, gap, None, (n_a, n_b), (sd_a, sd_b))
     df = variance**2 / sum(v**2 / d for v, d in terms)
+    from scipy import stats  # here: at one seed there is no interval, and scipy.stats costs 0.5 s to import
+
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(variance)
     return Gap(gap, gap - half, gap + half, df, (n_a, n_b), (sd_a, sd_b))
 
@@ -189,11 +189,10 @@ def decide(gap: Gap, want: str, threshold: float = 0.0) -> str:
 def seeds_to_decide(gap: Gap, threshold: float = 0.0, confidence: float = CONFIDENCE, most: int = 100) -> int | None:
     """Seeds per side at which the interval would clear ``threshold`` if the means and spreads
     stayed as observed; None when no spread is known or more than ``most`` would be needed."""
-    from scipy import stats
-
     sd_a, sd_b = gap.sd
     if sd_a is None or sd_b is None or gap.gap == threshold:
         return None
+    from scipy import stats
     both = gap.n[1] is not None
     for n in range(2, most + 1):
         terms = [(sd_a**2 / n, n - 1)] + ([(sd_b**2 / n, n - 1)] if both else [])
