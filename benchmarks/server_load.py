@@ -107,7 +107,7 @@ def team_server(folder: Path, backend: str, auth_cache_s: int = 0):
         port = _free_port()
         env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD":
                ADMIN["MLFLOW_TRACKING_PASSWORD"], "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
-               "MLFLOW_DISABLE_TELEMETRY": "true"}
+               "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as README's
         log = (folder / "server.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host",
                                  "127.0.0.1", "--port", str(port), "--backend-store-uri", store, "--serve-artifacts",

@@ -24,7 +24,7 @@ from stages.config import flatten
 STATE_DIR = ".train_state"
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the code that runs (a queued experiment's copy included)
 CODE_FALLBACK = ("models/__init__.py", "models/architectures.py", "models/network.py", "stages/train.py",
-                 "stages/engine.py", "stages/resume.py")
+                 "stages/engine.py", "stages/sgd.py", "stages/resume.py")
 
 
 def train_code_files(code_root: Path = CODE_ROOT) -> list[str]:

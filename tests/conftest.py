@@ -145,7 +145,9 @@ SERVER_ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD":
 def start_server(folder: Path, port: int, auth: bool = False) -> subprocess.Popen:
     """``mlflow server`` on loopback; with ``auth``, MLflow's basic-auth app as the team runs it
     (README, "Scaling out"): admin SERVER_ADMIN, nobody else allowed anything until granted."""
-    args, env = [], subprocess_env()
+    # MLflow 3's GenAI job runner (seven huey worker processes, about 10 s of CPU to start) is off,
+    # as README's team server has it: the study only tracks
+    args, env = [], subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     if auth:
         config = folder / "basic_auth.ini"
         config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
