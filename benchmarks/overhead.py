@@ -63,6 +63,12 @@ def stage_walls(lines: list[tuple[float, str]], wall: float) -> dict[str, float]
 
 
 STAGE_LINE = re.compile(r"^(\w+): stage ([\d.]+) s = .*\(epochs alone ([\d.]+)")
+EVALUATE_LINE = re.compile(r"^(\w+): stage ([\d.]+) s = start-up .*, imports, evaluation and figures .*")
+
+
+def evaluate_lines(lines: list[tuple[float, str]]) -> dict[str, str]:
+    """Each evaluate stage's own closing line: start-up, its work, and the wait for its MLflow log."""
+    return {m.group(1): line for _, line in lines if (m := EVALUATE_LINE.match(line))}
 
 
 def stage_lines(lines: list[tuple[float, str]]) -> dict[str, dict]:
@@ -99,7 +105,7 @@ def overhead(*, data: str, epochs: int, train_subset: int, test_subset: int, ext
     return {"command": " ".join(["dvc", *command[3:]]), "git_commit": commit, "cpu": cpu_model(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(wall, 2),
             "epochs_s": round(epochs_s, 2), "ratio": round(wall / epochs_s, 2) if epochs_s else None,
-            "stages_s": stage_walls(lines, wall), "trainings": trainings}
+            "stages_s": stage_walls(lines, wall), "trainings": trainings, "evaluations": evaluate_lines(lines)}
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -111,6 +117,7 @@ def summary_lines(result: dict) -> list[str]:
         parts = ", ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in t["timings_s"].items() if k != "epochs_s")
         lines.append(f"  train@{model}: epochs {t['epochs_s']:.1f} s; in-process phases: {parts} "
                      f"(outside the epochs, start-up included: {t['outside_epochs_s']:.1f} s)")
+    lines += [f"  evaluate@{line}" for line in result.get("evaluations", {}).values()]
     return lines
 
 

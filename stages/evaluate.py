@@ -8,6 +8,7 @@ Writes outputs/<model>/eval/{metrics.json, confusion.csv, per_class.csv, figures
 from __future__ import annotations
 
 import argparse
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from stages.common import (
     atomic_path,
     exit_now,
     output_paths,
+    process_age_s,
     run_main,
     write_json,
 )
@@ -290,11 +292,14 @@ def main() -> None:
     args = parser.parse_args()
 
     def work():
+        startup = process_age_s() or 0.0
+        started = time.perf_counter()
         settings = load_settings(args.params)
         logger = None if args.no_mlflow else EvaluationLog(args.model, settings.experiment, settings.log_model)
         try:
             m = evaluate_model(model=args.model, feature_map_images=settings.evaluate.feature_map_images,
                                sample_seed=settings.evaluate.sample_seed, device=settings.runtime.device)
+            evaluated = time.perf_counter()
             per_point = m["params_per_accuracy_point"]
             efficiency = f"{per_point / 1e3:.0f}K parameters per point" if per_point else "no correct predictions"
             print(f"{args.model}: test accuracy {m['test_acc']:.2f}% on {m['test_images']} images, {efficiency}")
@@ -306,6 +311,11 @@ def main() -> None:
                                       "are written, and the report stage logs what the run lacks",
                                       143 if isinstance(err, Terminated) else 130) from err
                 print(line)
+            # where the stage's time went: the MLflow part is what the helper had left once the outputs were written
+            done = time.perf_counter()
+            waited = f", waiting for MLflow {done - evaluated:.1f}" if logger is not None else ""
+            print(f"{args.model}: stage {startup + done - started:.1f} s = start-up {startup:.1f}, "
+                  f"imports, evaluation and figures {evaluated - started:.1f}{waited}")
         finally:
             if logger is not None:
                 logger.close()

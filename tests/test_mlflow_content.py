@@ -3,6 +3,7 @@ store and on a real `mlflow server` (SQLite backend, artifacts served by the ser
 evaluation, the figures, the model (loaded back and predicting), the dataset, the description."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -43,6 +44,9 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         run_stage(project, "stages.train", "--model", "alexnet", TMPDIR=str(scratch), **env)
         out = run_stage(project, "stages.evaluate", "--model", "alexnet", TMPDIR=str(scratch), **env)
         assert "evaluation and model logged to MLflow run" in out.stdout
+        # the stage's own breakdown, the model log's wait in it
+        assert re.search(r"^alexnet: stage [\d.]+ s = start-up [\d.]+, imports, evaluation and figures [\d.]+, "
+                         r"waiting for MLflow [\d.]+$", out.stdout, re.MULTILINE), out.stdout
         # (torch's Inductor cache, torchinductor_<user>, is reused across processes by design)
         left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
         assert not left, f"left in the temporary folder: {left}"
