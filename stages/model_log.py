@@ -42,14 +42,22 @@ def preload() -> None:
     from models import build_model  # noqa: F401
 
 
-# the logged model's tag naming the checkpoint it came from: an evaluation run again finds it
+# the logged model's tag naming the checkpoint it came from, set once its load-back check passed:
+# an evaluation run again finds it
 CHECKPOINT_TAG = "checkpoint_sha256"
+# set as it is logged: a model with this tag and not the one above was never checked (its process
+# stopped in between), and the next evaluation of the checkpoint replaces it
+UNCHECKED_TAG = "checkpoint_sha256_unchecked"
 
 
 def logged_model_id(client, run, checkpoint_sha256: str) -> str | None:
-    """The id of the model already logged in ``run`` from this checkpoint, if there is one."""
+    """The id of the model already logged and checked in ``run`` from this checkpoint, if there
+    is one. A model of this checkpoint whose check never ended is deleted on the way."""
     models = client.search_logged_models([run.info.experiment_id],
                                          filter_string=f"source_run_id = '{run.info.run_id}'")
+    for model in models:
+        if model.tags.get(UNCHECKED_TAG) == checkpoint_sha256 and CHECKPOINT_TAG not in model.tags:
+            _forget(client, model.model_id)
     return next((m.model_id for m in models if m.tags.get(CHECKPOINT_TAG) == checkpoint_sha256), None)
 
 
@@ -109,6 +117,7 @@ def _log_checked(client, run, model: nn.Module, example, logits, digest: str) ->
             # loads there, where exported CPU weights can't go): ours below raises instead
             info = mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, logits),
                                             input_example=example, validate_serving_input=False,
+                                            tags={UNCHECKED_TAG: digest},
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     finally:
         client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)

@@ -134,9 +134,10 @@ def test_a_run_left_open_by_a_lost_store_is_completed_not_doubled(tmp_path, imag
     assert ensure_logged([record_path], "test-exp")[0] == []  # complete now: nothing more to do
 
 
-def test_a_model_that_fails_its_check_is_not_left_in_the_run(tmp_path, image_tree, monkeypatch):
+def test_a_model_that_fails_or_never_ends_its_check_is_not_left_in_the_run(tmp_path, image_tree, monkeypatch):
     """A logged model that does not load back is deleted before the stage says so: the run
-    never holds a model that failed its check, and the next evaluation logs it afresh."""
+    never holds a model that failed its check. One whose process stopped during the check is
+    tagged unchecked, and the next evaluation replaces it: one checked model in the end."""
     import importlib
     import json
 
@@ -162,3 +163,16 @@ def test_a_model_that_fails_its_check_is_not_left_in_the_run(tmp_path, image_tre
         log_model(client, record["mlflow_run_id"], record, project / "outputs/vgg8/checkpoint.pt")
     assert client.search_logged_models([experiment.experiment_id]) == []
     assert mlflow.get_tracking_uri() == elsewhere  # the client's store was used, and the global put back
+
+    def stopped(*_args, **_kwargs):  # the process ends mid-check (SIGTERM's SystemExit, a kill): no clean-up runs
+        raise SystemExit(143)
+
+    monkeypatch.setattr(importlib.import_module("mlflow.pyfunc"), "load_model", stopped)
+    with pytest.raises(SystemExit):
+        log_model(client, record["mlflow_run_id"], record, project / "outputs/vgg8/checkpoint.pt")
+    [left] = client.search_logged_models([experiment.experiment_id])
+    assert "checkpoint_sha256_unchecked" in left.tags and "checkpoint_sha256" not in left.tags
+    monkeypatch.undo()  # the real load_model again
+    log_model(client, record["mlflow_run_id"], record, project / "outputs/vgg8/checkpoint.pt")
+    [checked] = client.search_logged_models([experiment.experiment_id])
+    assert checked.model_id != left.model_id and "checkpoint_sha256" in checked.tags
