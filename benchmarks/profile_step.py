@@ -56,7 +56,7 @@ def kernel_breakdown(trainer: Trainer, images: torch.Tensor, labels: torch.Tenso
     by_kind, top = defaultdict(float), []
     for evt in prof.key_averages():
         if evt.device_type != DeviceType.CUDA or "#" in evt.key:  # kernels, memcpys, memsets; not the
-            continue  # ranges such as `Optimizer.step#SGD.step` that span kernels counted on their own
+            continue  # ranges such as `aten::mm#...` records that span kernels counted on their own
         us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
         name = evt.key.lower()
         kind = next((k for k, words in KINDS if any(w in name for w in words)), "other")

@@ -292,7 +292,7 @@ def main() -> None:
     args = parser.parse_args()
 
     def work():
-        startup = process_age_s() or 0.0
+        startup = process_age_s()  # None where the process's start is unknown (not Linux)
         started = time.perf_counter()
         settings = load_settings(args.params)
         logger = None if args.no_mlflow else EvaluationLog(args.model, settings.experiment, settings.log_model)
@@ -314,7 +314,8 @@ def main() -> None:
             # where the stage's time went: the MLflow part is what the helper had left once the outputs were written
             done = time.perf_counter()
             waited = f", waiting for MLflow {done - evaluated:.1f}" if logger is not None else ""
-            print(f"{args.model}: stage {startup + done - started:.1f} s = start-up {startup:.1f}, "
+            known = f"start-up {startup:.1f}, " if startup is not None else ""
+            print(f"{args.model}: stage {(startup or 0.0) + done - started:.1f} s = {known}"
                   f"imports, evaluation and figures {evaluated - started:.1f}{waited}")
         finally:
             if logger is not None:

@@ -192,7 +192,8 @@ def seeds_to_decide(gap: Gap, threshold: float = 0.0, confidence: float = CONFID
     sd_a, sd_b = gap.sd
     if sd_a is None or sd_b is None or gap.gap == threshold:
         return None
-    from scipy import stats
+    from scipy import stats  # as in welch: only where a spread is known
+
     both = gap.n[1] is not None
     for n in range(2, most + 1):
         terms = [(sd_a**2 / n, n - 1)] + ([(sd_b**2 / n, n - 1)] if both else [])

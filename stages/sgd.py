@@ -1,12 +1,13 @@
 """The recipe's optimizer: SGD with momentum and weight decay, as PyTorch computes it.
 
-``torch.optim.SGD``'s update is its public functional ``torch.optim.sgd.sgd``; the class
-around it only keeps the momentum buffers. The class's methods (construction, step,
+``torch.optim.SGD``'s update is its public functional ``torch.optim.sgd.sgd``. Of the class
+around it (parameter groups, hooks, GradScaler's scale and inf checks) this recipe uses only
+the momentum buffers and the learning rate. The class's methods (construction, step,
 zero_grad, state_dict) import ``torch._dynamo`` on first use, for torch.compile's sake:
-1.2-1.5 s of one core in every training process, a quarter of a small training stage's
-fixed cost on the CPU (issue 23). This class calls the same functional with the same
-arguments, so its updates are SGD's, bit for bit (tests/test_engine.py checks it), and a
-process that does not compile never imports the compiler.
+1.3-1.6 s of one core per training process on the 2-core AMD EPYC dev VM (torch 2.14.1), a
+quarter of a small training stage's fixed cost there (issue 23). This class calls the same
+functional with the same arguments, so its updates are SGD's bit for bit (tests/test_engine.py
+checks it), and a process that does not compile never imports the compiler.
 """
 
 from __future__ import annotations
@@ -53,5 +54,5 @@ class MomentumSGD:
         buffers = state["momentum_buffers"]
         if len(buffers) != len(self.params):
             raise ValueError(f"the state has {len(buffers)} momentum buffers, the model {len(self.params)} parameters")
-        self.momentum_buffers = [None if b is None else b.to(p.device, p.dtype).clone()
+        self.momentum_buffers = [None if b is None else b.to(p.device, p.dtype, copy=True)
                                  for b, p in zip(buffers, self.params, strict=True)]

@@ -145,8 +145,8 @@ SERVER_ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD":
 def start_server(folder: Path, port: int, auth: bool = False) -> subprocess.Popen:
     """``mlflow server`` on loopback; with ``auth``, MLflow's basic-auth app as the team runs it
     (README, "Scaling out"): admin SERVER_ADMIN, nobody else allowed anything until granted."""
-    # MLflow 3's GenAI job runner (seven huey worker processes, about 10 s of CPU to start) is off,
-    # as README's team server has it: the study only tracks
+    # MLflow 3's GenAI job runner is off, as README's team server has it: the study only tracks, and
+    # its eight extra processes doubled a server's start (11-13 CPU-s against 5.5-6 on the 2-core EPYC)
     args, env = [], subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     if auth:
         config = folder / "basic_auth.ini"

@@ -64,3 +64,15 @@ def test_every_imported_project_module_is_a_dependency(stage, module, deps):
 def test_the_closure_is_followed():
     assert {"stages/paper.py", "stages/selection.py", "stages/config.py", "stages/receptive_field.py",
             "models/__init__.py", "models/architectures.py", "models/network.py"} <= closure("stages.report")
+
+
+def test_the_resume_fallback_names_the_training_loop_code():
+    """Outside a repository the resume fingerprint hashes stages.resume.CODE_FALLBACK: the files of
+    the training loop itself (the engine and what it imports from the project), all train deps."""
+    from stages.resume import CODE_FALLBACK
+
+    train_deps = next(deps for name, _, deps in stages() if name == "train")
+    loop = closure("stages.engine") | {"stages/train.py", "stages/resume.py"}
+    assert set(CODE_FALLBACK) <= train_deps
+    # stages/common.py (files, messages, provenance) shapes no number the loop computes
+    assert loop - {"stages/common.py"} <= set(CODE_FALLBACK), sorted(loop - set(CODE_FALLBACK))

@@ -19,6 +19,7 @@ from stages.engine import (
     precision_choice,
     random_crop_flip,
 )
+from stages.sgd import MomentumSGD
 
 
 def recover_crop(original: torch.Tensor, augmented: torch.Tensor, padding: int = 4):
@@ -70,24 +71,27 @@ def test_normalizer_equals_to_tensor_then_normalize():
     assert ours.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_momentum_sgd_updates_as_torch_sgd_bit_for_bit_and_resumes():
+@pytest.mark.parametrize("graph_ready", [False, True], ids=["float lr", "tensor lr, fused (as on CUDA)"])
+def test_momentum_sgd_updates_as_torch_sgd_bit_for_bit_and_resumes(graph_ready):
     """stages.sgd calls SGD's own functional: same parameters and buffers after every step, with
-    a parameter left without a gradient, a changed lr, and a state saved and loaded midway."""
-    from stages.sgd import MomentumSGD
-
+    a parameter left without a gradient, a changed lr, and a state saved and loaded midway. As
+    on CUDA (tensor lr, fused), the lr tensor a captured graph reads is changed in place and
+    kept through a resume, and zero_grad leaves no gradient to accumulate into."""
     torch.manual_seed(0)
     ours, theirs = (nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3), nn.Linear(3, 3)) for _ in range(2))
     theirs.load_state_dict(ours.state_dict())
-    opt = MomentumSGD(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    ref = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    lr = torch.tensor(0.1) if graph_ready else 0.1
+    settings = {"momentum": 0.9, "weight_decay": 5e-4, "fused": True if graph_ready else None}
+    opt = MomentumSGD(ours.parameters(), lr=lr, **settings)
+    ref = torch.optim.SGD(theirs.parameters(), lr=torch.tensor(0.1) if graph_ready else 0.1, **settings)
     x = torch.randn(8, 6)
     for step in range(6):
         if step == 3:  # a resume: a fresh optimizer from the saved state
             saved = opt.state_dict()
-            opt = MomentumSGD(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+            opt = MomentumSGD(ours.parameters(), lr=lr, **settings)
             opt.load_state_dict(saved)
             opt.set_lr(0.05)
-            ref.param_groups[0]["lr"] = 0.05
+            ref.param_groups[0]["lr"] = torch.tensor(0.05) if graph_ready else 0.05
         for model, optimizer in ((ours, opt), (theirs, ref)):
             optimizer.zero_grad()
             model[:3](x).pow(2).mean().backward()  # the last layer gets no gradient
@@ -97,6 +101,9 @@ def test_momentum_sgd_updates_as_torch_sgd_bit_for_bit_and_resumes():
     assert opt.momentum_buffers[-1] is None and ours[3].weight.grad is None
     assert all(torch.equal(a, ref.state[p]["momentum_buffer"])
                for a, p in zip(opt.momentum_buffers[:4], theirs.parameters(), strict=False))
+    assert (opt.lr is lr and lr.item() == pytest.approx(0.05)) if graph_ready else opt.lr == 0.05
+    opt.zero_grad()
+    assert all(p.grad is None for p in ours.parameters())
 
 
 def test_cosine_lr_matches_torch_scheduler():
