@@ -104,15 +104,16 @@ def effective_runtime(recipe: Recipe) -> dict:
             "cuda_graphs": is_cuda and recipe.cuda_graphs}
 
 
-def balanced_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+def balanced_subset(labels: np.ndarray, size: int, seed: int, setting: str = "the subset") -> np.ndarray:
     """Indices of a fixed, seeded subset with (as near as possible) equal counts per class.
-    ``size`` 0 means everything."""
+    ``size`` 0 means everything; ``setting`` names the parameter in errors."""
     if size == 0 or size >= len(labels):
         if size > len(labels):
-            raise StageError(f"subset of {size} asked for, but the split holds only {len(labels)} images")
+            raise StageError(f"{setting} is {size}, but the prepared split holds only {len(labels)} images; "
+                             f"set it to 0 (all) or at most {len(labels)}")
         return np.arange(len(labels))
     if size < 0:
-        raise StageError("data.train_subset / data.test_subset must be >= 0 (0 = all)")
+        raise StageError(f"{setting} is {size}; it must be >= 0 (0 = all)")
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     per_class = [size // len(classes) + (i < size % len(classes)) for i in range(len(classes))]

@@ -180,7 +180,8 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     recipe, runtime = record["recipe"], record["runtime"]
     arrays, meta = load_prepared(data_dir)
     # the very test images the training stage scored: same subset rule, same seed
-    test_idx = balanced_subset(arrays["test_labels"], recipe["data"]["test_subset"], recipe["seed"])
+    test_idx = balanced_subset(arrays["test_labels"], recipe["data"]["test_subset"], recipe["seed"],
+                               setting="data.test_subset")
     classes = meta["classes"]
     channels_last = runtime["channels_last"]
     if channels_last:

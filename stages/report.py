@@ -456,7 +456,8 @@ def main() -> None:
             result = build_report(settings=load_settings(args.params))
         cells = sum(len(c.runs) for c in result["selection"].study.values())
         print(f"wrote {out / 'report.md'}: {cells} runs in the study's tables "
-              f"({epoch_columns(result['short'], result['long'])} epochs), "
+              f"({epoch_columns(result['short'], result['long'])} "
+              f"epoch{'' if (result['short'], result['long']) in ((None, 1), (0, 1)) else 's'}), "
               f"in {time.perf_counter() - start:.1f} s")
         print(f"the runs in MLflow: {result['runs_table']}")
 

@@ -384,7 +384,8 @@ def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
 def description(record: dict[str, Any]) -> str:
     recipe, prov, summary = record["recipe"], record["provenance"], record.get("summary")
     train = recipe["train"]
-    result = (f"**Result:** {summary['final_test_acc']:.2f}% test accuracy after {recipe['epochs']} epochs, "
+    result = (f"**Result:** {summary['final_test_acc']:.2f}% test accuracy after {recipe['epochs']} "
+              f"epoch{'s' if recipe['epochs'] != 1 else ''}, "
               f"{summary['mean_epoch_time_s']:.2f} s/epoch over all epochs, the first included"
               + (f"; {after:.2f} s/epoch after the first (the report's Table 6)"
                  if (after := summary.get("mean_epoch_time_s_after_first")) else "") + "."

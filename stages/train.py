@@ -52,7 +52,7 @@ def select_subsets(arrays: dict, train_subset: int, test_subset: int, seed: int)
 
     picked = {}
     for split, size in (("train", train_subset), ("test", test_subset)):
-        idx = balanced_subset(arrays[f"{split}_labels"], size, seed)
+        idx = balanced_subset(arrays[f"{split}_labels"], size, seed, setting=f"data.{split}_subset")
         picked[f"{split}_images"] = arrays[f"{split}_images"][idx]
         picked[f"{split}_labels"] = arrays[f"{split}_labels"][idx]
     return picked
@@ -226,7 +226,8 @@ def main() -> None:
         settings = load_settings(args.params)
         out = run_training(model=args.model, settings=settings, track=not args.no_mlflow)
         s, prov = out["record"]["summary"], out["record"]["provenance"]
-        print(f"{args.model}: test accuracy {s['final_test_acc']:.2f}% after {settings.epochs} epochs, "
+        print(f"{args.model}: test accuracy {s['final_test_acc']:.2f}% after {settings.epochs} "
+              f"epoch{'s' if settings.epochs != 1 else ''}, "
               f"{s['mean_epoch_time_s']:.2f} s/epoch on {prov['device_name']} -> {out['paths']['record']}")
         t = out["timings_s"]
         parts = [f"start-up {startup:.1f}" if startup is not None else ""] + [

@@ -124,8 +124,9 @@ def test_balanced_subset_is_fixed_balanced_and_seeded():
     assert np.array_equal(a, balanced_subset(labels, 103, seed=0))
     assert not np.array_equal(a, balanced_subset(labels, 103, seed=1))
     assert len(balanced_subset(labels, 0, seed=0)) == 500
-    with pytest.raises(StageError, match="holds only 500"):
-        balanced_subset(labels, 501, seed=0)
+    too_many = r"data.train_subset is 501, .* holds only 500 images; set it to 0 \(all\) or at most 500"
+    with pytest.raises(StageError, match=too_many):
+        balanced_subset(labels, 501, seed=0, setting="data.train_subset")
 
 
 def test_devices_and_the_runtime_that_really_runs():
