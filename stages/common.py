@@ -86,6 +86,11 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``: a count in words, for messages and titles."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def process_start_ticks(pid: int) -> str:
     """When process ``pid`` started, in clock ticks since boot (Linux /proc); "" where that
     cannot be read. Tells a reused pid from the process that had it, and a process's age."""

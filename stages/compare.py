@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.common import StageError, atomic_path, run_main
+from stages.common import StageError, atomic_path, plural, run_main
 
 OUT = Path("reports/compare.png")
 
@@ -75,8 +75,7 @@ def main() -> None:
             raise StageError(f"--metric {args.metric!r} is not a history column; one of "
                              f"{', '.join(k for k in rows[0] if k not in ('rev', 'filename'))}")
         plot_comparison(rows, args.metric, args.out)
-        models = len({r["filename"] for r in rows})
-        print(f"wrote {args.out}: {args.metric} of {models} model{'' if models == 1 else 's'} in "
+        print(f"wrote {args.out}: {args.metric} of {plural(len({r['filename'] for r in rows}), 'model')} in "
               f"{', '.join(dict.fromkeys(r['rev'] for r in rows))}")
 
     run_main(work)

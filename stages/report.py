@@ -28,6 +28,7 @@ from stages.common import (
     StageError,
     atomic_entries,
     output_paths,
+    plural,
     run_main,
 )
 from stages.config import Settings, load_settings
@@ -455,9 +456,9 @@ def main() -> None:
             out = REPORT_DIR
             result = build_report(settings=load_settings(args.params))
         cells = sum(len(c.runs) for c in result["selection"].study.values())
-        print(f"wrote {out / 'report.md'}: {cells} runs in the study's tables "
-              f"({epoch_columns(result['short'], result['long'])} "
-              f"epoch{'' if (result['short'], result['long']) in ((None, 1), (0, 1)) else 's'}), "
+        unit = "epochs" if result["short"] or result["long"] != 1 else "epoch"
+        print(f"wrote {out / 'report.md'}: {plural(cells, 'run')} in the study's tables "
+              f"({epoch_columns(result['short'], result['long'])} {unit}), "
               f"in {time.perf_counter() - start:.1f} s")
         print(f"the runs in MLflow: {result['runs_table']}")
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.common import Interrupted, StageError, process_start_ticks, project_root
+from stages.common import Interrupted, StageError, plural, process_start_ticks, project_root
 from stages.config import flatten
 
 DB_NAME = "mlflow.db"
@@ -304,8 +304,8 @@ def run_name(recipe: dict[str, Any]) -> str:
 
 def run_label(recipe: dict[str, Any]) -> str:
     """The run in words for a figure's title: ``alexnet, 40 epochs, seed 0, jpeg_q25``."""
-    epochs = f"{recipe['epochs']} epoch{'' if recipe['epochs'] == 1 else 's'}"
-    return ", ".join([f"{recipe['model']}, {epochs}, seed {recipe['seed']}", *distinctions(recipe)])
+    return ", ".join([f"{recipe['model']}, {plural(recipe['epochs'], 'epoch')}, seed {recipe['seed']}",
+                      *distinctions(recipe)])
 
 
 def run_params(record: dict[str, Any]) -> dict[str, Any]:
@@ -384,8 +384,7 @@ def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
 def description(record: dict[str, Any]) -> str:
     recipe, prov, summary = record["recipe"], record["provenance"], record.get("summary")
     train = recipe["train"]
-    result = (f"**Result:** {summary['final_test_acc']:.2f}% test accuracy after {recipe['epochs']} "
-              f"epoch{'s' if recipe['epochs'] != 1 else ''}, "
+    result = (f"**Result:** {summary['final_test_acc']:.2f}% test accuracy after {plural(recipe['epochs'], 'epoch')}, "
               f"{summary['mean_epoch_time_s']:.2f} s/epoch over all epochs, the first included"
               + (f"; {after:.2f} s/epoch after the first (the report's Table 6)"
                  if (after := summary.get("mean_epoch_time_s_after_first")) else "") + "."

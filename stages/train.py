@@ -27,6 +27,7 @@ from stages.common import (
     atomic_entries,
     atomic_path,
     output_paths,
+    plural,
     process_age_s,
     provenance,
     run_main,
@@ -226,8 +227,7 @@ def main() -> None:
         settings = load_settings(args.params)
         out = run_training(model=args.model, settings=settings, track=not args.no_mlflow)
         s, prov = out["record"]["summary"], out["record"]["provenance"]
-        print(f"{args.model}: test accuracy {s['final_test_acc']:.2f}% after {settings.epochs} "
-              f"epoch{'s' if settings.epochs != 1 else ''}, "
+        print(f"{args.model}: test accuracy {s['final_test_acc']:.2f}% after {plural(settings.epochs, 'epoch')}, "
               f"{s['mean_epoch_time_s']:.2f} s/epoch on {prov['device_name']} -> {out['paths']['record']}")
         t = out["timings_s"]
         parts = [f"start-up {startup:.1f}" if startup is not None else ""] + [
