@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from models import build_model
-from stages.engine import MEAN, STD
+from study.training.batches import MEAN, STD
 
 
 class InMemoryCIFAR(Dataset):

@@ -20,11 +20,12 @@ import pandas as pd
 import torch
 
 from models import MODEL_NAMES
-from stages import paper
-from stages.common import device_name
-from stages.engine import Recipe, Trainer, balanced_subset, to_device_images, train
-from stages.figures import md_table, plot_curves
-from stages.prepare import arrays_sha256, load_arrays, load_prepared
+from study.analysis import paper
+from study.common import device_name
+from study.data import arrays_sha256, load_arrays, load_prepared
+from study.figures import md_table, plot_curves
+from study.training.batches import balanced_subset, to_device_images
+from study.training.engine import Recipe, Trainer, train
 
 SETTINGS = {  # name -> (precision, channels_last, torch.compile, CUDA graph of the step)
     "fp32": ("fp32", False, False, False),
@@ -263,10 +264,10 @@ def precision_markdown(env: dict, rows: list[dict]) -> str:
 
 
 def state_cost(arrays: dict, device: str, model: str, subset: int, epochs: int, setting: str, state_dir: Path) -> dict:
-    """What saving the resumable training state after every epoch costs (stages.resume): the
+    """What saving the resumable training state after every epoch costs (study.training.resume): the
     main thread's copy to host memory, the background write, and epoch times with and without
     saving, in alternating epochs of one training so that drift hits both alike."""
-    from stages.resume import StateWriter
+    from study.training.resume import StateWriter
 
     idx = balanced_subset(arrays["train_labels"], subset, 0)
     recipe = recipe_for(setting, epochs=2 * epochs + 1, device=device)
@@ -344,7 +345,7 @@ def main() -> None:
     parser.add_argument("--check-with", nargs="+", default=["bf16+cl+graph"], choices=list(SETTINGS),
                         help="check-graphs: settings checked against eager bf16+cl")
     args = parser.parse_args()
-    from stages.engine import pick_device
+    from study.training.device import pick_device
 
     device = pick_device(args.device)
     if args.threads:

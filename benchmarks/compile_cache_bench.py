@@ -23,7 +23,8 @@ import json  # noqa: E402
 
 import torch  # noqa: E402
 
-from stages.engine import Recipe, Trainer, load_compile_cache, pick_device, save_compile_cache  # noqa: E402
+from study.training.device import load_compile_cache, pick_device, save_compile_cache  # noqa: E402
+from study.training.engine import Recipe, Trainer  # noqa: E402
 
 
 def measure(model: str, cache: str, images: int, epochs: int) -> dict:

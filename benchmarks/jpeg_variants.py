@@ -23,7 +23,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from stages.common import StageError, run_main
+from study.common import StageError, run_main
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

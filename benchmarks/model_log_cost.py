@@ -1,5 +1,5 @@
 """What logging the trained model to MLflow (setting `mlflow.log_model`) adds to a run: the
-seconds `stages.model_log.log_model` takes and the megabytes it writes, per model, into a
+seconds `study.tracking.model_log.log_model` takes and the megabytes it writes, per model, into a
 fresh local store (SQLite and a folder of artifacts, as the pipeline's default), including
 the check that the logged model loads back and gives the checkpoint's logits. Each model
 is measured in a fresh process whose first call pays MLflow's imports, as the evaluate stage
@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from models import MODEL_NAMES, build_model
-from stages.common import device_name
-from stages.figures import md_table
+from study.common import device_name
+from study.figures import md_table
 
 
 def folder_mb(folder: Path) -> float:
@@ -39,7 +39,7 @@ def measure(model: str, workdir: Path, repeats: int) -> dict:
     """Seconds (median and range over ``repeats`` runs) and MB of one model's logging."""
     import mlflow
 
-    from stages.model_log import log_model
+    from study.tracking.model_log import log_model
 
     checkpoint = workdir / f"{model}.pt"
     torch.save({"model_name": model, "state_dict": build_model(model).state_dict()}, checkpoint)

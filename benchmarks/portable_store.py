@@ -21,9 +21,9 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from stages.common import StageError, run_main
+from study.common import StageError, run_main
 
-ARTIFACT_DIR = "mlartifacts"  # stages/tracking.py puts every experiment's artifacts there
+ARTIFACT_DIR = "mlartifacts"  # study/tracking/store.py puts every experiment's artifacts there
 PROXY = "mlflow-artifacts:/"
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench import environment, load_data, recipe_for, time_steps
-from stages.engine import Trainer, to_device_images
+from study.training.batches import to_device_images
+from study.training.engine import Trainer
 
 # dense bf16 tensor-core peak (no sparsity), TFLOP/s, from the vendors' data sheets
 PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H200": 989.0, "A100": 312.0}
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="profiled eager steps")
     parser.add_argument("--timed", type=int, default=60, help="timed graph steps")
     args = parser.parse_args()
-    from stages.engine import pick_device
+    from study.training.device import pick_device
 
     device = pick_device(args.device)
     arrays, sha = load_data(args.data)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 EXPERIMENT = "alexnet-vgg-cifar10"
 ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "load-test-admin-" + os.urandom(6).hex()}
-SYSTEM_METRICS_S = 5  # the train stage's sampling interval (stages/run_content.py)
+SYSTEM_METRICS_S = 5  # the train stage's sampling interval (study/tracking/content.py)
 STATUS = re.compile(r"too many (\d{3}) error responses|error code (\d{3})")
 
 
@@ -146,7 +146,7 @@ def set_up_team(uri: str, writers: int, first: int = 0) -> str:
     import mlflow
     from mlflow.server.auth.client import AuthServiceClient
 
-    from stages.tracking import EXPERIMENT_TAGS
+    from study.tracking.store import EXPERIMENT_TAGS
 
     with as_user(ADMIN):
         client = mlflow.MlflowClient(uri)
@@ -190,8 +190,8 @@ def _timed_requests(calls: list, t0: float, server: str) -> None:
 
 def synthetic_record(index: int, epochs: int) -> dict:
     """A training record as the train stage writes it (recipe from params.yaml), seed = writer index."""
-    from stages.common import git_commit
-    from stages.config import load_settings
+    from study.common import git_commit
+    from study.config import load_settings
 
     settings = load_settings(Path(__file__).resolve().parents[1] / "params.yaml")
     recipe = settings.recipe("vgg16_bn")
@@ -215,7 +215,9 @@ def run_writer(index: int, epochs: int, epoch_s: float, folder: Path) -> None:
     from mlflow.entities import Param
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    from stages.tracking import TrainingRun, connect, run_name, run_params, run_tags
+    from study.tracking.naming import run_name, run_params, run_tags
+    from study.tracking.runs import TrainingRun
+    from study.tracking.store import connect
 
     logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
     record = synthetic_record(index, epochs)
@@ -265,7 +267,7 @@ def read_back(uri: str, run_ids: list[str], epochs: int) -> dict:
     """What the server holds of each writer's run: missing epoch metrics, summary, artifacts."""
     import mlflow
 
-    from stages.tracking import EPOCH_METRICS, SUMMARY_METRICS
+    from study.tracking.runs import EPOCH_METRICS, SUMMARY_METRICS
 
     lost = {"epoch_metrics": 0, "summary_metrics": 0, "artifacts": 0, "unfinished_runs": 0}
     system_samples = []

@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 PY=${PY:-python3}
 SCRIPT='
 import json, sys, time, torch
-from stages.engine import Recipe, Trainer
+from study.training.engine import Recipe, Trainer
 t = Trainer("vgg16_bn", Recipe(epochs=4, device="cuda"))
 g = torch.Generator().manual_seed(0)
 x = torch.randint(0, 256, (50000, 3, 32, 32), dtype=torch.uint8, generator=g).cuda()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.common import StageError, atomic_path, plural, run_main
+from study.common import StageError, atomic_path, plural, run_main
 
 OUT = Path("reports/compare.png")
 
@@ -38,7 +38,7 @@ def plots_data(revisions: list[str]) -> list[dict]:
 def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
     """One panel per model, one line per revision: colour, line style and marker per revision
     (two revisions often coincide, e.g. VGG-16 at 10% in both), one legend under the panels."""
-    from stages.figures import SEED_MARKERS, SEED_STYLES, integer_epochs, legend_below, pyplot
+    from study.figures import SEED_MARKERS, SEED_STYLES, integer_epochs, legend_below, pyplot
 
     plt = pyplot()
     models = list(dict.fromkeys(row["filename"].split("/")[0] for row in rows))

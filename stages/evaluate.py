@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import MODEL_NAMES
-from stages.common import (
+from study.common import (
     OUTPUT_ROOT,
     Interrupted,
     StageError,
@@ -26,9 +26,9 @@ from stages.common import (
     run_main,
     write_json,
 )
-from stages.config import load_settings
-from stages.prepare import OUT_DIR as DATA_DIR
-from stages.tracking_process import Helper, ignore_interrupts, receive, reply
+from study.config import load_settings
+from study.data import PREPARED_DIR
+from study.tracking.process import Helper, ignore_interrupts, receive, reply
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 # torch, numpy, pandas and matplotlib are imported where used: main() starts the MLflow
-# helper first, so that its imports run beside these (stages.tracking_process)
+# helper first, so that its imports run beside these (study.tracking.process)
 
 
 def eval_dir(model: str, root: Path = OUTPUT_ROOT) -> Path:
@@ -119,7 +119,7 @@ def first_layer_maps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
     """The first layer's filters, each stretched to [0, 1] on its own, 8 to a row, as one tiled
     image (an axes per filter costs matplotlib seconds)."""
-    from stages.figures import pyplot, tile
+    from study.figures import pyplot, tile
 
     plt = pyplot()
     w = weight.detach().float().cpu()
@@ -140,7 +140,7 @@ def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    from stages.figures import pyplot
+    from study.figures import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -161,17 +161,19 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
 
 
 def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int = 0, device: str = "auto",
-                   data_dir: Path = DATA_DIR, output_root: Path = OUTPUT_ROOT) -> dict:
+                   data_dir: Path = PREPARED_DIR, output_root: Path = OUTPUT_ROOT) -> dict:
     import numpy as np
     import pandas as pd
     import torch
     from torch import nn
 
     from models import count_parameters
-    from stages.engine import Normalizer, balanced_subset, pick_device, precision_choice, predict, to_device_images
-    from stages.figures import plot_feature_maps
-    from stages.prepare import load_prepared
-    from stages.tracking import run_label
+    from study.data import load_prepared
+    from study.figures import plot_feature_maps
+    from study.tracking.naming import run_label
+    from study.training.batches import Normalizer, balanced_subset, to_device_images
+    from study.training.device import pick_device, precision_choice
+    from study.training.engine import predict
 
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
@@ -232,8 +234,9 @@ def log_to_training_run(model: str, experiment: str, log_model: bool, output_roo
     unreachable, is no failure: the report stage logs both once the store has the run."""
     import json
 
-    from stages.run_content import log_evaluation
-    from stages.tracking import connect, find_run
+    from study.tracking.content import log_evaluation
+    from study.tracking.restore import find_run
+    from study.tracking.store import connect
 
     paths = output_paths(model, output_root)
     record = json.loads(paths["record"].read_text())
@@ -273,11 +276,11 @@ class EvaluationLog(Helper):
 def serve_evaluation_log(conn, model: str, experiment: str, log_model: bool) -> None:
     """The helper: import, wait for the word, log, answer with the line."""
     ignore_interrupts()
-    from stages import tracking
+    from study.tracking import store as tracking
 
     tracking.preload()
     if log_model:
-        from stages import model_log
+        from study.tracking import model_log
 
         model_log.preload()
     receive(conn)  # "log"

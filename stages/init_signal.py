@@ -1,11 +1,5 @@
 """Stage `init_signal`: how the signal travels through each network at initialisation,
-PyTorch's default init against Kaiming's, before any training.
-
-For one fixed, seeded batch (standard-normal images: what normalised CIFAR-10 looks like to
-the first layer, in distribution) and the network in training mode, the standard deviation
-of every conv and linear layer's output (forward) and of the loss gradient with respect to
-it (backward). A signal that shrinks by a constant factor per layer vanishes through
-thirteen plain conv layers; BatchNorm, or an init that keeps the variance, holds it.
+PyTorch's default init against Kaiming's, before any training (the analysis: study.analysis.init_signal).
 
 Writes outputs/init_signal/{signal.csv, signal.png}.
 """
@@ -13,99 +7,10 @@ Writes outputs/init_signal/{signal.csv, signal.png}.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import pandas as pd
-
-from models.architectures import INITS
-from stages.common import INIT_SIGNAL_DIR, atomic_path, run_main
-from stages.config import load_settings
-from stages.paper import NAMES
-
-BATCH = 32
-
-
-def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) -> pd.DataFrame:
-    """One row per conv/linear layer, in order: forward and backward standard deviations."""
-    # torch here, not at the top: the report stage imports summary() from this module, torch-free
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    from models import build_model
-
-    torch.manual_seed(seed)
-    net = build_model(model_name, init=init).train()
-    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    outputs: list[torch.Tensor] = []
-
-    def keep(_module, _inputs, output):
-        output.retain_grad()
-        outputs.append(output)
-
-    handles = [layer.register_forward_hook(keep) for layer in layers]
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 3, 32, 32, generator=generator)
-    y = torch.randint(0, 10, (batch,), generator=generator)
-    loss = F.cross_entropy(net(x), y)
-    loss.backward()
-    for handle in handles:
-        handle.remove()
-    convs = sum(isinstance(m, nn.Conv2d) for m in layers)
-    return pd.DataFrame([{
-        "model": model_name, "init": init, "layer": i + 1,
-        "name": f"conv{i + 1}" if i < convs else f"fc{i + 1 - convs}",
-        "forward_std": out.detach().std().item(), "backward_std": out.grad.std().item(),
-        "initial_loss": loss.item()} for i, out in enumerate(outputs)])
-
-
-def plot_signal(table: pd.DataFrame, path: Path) -> None:
-    """Both panels share one legend, under them: colour and marker for the model, solid for
-    PyTorch's default init and dashed for Kaiming's."""
-    from stages.figures import legend_below, pyplot
-
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    models = list(dict.fromkeys(table["model"]))
-    for (model, init), rows in table.groupby(["model", "init"], sort=False):
-        i = models.index(model)
-        style = {"color": f"C{i}", "linestyle": "-" if init == "default" else "--", "marker": "osD^v"[i % 5],
-                 "markersize": 4, "fillstyle": "none" if init == "kaiming" else "full"}
-        for ax, column in zip(axes, ("forward_std", "backward_std"), strict=True):
-            ax.plot(rows["layer"], rows[column], label=f"{NAMES.get(model, model)}, {init} init", **style)
-    for ax, title in zip(axes, ("activations (forward)", "gradients (backward)"), strict=True):
-        ax.set(yscale="log", xlabel="conv / linear layer, from the input", ylabel="standard deviation",
-               title=f"Signal at initialisation: {title}")
-        ax.grid(alpha=0.3, which="both")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    legend_below(fig, axes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def analyse(models, seed: int = 0, out_dir: Path = INIT_SIGNAL_DIR) -> pd.DataFrame:
-    table = pd.concat([layer_signal(m, init, seed) for m in models for init in INITS], ignore_index=True)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        table.to_csv(tmp / "signal.csv", index=False)
-        plot_signal(table, tmp / "signal.png")
-    return table
-
-
-def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model and init: how much of the signal is left at the last conv layer."""
-    rows = []
-    for (model, init), group in table.groupby(["model", "init"], sort=False):
-        convs = group[group["name"].str.startswith("conv")]
-        rows.append({"model": model, "init": init,
-                     "activation std, first → last conv": f"{convs['forward_std'].iloc[0]:.3g} → "
-                                                           f"{convs['forward_std'].iloc[-1]:.3g}",
-                     "gradient std, last → first conv": f"{convs['backward_std'].iloc[-1]:.3g} → "
-                                                         f"{convs['backward_std'].iloc[0]:.3g}",
-                     "logit std": f"{group['forward_std'].iloc[-1]:.3g}",  # the last layer's output
-                     "loss at init": f"{group['initial_loss'].iloc[0]:.3f}"})
-    return pd.DataFrame(rows)
+from study.analysis.init_signal import analyse, summary
+from study.common import run_main
+from study.config import load_settings
 
 
 def main() -> None:

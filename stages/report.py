@@ -3,7 +3,7 @@ MLflow store (the source of truth) and the cached analysis outputs, without trai
 
 Before reading the store, every training record in outputs/ that the store lacks (a
 run-cache restore, `dvc exp apply`, a new or deleted store) is logged to it again, so DVC's
-outputs and MLflow never disagree. Which runs count: stages/selection.py.
+outputs and MLflow never disagree. Which runs count: study/analysis/selection.py.
 """
 
 from __future__ import annotations
@@ -18,10 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.architectures import conv_count, fc_count, parameter_count
-from stages import paper
-from stages.claims import discussion, epoch_columns, per_point
-from stages.common import (
+from study.analysis import paper
+from study.analysis.claims import discussion, epoch_columns
+from study.analysis.init_signal import summary as init_signal_summary
+from study.analysis.jpeg_cost import cost_table, plot_cost, variant_cells, variant_quality
+from study.analysis.jpeg_cost import section as jpeg_section
+from study.analysis.paper import NAMES
+from study.analysis.selection import Cell, Selection, mean_sd, select
+from study.analysis.speed import TABLE6, device_sharing, epoch_times, sharing_note
+from study.analysis.tables import ablation_table, seed_values, study_tables
+from study.common import (
     INIT_SIGNAL_DIR,
     OUTPUT_ROOT,
     RECEPTIVE_FIELD_DIR,
@@ -31,17 +37,11 @@ from stages.common import (
     plural,
     run_main,
 )
-from stages.config import Settings, load_settings
-from stages.figures import SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
-from stages.init_signal import summary as init_signal_summary
-from stages.jpeg_cost import cost_table, plot_cost, variant_cells, variant_quality
-from stages.jpeg_cost import section as jpeg_section
-from stages.paper import NAMES
-from stages.selection import Cell, Selection, fmt_stat, mean_sd, select
-from stages.speed import TABLE6, device_sharing, epoch_times, sharing_cell, sharing_note, timing_runs
+from study.config import Settings, load_settings
+from study.data import PREPARED_DIR
+from study.figures import SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
 
 REPORT_DIR = Path("reports")
-DATA_DIR = Path("data/cifar10")
 
 
 def choose_epochs(cells: dict, epochs: int, short_epochs: int) -> tuple[int | None, int]:
@@ -50,91 +50,6 @@ def choose_epochs(cells: dict, epochs: int, short_epochs: int) -> tuple[int | No
     below = sorted(c for c in counts if c < long)
     short = short_epochs if short_epochs in below else (below[-1] if below else None)
     return short, long
-
-
-# ---------------------------------------------------------------- tables
-def not_run(epochs: int | None, workspace_epochs: int, short_epochs: int = paper.EPOCHS[0]) -> str:
-    """The cell of a run that is missing, with the command that fills it."""
-    epochs = epochs or short_epochs
-    command = "dvc repro" if epochs == workspace_epochs else f"dvc exp run -S epochs={epochs}"
-    return f"not run (`{command}`)"
-
-
-def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, long: int,
-                 workspace_epochs: int, short_epochs: int = paper.EPOCHS[0], times: dict | None = None,
-                 shared: dict | None = None) -> dict[str, pd.DataFrame]:
-    times, shared = times or {}, shared or {}
-    t1, t5, t6, t7 = [], [], [], []
-    for model in models:
-        convs, fcs = conv_count(model), fc_count(model)
-        params = parameter_count(model)
-        t1.append({"model": NAMES[model], "depth (conv+FC)": f"{convs}+{fcs}={convs + fcs}",
-                   "paper depth": paper.DEPTH[model], "parameters": f"{params:,}",
-                   "paper": f"{paper.PARAMS_M[model]}M", "difference": f"{params / 1e6 - paper.PARAMS_M[model]:+.2f}M"})
-        row5, row6 = {"model": NAMES[model]}, {"model": NAMES[model]}
-        for idx, epochs in enumerate((short, long)):  # the study's (5, 40) columns
-            cell = study.get((model, epochs)) if epochs else None
-            label = f"{epochs} ep" if epochs else "short run"
-            ours, theirs = (cell.values("final_test_acc") if cell else []), paper.ACCURACY[model][idx]
-            missing = not_run(epochs, workspace_epochs, short_epochs)
-            row5[f"ours ({label})"] = fmt_stat(ours) if ours else missing
-            row5[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{theirs:.2f}"
-            row5[f"diff ({label})"] = f"{mean_sd(ours)[0] - theirs:+.2f}" if ours else "-"
-            timed = [times[r["run_id"]] for r in timing_runs(cell, shared) if r["run_id"] in times] if cell else []
-            later = [t for _, t in timed if t is not None]
-            untimed = "not logged" if cell else missing
-            row6[f"first epoch ({label})"] = fmt_stat([f for f, _ in timed]) if timed else untimed
-            row6[f"later epochs ({label})"] = fmt_stat(later) if later else untimed if not timed else "-"
-            row6[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{paper.SECONDS[model][idx]:.2f}"
-            row6[f"device shared ({label})"] = sharing_cell(cell, shared)
-        t5.append(row5)
-        t6.append(row6)
-        cell = study.get((model, long))
-        accuracy, points = (cell.values("final_test_acc") if cell else []), per_point(cell)
-        t7.append({"model": NAMES[model], "parameters": f"{params / 1e6:.1f}M",
-                   f"test acc ({long} ep)": fmt_stat(accuracy) if accuracy else not_run(long, workspace_epochs),
-                   "paper acc (40 ep)": f"{paper.ACCURACY[model][1]:.2f}",
-                   "params per point (K)": fmt_stat(points, ".0f") if points else "-",
-                   "paper (K)": f"{paper.PER_POINT_K[model]}",
-                   "diff (K)": f"{mean_sd(points)[0] - paper.PER_POINT_K[model]:+.0f}" if points else "-"})
-    return {"table1_parameters": pd.DataFrame(t1), "table5_accuracy": pd.DataFrame(t5),
-            "table6_seconds_per_epoch": pd.DataFrame(t6), "table7_parameter_efficiency": pd.DataFrame(t7)}
-
-
-def seed_values(study: dict[tuple[str, int], Cell], times: dict) -> pd.DataFrame:
-    """Every run behind the tables, one row per seed: the values the means are made of."""
-    return pd.DataFrame([{"model": m, "epochs": e, "seed": int(r["params.seed"]), "run_id": r["run_id"],
-                          "final_test_acc": r.get("metrics.final_test_acc"),
-                          "mean_epoch_time_s": r.get("metrics.mean_epoch_time_s"),
-                          "first_epoch_s": times.get(r["run_id"], (None, None))[0],
-                          "mean_epoch_time_s_after_first": times.get(r["run_id"], (None, None))[1],
-                          "num_parameters": r.get("params.num_parameters")}
-                         for (m, e), cell in sorted(study.items()) for r in cell.runs])
-
-
-def first_losses(client, cell: Cell | None, epochs: int = 5) -> str:
-    """Training loss at epochs 1..5 of the cell's first run: a flat 2.303 means no learning."""
-    if cell is None:
-        return "-"
-    points = sorted((m.step, m.value) for m in client.get_metric_history(cell.runs[0]["run_id"], "train_loss"))
-    return " / ".join(f"{v:.3f}" for s, v in points if s <= epochs)
-
-
-ABLATION_COLUMNS = ["setting", "model", "epochs", "seeds", "test acc", "recipe's test acc", "train loss, epochs 1-5",
-                    "recipe's train loss, epochs 1-5"]
-
-
-def ablation_table(client, selection: Selection) -> pd.DataFrame:
-    rows = []
-    for (key, value, model, epochs), cell in sorted(selection.ablation.items()):
-        base = selection.study.get((model, epochs))
-        rows.append({"setting": f"{key}={value}", "model": NAMES[model], "epochs": epochs,
-                     "seeds": ", ".join(map(str, cell.seeds)),
-                     "test acc": fmt_stat(cell.values("final_test_acc")),
-                     "recipe's test acc": fmt_stat(base.values("final_test_acc")) if base else "not run",
-                     "train loss, epochs 1-5": first_losses(client, cell),
-                     "recipe's train loss, epochs 1-5": first_losses(client, base)})
-    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)  # the header even when empty: a CSV reads back
 
 
 # ---------------------------------------------------------------- figures
@@ -170,7 +85,8 @@ def fetch_runs(settings: Settings, output_root: Path):
     record ids of the workspace's trainings."""
     import mlflow
 
-    from stages.tracking import ensure_logged, finished_runs, tracking_uri
+    from study.tracking.restore import ensure_logged
+    from study.tracking.store import finished_runs, tracking_uri
 
     uri = tracking_uri()
     records = training_records(settings.models, output_root)
@@ -244,8 +160,8 @@ def provenance_table(selection: Selection, short: int | None, long: int, models,
 
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
                  rf_dir: Path = RECEPTIVE_FIELD_DIR, signal_dir: Path = INIT_SIGNAL_DIR,
-                 data_dir: Path = DATA_DIR) -> dict:
-    from stages.tracking import runs_table_link
+                 data_dir: Path = PREPARED_DIR) -> dict:
+    from study.tracking.store import runs_table_link
 
     models = list(settings.models)
     runs, workspace, client, uri = fetch_runs(settings, output_root)
@@ -264,7 +180,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
 
     with tempfile.TemporaryDirectory() as scratch:
         if not (rf_dir / "paper_differences.csv").exists():  # python -m stages.report on MLflow alone
-            from stages.receptive_field import analyse as analyse_receptive_fields  # torch: only here
+            from study.analysis.receptive_field import analyse as analyse_receptive_fields  # torch: only here
 
             rf_dir = Path(scratch)
             analyse_receptive_fields(models, rf_dir)
@@ -272,7 +188,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         rf_diff = pd.read_csv(rf_dir / "paper_differences.csv")
         growth = (rf_dir / "growth.png").read_bytes()
         if not (signal_dir / "signal.csv").exists():  # likewise: a few seconds on a CPU
-            from stages.init_signal import analyse as analyse_init_signal
+            from study.analysis.init_signal import analyse as analyse_init_signal
 
             signal_dir = Path(scratch) / "signal"
             analyse_init_signal(models, settings.seed, signal_dir)
@@ -329,7 +245,7 @@ def gap_to_paper(study: dict[tuple[str, int], Cell], variants: dict) -> str:
 
 SIGNAL = ("Without training: the standard deviation of each conv/linear layer's output (forward) and of the loss "
           "gradient at it (backward), for one seeded batch of standard-normal images, each network in training "
-          "mode, PyTorch's default init (solid) against Kaiming's (dashed; `stages/init_signal.py`). Where the "
+          "mode, PyTorch's default init (solid) against Kaiming's (dashed; `study/analysis/init_signal.py`). Where the "
           "gradient reaching the first layers is orders of magnitude below the last layer's, those layers barely "
           "move. The loss at initialisation is ln 10 = 2.303 for a network whose logits are all alike (a uniform "
           "guess). Kaiming's init here (fan-out mode, as torchvision's VGG) also sets the last linear layer, whose "

@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from stages.common import StageError, run_main, write_json
-from stages.config import load_settings
+from study.common import StageError, run_main, write_json
+from study.config import load_settings
 
 SUMMARY = Path("metrics.json")
 OUTPUT_ROOT = Path("outputs")

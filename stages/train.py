@@ -18,7 +18,7 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from stages.common import (
+from study.common import (
     OUTPUT_ROOT,
     Diverged,
     Interrupted,
@@ -35,21 +35,21 @@ from stages.common import (
     write_failure,
     write_json,
 )
-from stages.config import MODEL_NAMES, Settings, load_settings
-from stages.prepare import OUT_DIR as DATA_DIR
-from stages.tracking_process import TrackingProcess
+from study.config import MODEL_NAMES, Settings, load_settings
+from study.data import PREPARED_DIR
+from study.tracking.process import TrackingProcess
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
 
 
 def engine_recipe(settings: Settings):
-    from stages.engine import Recipe
+    from study.training.engine import Recipe
 
     return Recipe(epochs=settings.epochs, seed=settings.seed, **asdict(settings.train), **asdict(settings.runtime))
 
 
 def select_subsets(arrays: dict, train_subset: int, test_subset: int, seed: int) -> dict:
-    from stages.engine import balanced_subset
+    from study.training.batches import balanced_subset
 
     picked = {}
     for split, size in (("train", train_subset), ("test", test_subset)):
@@ -70,17 +70,17 @@ def write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def run_training(*, model: str, settings: Settings, data_dir: Path = DATA_DIR, output_root: Path = OUTPUT_ROOT,
+def run_training(*, model: str, settings: Settings, data_dir: Path = PREPARED_DIR, output_root: Path = OUTPUT_ROOT,
                  track: bool = True, progress: bool | None = None, log=print) -> dict:
     """Train ``model`` as ``settings`` say; log to MLflow when ``track``; write the outputs.
 
-    The training state is saved after every epoch (stages.resume); a start that finds
+    The training state is saved after every epoch (study.training.resume); a start that finds
     one for the same recipe, data and runtime goes on from it, in the same MLflow run."""
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     started = time.perf_counter()
     # MLflow is imported and its store opened in a helper process while this one imports torch and
-    # builds the model: on two cores that overlaps about 2 s of each start (stages.tracking_process)
+    # builds the model: on two cores that overlaps about 2 s of each start (study.tracking.process)
     tracker = TrackingProcess(settings.experiment, settings.system_metrics) if track else None
     try:
         return _train(model=model, settings=settings, data_dir=data_dir, output_root=output_root,
@@ -104,18 +104,17 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
 
     import torch
 
-    from stages.engine import (
-        Trainer,
+    from study.data import load_prepared
+    from study.tracking.runs import NullRun
+    from study.training.device import (
         compile_cache_dir,
         load_compile_cache,
         pick_device,
         precision_choice,
         save_compile_cache,
-        train,
     )
-    from stages.prepare import load_prepared
-    from stages.resume import StateWriter, code_hashes, fingerprint, load_resumable, state_path
-    from stages.tracking import NullRun
+    from study.training.engine import Trainer, train
+    from study.training.resume import StateWriter, code_hashes, fingerprint, load_resumable, state_path
 
     mark("imports_s")
     arrays, data_meta = load_prepared(data_dir)

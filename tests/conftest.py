@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.prepare import CLASSES
+from study.data import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def project_params(**overrides) -> dict:
 
 
 def project_settings(**overrides):
-    from stages.config import parse_settings
+    from study.config import parse_settings
 
     return parse_settings(project_params(**overrides))
 

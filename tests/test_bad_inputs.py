@@ -300,7 +300,7 @@ def test_bad_data_source_is_one_line_and_writes_nothing(workdir, tmp_path_factor
 
 
 def test_members_that_are_not_images_are_skipped_unread(tmp_path, image_tree):
-    from stages.prepare import load_image_folder
+    from study.data import load_image_folder
 
     archive = tarball_with(tmp_path, image_tree, {"train/notes.txt": bytes(200 << 20), "test/cat/readme.md": b"hi"})
     tracemalloc.start()

@@ -5,7 +5,8 @@ import sys
 from conftest import ROOT, subprocess_env
 
 from benchmarks.baseline import baseline_epoch_seconds
-from stages.prepare import load_prepared, prepare
+from stages.prepare import prepare
+from study.data import load_prepared
 
 
 def test_study_benchmark_runs_without_mlflow_or_dvc(tmp_path, image_tree):

@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from stages.common import device_name
-from stages.engine import compile_cache_file, load_compile_cache
+from study.common import device_name
+from study.training.device import compile_cache_file, load_compile_cache
 
 
 def test_the_cache_file_is_keyed_by_torch_version_and_device(tmp_path):
@@ -38,7 +38,7 @@ def test_a_second_process_loads_what_the_first_compiled(tmp_path):
     from conftest import ROOT, subprocess_env
 
     script = ("import torch\n"
-              "from stages.engine import compile_cache_dir, load_compile_cache, save_compile_cache\n"
+              "from study.training.device import compile_cache_dir, load_compile_cache, save_compile_cache\n"
               "print(load_compile_cache(compile_cache_dir(), 'cpu'))\n"
               "f = torch.compile(lambda x: torch.relu(x) * 2 + 1)\n"
               "print('sum', float(f(torch.arange(-4.0, 4.0)).sum()))\n"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-PACKAGES = ("models", "stages")
+PACKAGES = ("models", "stages", "study")
 
 
 def module_file(name: str) -> Path | None:
@@ -20,8 +20,9 @@ def module_file(name: str) -> Path | None:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Project modules that ``path`` imports anywhere (top level or inside functions)."""
+def imported_modules(path: Path, packages: tuple[str, ...] | None = PACKAGES) -> set[str]:
+    """Project modules that ``path`` imports anywhere (top level or inside functions); with
+    ``packages=None``, every name it imports, as written."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -31,6 +32,8 @@ def imported_modules(path: Path) -> set[str]:
             found |= {f"{node.module}.{alias.name}" for alias in node.names}  # from stages import paper
     # importing a.b runs a/__init__.py first: the parent packages count too
     found |= {".".join(name.split(".")[:i]) for name in found for i in range(1, name.count(".") + 1)}
+    if packages is None:
+        return found
     return {name for name in found if (f := module_file(name)) is not None and f.exists()}
 
 
@@ -43,7 +46,14 @@ def closure(module: str) -> set[str]:
             continue
         files.add(rel)
         todo += sorted(imported_modules(path))
-    return files - {"stages/__init__.py"}  # empty package marker
+    return {f for f in files if not is_marker(ROOT / f)}
+
+
+def is_marker(path: Path) -> bool:
+    """A package's ``__init__.py`` that holds a docstring at most: no code a stage could depend on."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                                              for n in body)
 
 
 def stages():
@@ -62,17 +72,18 @@ def test_every_imported_project_module_is_a_dependency(stage, module, deps):
 
 
 def test_the_closure_is_followed():
-    assert {"stages/paper.py", "stages/selection.py", "stages/config.py", "stages/receptive_field.py",
-            "models/__init__.py", "models/architectures.py", "models/network.py"} <= closure("stages.report")
+    assert {"study/analysis/paper.py", "study/analysis/selection.py", "study/config.py",
+            "study/analysis/receptive_field.py", "study/tracking/store.py", "models/__init__.py",
+            "models/architectures.py", "models/network.py"} <= closure("stages.report")
 
 
 def test_the_resume_fallback_names_the_training_loop_code():
-    """Outside a repository the resume fingerprint hashes stages.resume.CODE_FALLBACK: the files of
+    """Outside a repository the resume fingerprint hashes study.training.resume.CODE_FALLBACK: the files of
     the training loop itself (the engine and what it imports from the project), all train deps."""
-    from stages.resume import CODE_FALLBACK
+    from study.training.resume import CODE_FALLBACK
 
     train_deps = next(deps for name, _, deps in stages() if name == "train")
-    loop = closure("stages.engine") | {"stages/train.py", "stages/resume.py"}
+    loop = closure("study.training.engine") | {"stages/train.py", "study/training/resume.py"}
     assert set(CODE_FALLBACK) <= train_deps
-    # stages/common.py (files, messages, provenance) shapes no number the loop computes
-    assert loop - {"stages/common.py"} <= set(CODE_FALLBACK), sorted(loop - set(CODE_FALLBACK))
+    # study/common.py (files, messages, provenance) shapes no number the loop computes
+    assert loop - {"study/common.py"} <= set(CODE_FALLBACK), sorted(loop - set(CODE_FALLBACK))

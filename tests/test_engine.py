@@ -4,22 +4,11 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from stages.common import StageError
-from stages.engine import (
-    MEAN,
-    STD,
-    Normalizer,
-    Recipe,
-    Trainer,
-    balanced_subset,
-    cosine_lr,
-    effective_runtime,
-    native_bf16_cpu,
-    pick_device,
-    precision_choice,
-    random_crop_flip,
-)
-from stages.sgd import MomentumSGD
+from study.common import StageError
+from study.training.batches import MEAN, STD, Normalizer, balanced_subset, random_crop_flip
+from study.training.device import native_bf16_cpu, pick_device, precision_choice
+from study.training.engine import Recipe, Trainer, cosine_lr, effective_runtime
+from study.training.sgd import MomentumSGD
 
 
 def recover_crop(original: torch.Tensor, augmented: torch.Tensor, padding: int = 4):
@@ -73,7 +62,7 @@ def test_normalizer_equals_to_tensor_then_normalize():
 
 @pytest.mark.parametrize("graph_ready", [False, True], ids=["float lr", "tensor lr, fused (as on CUDA)"])
 def test_momentum_sgd_updates_as_torch_sgd_bit_for_bit_and_resumes(graph_ready):
-    """stages.sgd calls SGD's own functional: same parameters and buffers after every step, with
+    """study.training.sgd calls SGD's own functional: same parameters and buffers after every step, with
     a parameter left without a gradient, a changed lr, and a state saved and loaded midway. As
     on CUDA (tensor lr, fused), the lr tensor a captured graph reads is changed in place and
     kept through a resume, and zero_grad leaves no gradient to accumulate into."""

@@ -10,7 +10,8 @@ import numpy as np
 from conftest import ROOT, subprocess_env, tar_folder, write_image_tree
 
 from benchmarks.jpeg_variants import make_variants
-from stages.prepare import load_arrays, prepare
+from stages.prepare import prepare
+from study.data import load_arrays
 
 
 def test_each_quality_is_a_source_with_its_own_hash(tmp_path):

@@ -15,8 +15,9 @@ import yaml
 from conftest import TINY, free_port, project_params, start_server, stop_server, subprocess_env
 
 from models import build_model
-from stages.model_log import UInt8Classifier
-from stages.prepare import CLASSES, load_prepared, prepare
+from stages.prepare import prepare
+from study.data import CLASSES, load_prepared
+from study.tracking.model_log import UInt8Classifier
 
 
 def run_stage(project, *args, **env):
@@ -100,7 +101,9 @@ def test_a_run_left_open_by_a_lost_store_is_completed_not_doubled(tmp_path, imag
     from the record instead of logging a second run of the same training."""
     import json
 
-    from stages.tracking import TrainingRun, _open_run, connect, ensure_logged
+    from study.tracking.restore import ensure_logged
+    from study.tracking.runs import TrainingRun, open_run
+    from study.tracking.store import connect
 
     project = tmp_path / "project"
     prepare(source=str(image_tree), out_dir=project / "data" / "cifar10")
@@ -112,7 +115,7 @@ def test_a_run_left_open_by_a_lost_store_is_completed_not_doubled(tmp_path, imag
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     client, experiment_id = connect("test-exp")
     assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
-    left_open = _open_run(client, experiment_id, record)  # owned by this live process
+    left_open = open_run(client, experiment_id, record)  # owned by this live process
     TrainingRun(client, left_open).log_epoch(record["history"][0])  # epoch 2 never reached the store
     lines, _ = ensure_logged([record_path], "test-exp")
     assert lines == [f"MLflow run {left_open} of alexnet-e2-s0 is still being written by process {os.getpid()}; "
@@ -141,8 +144,8 @@ def test_a_model_that_fails_or_never_ends_its_check_is_not_left_in_the_run(tmp_p
     import importlib
     import json
 
-    from stages.common import StageError
-    from stages.model_log import log_model
+    from study.common import StageError
+    from study.tracking.model_log import log_model
 
     project = tmp_path / "project"
     prepare(source=str(image_tree), out_dir=project / "data" / "cifar10")

@@ -53,7 +53,7 @@ def test_unknown_name_lists_the_valid_ones():
 
 def test_config_names_the_same_models_and_inits_without_importing_torch():
     from models import INITS, MODEL_NAMES
-    from stages import config
+    from study import config
 
     assert config.MODEL_NAMES == MODEL_NAMES and config.INITS == INITS
 

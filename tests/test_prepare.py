@@ -15,8 +15,9 @@ from conftest import (
     write_official_archive,
 )
 
-from stages.common import StageError
-from stages.prepare import ARRAY_FILES, CLASSES, load_prepared, prepare
+from stages.prepare import prepare
+from study.common import StageError
+from study.data import ARRAY_FILES, CLASSES, load_prepared
 
 
 def check_output(out_dir, train: int, test: int) -> dict:
@@ -125,7 +126,7 @@ def test_many_images_decode_in_worker_processes_as_one_would(monkeypatch):
 
     from PIL import Image
 
-    from stages import prepare as stage
+    from study import data as stage
 
     images = random_images(stage.PARALLEL_FROM + 100, seed=7)
     blobs = []

@@ -1,7 +1,7 @@
 import pytest
 
 from models import MODEL_NAMES
-from stages.receptive_field import (
+from study.analysis.receptive_field import (
     PAPER,
     analyse,
     measured_receptive_fields,

@@ -210,8 +210,8 @@ def test_a_locked_store_is_waited_for_then_named(tmp_path, prepared):
 
 
 def connect_in_process(monkeypatch, db: Path):
-    """stages.tracking.connect on ``db`` in this process, MLflow's global URI put back after."""
-    from stages import tracking
+    """study.tracking.store.connect on ``db`` in this process, MLflow's global URI put back after."""
+    from study.tracking import store as tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     previous = mlflow.get_tracking_uri()
@@ -293,7 +293,7 @@ def test_a_store_of_another_mlflow_version_is_named_not_called_broken(tmp_path, 
 
 
 def test_yaml_1_2_numbers_are_numbers(tmp_path):
-    from stages.config import load_settings
+    from study.config import load_settings
 
     text = (ROOT / "params.yaml").read_text().replace("lr: 0.01", "lr: 1e-3")
     (tmp_path / "params.yaml").write_text(text)
@@ -316,7 +316,7 @@ def test_trainings_that_start_together_on_new_data_all_link_its_dataset(tmp_path
     from mlflow import MlflowClient
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from stages.tracking import log_dataset
+    from study.tracking.content import log_dataset
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("race")

@@ -7,14 +7,15 @@ import pytest
 from conftest import project_settings
 from scipy import stats
 
-from stages.claims import discussion
-from stages.common import StageError
-from stages.init_signal import analyse as analyse_init_signal
-from stages.init_signal import layer_signal
-from stages.receptive_field import analyse as analyse_receptive_fields
 from stages.report import build_report, choose_epochs
-from stages.selection import decide, expected_params, seeds_to_decide, welch
-from stages.tracking import connect, run_label, run_name
+from study.analysis.claims import discussion
+from study.analysis.init_signal import analyse as analyse_init_signal
+from study.analysis.init_signal import layer_signal
+from study.analysis.receptive_field import analyse as analyse_receptive_fields
+from study.analysis.selection import decide, expected_params, seeds_to_decide, welch
+from study.common import StageError
+from study.tracking.naming import run_label, run_name
+from study.tracking.store import connect
 
 SETTINGS = project_settings(epochs=40, seed=0, data={"source": "official", "train_subset": 0, "test_subset": 0})
 ACC_40 = {"alexnet": 87.0, "vgg16": 10.0, "vgg16_bn": 92.5, "vgg8": 88.0}
@@ -202,7 +203,7 @@ def test_a_run_that_differs_from_the_recipe_says_so_in_its_name():
 
 
 def test_a_one_epoch_curve_has_whole_epoch_ticks():
-    from stages.figures import integer_epochs, pyplot
+    from study.figures import integer_epochs, pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots()
@@ -317,7 +318,7 @@ def test_the_committed_store_leaves_vgg8_against_alexnet_undecided(tmp_path, mon
 
     from conftest import ROOT
 
-    from stages.config import load_settings
+    from study.config import load_settings
 
     store = tmp_path / "store"
     shutil.copytree(ROOT / "results/h100-2026-11-27", store, ignore=shutil.ignore_patterns("report"))
@@ -336,7 +337,7 @@ def test_the_committed_store_leaves_vgg8_against_alexnet_undecided(tmp_path, mon
 
 
 def test_device_sharing_is_told_from_host_device_and_times_or_said_unknowable():
-    from stages.speed import device_sharing
+    from study.analysis.speed import device_sharing
 
     t = pd.Timestamp
     runs = pd.DataFrame([

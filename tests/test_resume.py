@@ -24,7 +24,7 @@ from conftest import (
     subprocess_env,
 )
 
-from stages.tracking import process_tags
+from study.tracking.naming import process_tags
 
 EPOCHS = 3
 # ~300 training images: an AlexNet epoch lasts about a second on a laptop core, long enough

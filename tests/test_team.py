@@ -21,8 +21,8 @@ import requests
 import yaml
 from conftest import ROOT, SERVER_ADMIN, free_port, project_params, start_server, stop_server, subprocess_env
 
-from stages.report import NAMES
-from stages.tracking import EXPERIMENT_TAGS
+from study.analysis.paper import NAMES
+from study.tracking.store import EXPERIMENT_TAGS
 
 EXPERIMENT = "alexnet-vgg-cifar10"  # params.yaml's mlflow.experiment
 MEMBERS = {"alice": "EDIT", "bob": "EDIT", "carol": "READ"}
@@ -229,7 +229,7 @@ class BusyProxy(BaseHTTPRequestHandler):
 
 
 def test_epoch_logging_rides_out_a_busy_server(server, monkeypatch, capsys):
-    from stages.tracking import EPOCH_METRICS, TrainingRun
+    from study.tracking.runs import EPOCH_METRICS, TrainingRun
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as connect() sets it: no retries inside MLflow
     for key, value in member("alice").items():
@@ -256,7 +256,7 @@ def test_epoch_logging_rides_out_a_busy_server(server, monkeypatch, capsys):
 def test_load_benchmark_finds_every_lost_metric(server, tmp_path, monkeypatch):
     """benchmarks/server_load.py at N=2, tiny: a clean step, and its read-back counts what a run lacks."""
     from benchmarks import server_load
-    from stages.tracking import EPOCH_METRICS, TrainingRun
+    from study.tracking.runs import EPOCH_METRICS, TrainingRun
 
     monkeypatch.setattr(server_load, "ADMIN", SERVER_ADMIN)
     server_load.set_up_team(server, 2)

@@ -10,9 +10,9 @@ import yaml
 from conftest import TINY, project_params, project_settings, subprocess_env
 
 from models import build_model
-from stages.engine import precision_choice
 from stages.prepare import prepare
 from stages.train import run_training
+from study.training.device import precision_choice
 
 SETTINGS = project_settings(**TINY)
 
@@ -88,7 +88,7 @@ RECORD_IMPORTS = ("import atexit, json, runpy, sys; atexit.register(lambda: open
 
 
 def test_the_training_process_never_imports_mlflow_or_the_compiler_and_owns_its_run(project):
-    """Its helper process does all of MLflow (stages.tracking_process); the run it opens names the
+    """Its helper process does all of MLflow (study.tracking.process); the run it opens names the
     training's process as its owner, so a later start's sweep judges the right one."""
     (project / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
     with subprocess.Popen([sys.executable, "-c", RECORD_IMPORTS], cwd=project, stdout=subprocess.PIPE,

@@ -6,11 +6,11 @@ Started before torch is imported, a helper does the first while the stage does t
 second, on the machine's second core, and the training process never imports MLflow.
 
 The training sends its epochs as they end, without waiting, and says at the end how its
-run ends (``tracking.end_status``). Ctrl-C and SIGTERM reach the stage's process, which
+run ends (``runs.end_status``). Ctrl-C and SIGTERM reach the stage's process, which
 decides; a helper ignores them. If the training process dies (SIGKILL), its helper exits
 too and leaves the run RUNNING, for the next start's sweep, as a killed training always did.
 If the helper dies, the training goes on and ends as with a store gone away
-(``tracking.TrackingOffline``): its state kept, for the rerun to log without training again.
+(``runs.TrackingOffline``): its state kept, for the rerun to log without training again.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from stages.common import StageError, exit_now
+from study.common import StageError, exit_now
 
 
 class RemoteRun:
-    """The training's side of its run: the interface of ``tracking.TrainingRun``."""
+    """The training's side of its run: the interface of ``runs.TrainingRun``."""
 
     def __init__(self, helper: TrackingProcess, run_id: str):
         self.helper, self.run_id = helper, run_id
@@ -48,7 +48,7 @@ class RemoteRun:
                   file=sys.stderr)
 
     def finish(self, record: dict, artifacts: list[Path]) -> None:
-        from stages.tracking import TrackingOffline
+        from study.tracking.runs import TrackingOffline
 
         try:
             self.helper.request("finish", (record, [str(Path(path).resolve()) for path in artifacts]))
@@ -137,8 +137,8 @@ class TrackingProcess(Helper):
 
     @contextlib.contextmanager
     def training_run(self, record: dict, history: list[dict], log=print) -> Iterator[RemoteRun]:
-        """The run opened (or reopened), then ended as the training ended (``tracking.end_status``)."""
-        from stages.tracking import end_status
+        """The run opened (or reopened), then ended as the training ended (``runs.end_status``)."""
+        from study.tracking.runs import end_status
 
         opened, run_id = False, None
         try:
@@ -165,7 +165,8 @@ class TrackingProcess(Helper):
             return
         # the helper is gone: end the run from here (MLflow's import, on this rare path only), or the
         # next start's sweep would mark a finished or failed training's run KILLED
-        from stages.tracking import connect, end_training_run
+        from study.tracking.runs import end_training_run
+        from study.tracking.store import connect
 
         try:
             client, _ = connect(self.experiment, create=False)
@@ -180,19 +181,19 @@ def serve(conn, experiment: str, system_metrics: bool, owner_pid: int) -> None:
     says, log the epochs it sends, end the run as it says; exit, leaving the run as it is,
     when the training goes away."""
     ignore_interrupts()
-    from stages import tracking
-    from stages.run_content import system_metrics as sampling
+    from study.tracking import runs, store
+    from study.tracking.content import system_metrics as sampling
 
     try:
-        tracking.preload()
+        store.preload()
         receive(conn)  # "connect"
-        client, experiment_id = tracking.connect(experiment)
+        client, experiment_id = store.connect(experiment)
         kind, payload = receive(conn)
         if kind != "open":  # Ctrl-C before the training asked for its run: nothing to open or end
             exit_now(0)
         record, history = payload
         lines: list[str] = []
-        run = tracking.open_training_run(client, experiment_id, record, history, log=lines.append,
+        run = runs.open_training_run(client, experiment_id, record, history, log=lines.append,
                                          owner_pid=owner_pid)
     except BaseException as err:
         reply(conn, "error", portable(err))
@@ -210,7 +211,7 @@ def serve(conn, experiment: str, system_metrics: bool, owner_pid: int) -> None:
                     reply(conn, "error", portable(err))
                 else:
                     reply(conn, "finish", None)
-    tracking.end_training_run(client, run.run_id, *message[1])
+    runs.end_training_run(client, run.run_id, *message[1])
     reply(conn, "end", None)
     exit_now(0)  # nothing left to do: the training process need not wait for a teardown
 

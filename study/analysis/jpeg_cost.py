@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.claims import interval, spread
-from stages.config import Settings
-from stages.figures import pyplot
-from stages.paper import NAMES
-from stages.selection import Cell, _cells, _value, expected_params, welch
-from stages.tracking import JPEG_VARIANT
+from study.analysis.claims import interval, spread
+from study.analysis.paper import NAMES
+from study.analysis.selection import Cell, _cells, _value, expected_params, welch
+from study.config import Settings
+from study.figures import pyplot
+from study.tracking.naming import JPEG_VARIANT
 
 MIRROR_QUALITY = 75
 MIRROR = f"{MIRROR_QUALITY} (the mirror)"
@@ -110,7 +110,7 @@ def plot_cost(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int,
 
 def section(table: pd.DataFrame, drawn: bool, gap_to_paper: str, on_variant: int | None = None) -> list[str]:
     """The report's section, or a line saying why it is empty and how to fill it."""
-    from stages.figures import md_table
+    from study.figures import md_table
 
     if on_variant is not None:
         return [f"This workspace's data is the mirror re-encoded at JPEG quality {on_variant}: its runs are the "

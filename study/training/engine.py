@@ -7,13 +7,10 @@ machines); tracking attaches through the ``on_epoch`` callback of ``train``.
 from __future__ import annotations
 
 import math
-import os
-import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,17 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import build_model, count_parameters
-from stages.common import Diverged, StageError, atomic_path, device_name
-from stages.sgd import MomentumSGD
-
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
+from study.common import Diverged, StageError
+from study.training.batches import Normalizer, random_crop_flip, to_device_images
+from study.training.device import autocast_device, pick_device, precision_choice
+from study.training.sgd import MomentumSGD
 
 
 @dataclass
 class Recipe:
     """What the loop needs: the recipe (section 5.1) plus the knobs that only change speed.
-    The pipeline fills every field from the validated params.yaml (stages.config); these
+    The pipeline fills every field from the validated params.yaml (study.config); these
     defaults serve the benchmarks, which run without it."""
 
     epochs: int = 40
@@ -50,50 +46,6 @@ class Recipe:
     init: str = "default"
 
 
-def pick_device(name: str = "auto") -> str:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StageError(f"runtime.device is {name!r} but CUDA is not available here; "
-                         "use -S runtime.device=auto or cpu")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise StageError(f"runtime.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
-                         "device(s), numbered from 0; pick one that exists")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise StageError("runtime.device is 'mps' but Apple MPS is not available here; use -S runtime.device=auto")
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise StageError(f"runtime.device {name!r} is not one of auto, cpu, cuda, cuda:N, mps")
-    return name
-
-
-def native_bf16_cpu() -> str | None:
-    """The feature that gives this CPU native bf16 matrix math (x86: AMX or AVX512-BF16), as
-    torch reports it, or None: there bf16 autocast would be emulated and slower than fp32."""
-    for feature, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
-        check = getattr(torch.cpu, probe, None)
-        if check is not None and check():
-            return feature
-    return None
-
-
-def precision_choice(device: str, requested: str) -> tuple[str, str]:
-    """(precision that runs on ``device``, one line saying why) for ``runtime.precision``."""
-    if requested == "fp32":
-        return "fp32", "fp32, as runtime.precision asks"
-    if device.startswith("cuda"):
-        return "bf16", "bf16 autocast on CUDA"
-    if device == "cpu":
-        feature = native_bf16_cpu()
-        if feature:
-            return "bf16", f"bf16 autocast on the CPU, which has native bf16 ({feature})"
-        return "fp32", "fp32: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 would be slower"
-    return "fp32", "fp32 on Apple MPS (bf16 autocast there is not measured by this project)"
-
-
 def effective_runtime(recipe: Recipe) -> dict:
     """What will actually run for ``recipe`` on this machine: the device resolved, and bf16
     and CUDA graphs only where they apply. This, not the request, is what gets logged."""
@@ -102,65 +54,6 @@ def effective_runtime(recipe: Recipe) -> dict:
     return {"device": device, "precision": precision_choice(device, recipe.precision)[0],
             "channels_last": recipe.channels_last, "compile": recipe.compile,
             "cuda_graphs": is_cuda and recipe.cuda_graphs}
-
-
-def balanced_subset(labels: np.ndarray, size: int, seed: int, setting: str = "the subset") -> np.ndarray:
-    """Indices of a fixed, seeded subset with (as near as possible) equal counts per class.
-    ``size`` 0 means everything; ``setting`` names the parameter in errors."""
-    if size == 0 or size >= len(labels):
-        if size > len(labels):
-            raise StageError(f"{setting} is {size}, but the prepared split holds only {len(labels)} images; "
-                             f"set it to 0 (all) or at most {len(labels)}")
-        return np.arange(len(labels))
-    if size < 0:
-        raise StageError(f"{setting} is {size}; it must be >= 0 (0 = all)")
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = [size // len(classes) + (i < size % len(classes)) for i in range(len(classes))]
-    picks = []
-    for cls, count in zip(classes, per_class, strict=True):
-        members = np.flatnonzero(labels == cls)
-        if count > len(members):
-            raise StageError(f"subset of {size} needs {count} images of class {cls}, the split has {len(members)}")
-        picks.append(rng.choice(members, size=count, replace=False))
-    return np.sort(np.concatenate(picks))
-
-
-def to_device_images(images_nhwc: np.ndarray, device: str) -> torch.Tensor:
-    """uint8 NHWC numpy -> uint8 NCHW tensor on the device (the whole split, once)."""
-    return torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2).contiguous().to(device)
-
-
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Batched RandomCrop(32, padding) + RandomHorizontalFlip() on uint8 NCHW images:
-    each image is cut at a uniform offset out of its zero-padded copy and mirrored
-    with probability 1/2, all in a handful of kernels, with no host round trip."""
-    b, c, h, w = images.shape
-    dev = images.device
-    padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=generator)
-    flip = torch.rand((b, 1), device=dev, generator=generator) < 0.5
-    rows = dy + torch.arange(h, device=dev)
-    cols = dx + torch.arange(w, device=dev)
-    cols = torch.where(flip, cols.flip(1), cols)  # a flip reads the crop's columns backwards
-    batch = torch.arange(b, device=dev)[:, None, None, None]
-    chan = torch.arange(c, device=dev)[None, :, None, None]
-    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-class Normalizer:
-    """uint8 NCHW -> normalised float; mean and std live on the device once (building
-    them per batch would copy from pageable host memory, a hidden host sync)."""
-
-    def __init__(self, device: str, channels_last: bool):
-        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
-        self.channels_last = channels_last
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -337,10 +230,6 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
 
-def autocast_device(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else "cpu"
-
-
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, normalize: Normalizer, autocast_dtype: torch.dtype | None,
             batch_size: int = 1000) -> torch.Tensor:
@@ -439,56 +328,3 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
         "test_images": int(len(test_y)),
     }
     return {"trainer": trainer, "history": history, "metrics": metrics, "recipe": asdict(recipe)}
-
-
-# ---------------------------------------------------------------- persistent compile cache (issue 24)
-def compile_cache_dir():
-    """Where the train stage keeps compiled kernels between processes: ``STUDY_COMPILE_CACHE``, else
-    the user's cache folder. Outside the project on purpose: DVC's queue trains in temporary copies,
-    which should share one cache per machine."""
-    if os.environ.get("STUDY_COMPILE_CACHE"):
-        return Path(os.environ["STUDY_COMPILE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-vgg-cifar10" / "compile"
-
-
-def compile_cache_file(folder, device: str):
-    """Where Inductor's cache artifacts for this torch and this device live: compiled kernels are
-    valid only for the torch version and the GPU (or CPU) that built them."""
-    key = f"torch-{torch.__version__}-{device_name(device)}"
-    return Path(folder) / f"{re.sub(r'[^A-Za-z0-9.+-]+', '_', key)}.bin"
-
-
-def load_compile_cache(folder, device: str) -> str:
-    """Before a process's first torch.compile: hot-load the artifacts an earlier process of this
-    torch and device saved, so the first compile reads kernels instead of building them.
-    Returns a line for the stage's log; an unusable file costs a cold compile, never the run."""
-    path = compile_cache_file(folder, device)
-    if not path.exists():
-        return f"compile cache: none yet for this torch and device ({path.name}); this process builds it"
-    try:
-        info = torch.compiler.load_cache_artifacts(path.read_bytes())  # None (and a warning) when unreadable
-    except Exception as err:
-        info, why = None, f" ({type(err).__name__}: {err})"
-    else:
-        why = ""
-    if info is None:
-        return f"compile cache: {path} is unusable{why}; compiling afresh"
-    return f"compile cache: {sum(len(keys) for keys in info.artifacts.values())} artifacts loaded from {path}"
-
-
-def save_compile_cache(folder, device: str) -> str:
-    """After the compiled code ran: save every cache artifact this process built or loaded
-    (atomically; an unchanged cache is not rewritten). Returns a line for the stage's log."""
-    saved = torch.compiler.save_cache_artifacts()
-    if not saved or saved[1].empty():
-        return "compile cache: nothing compiled, nothing saved"
-    blob, path = saved[0], compile_cache_file(folder, device)
-    if path.exists() and path.read_bytes() == blob:
-        return f"compile cache: {path} unchanged"
-    try:  # a cache that cannot be written costs the next process a cold compile, never this training
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(blob)
-    except OSError as err:
-        return f"compile cache: not saved to {path} ({err.strerror or err}); the next process compiles afresh"
-    return f"compile cache: {len(blob) / 1e6:.1f} MB saved to {path}"

@@ -1,6 +1,6 @@
 """The trained network as an MLflow model, logged into its training's run by the evaluate stage
 (or the report stage, for a run it logs again). A module of its own because it needs torch,
-and stages.run_content, which the report imports, does not.
+and study.tracking.content, which the report imports, does not.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from stages.common import StageError
-from stages.engine import MEAN, STD
+from study.common import StageError
+from study.training.batches import MEAN, STD
 
 
 class UInt8Classifier(nn.Module):

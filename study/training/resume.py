@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.common import project_root, tensor_bytes, write_failure
-from stages.config import flatten
+from study.common import project_root, tensor_bytes, write_failure
+from study.config import flatten
 
 STATE_DIR = ".train_state"
-CODE_ROOT = Path(__file__).resolve().parents[1]  # the code that runs (a queued experiment's copy included)
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the code that runs (a queued experiment's copy included)
 CODE_FALLBACK = ("models/__init__.py", "models/architectures.py", "models/network.py", "stages/train.py",
-                 "stages/engine.py", "stages/sgd.py", "stages/resume.py")
+                 "study/training/engine.py", "study/training/batches.py", "study/training/device.py",
+                 "study/training/sgd.py", "study/training/resume.py")
 
 
 def train_code_files(code_root: Path = CODE_ROOT) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from stages.selection import Cell
+from study.analysis.selection import Cell
 
 TABLE6 = ("Seconds per training epoch (the pass over the training set, device synchronised), from each run's "
           "logged epoch times. The first epoch stands apart: it carries the warm-up (CUDA graph capture, cuDNN's "

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from stages.common import StageError
+from study.common import StageError
 
 PARAMS_FILE = "params.yaml"
 # as models/architectures.py has them (a test checks): not imported, so that prepare and summary

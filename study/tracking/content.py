@@ -10,14 +10,37 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from study.tracking.naming import run_label
+from study.tracking.store import retry_busy
+
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 EVAL_MARK = "eval/test_acc"  # a run holding this metric has its evaluation logged
+
+
+# Two trainings that start together on data the store has not seen both insert its dataset: the
+# store checks for it, then inserts, so one of them hits the table's unique key (sqlite, postgres).
+# The second try finds the other's row and links it.
+DATASET_RACE = re.compile(r"UNIQUE constraint failed: datasets\.|duplicate key value violates unique constraint")
+
+
+def log_dataset(client, run_id: str, dataset) -> None:
+    """Link ``dataset`` to the run, once more if a concurrent run inserted it first."""
+    for attempt in range(3):
+        try:
+            return retry_busy(lambda: client.log_inputs(run_id, datasets=[dataset]))
+        except Exception as err:
+            if attempt == 2 or not DATASET_RACE.search(str(err)):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 
 def dataset_input(record: dict[str, Any], context: str):
     """The prepared CIFAR-10 arrays as an MLflow dataset input. MLflow keeps a digest of at
@@ -67,8 +90,7 @@ def system_metrics(run_id: str, enabled: bool) -> Iterator[None]:
 
 
 def _learning_curve(record: dict[str, Any], path: Path) -> None:
-    from stages.figures import plot_curves
-    from stages.tracking import run_label
+    from study.figures import plot_curves
 
     history = record["history"]
     recipe = record["recipe"]
@@ -81,7 +103,7 @@ def _learning_curve(record: dict[str, Any], path: Path) -> None:
 def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, checkpoint: Path | None) -> str | None:
     """Log the evaluate stage's outputs into the training's run: metrics, per-class metrics,
     figures, tables, the evaluation dataset, and the model when ``checkpoint`` is given. Returns
-    the id of that checkpoint's model when the run held it already (stages.model_log)."""
+    the id of that checkpoint's model when the run held it already (study.tracking.model_log)."""
     from mlflow.entities import Metric, RunTag
 
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -90,8 +112,6 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     values = {"eval/params_per_accuracy_point": metrics["params_per_accuracy_point"],
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
-    from stages.tracking import log_dataset
-
     log_dataset(client, run_id, dataset_input(record, "evaluation"))
     for figure in sorted((eval_dir / "figures").glob("*.png")):
         client.log_artifact(run_id, str(figure), "figures")
@@ -104,7 +124,7 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
         client.log_artifact(run_id, str(curve), "figures")
     found = None
     if checkpoint is not None:
-        from stages.model_log import log_model  # torch and torch.export: only when a model is logged
+        from study.tracking.model_log import log_model  # torch and torch.export: only when a model is logged
 
         found = log_model(client, run_id, record, checkpoint)
     # the mark last: a run that has it has all of the above, else the report stage logs it again

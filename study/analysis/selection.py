@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from stages.config import Settings, flatten
+from study.config import Settings, flatten
 
 NOT_COMPARED = ("model", "epochs", "seed")  # what varies across a study's cells
 

@@ -1,4 +1,4 @@
-"""The study's claims, judged on the runs the report selected (stages/selection.py).
+"""The study's claims, judged on the runs the report selected (study/analysis/selection.py).
 
 Each claim is a difference of means with its 95% Welch t interval (``selection.welch``),
 decided only when the interval lies wholly on one side of 0 or of the claim's margin; a
@@ -8,9 +8,9 @@ rule in ``selection.STATISTIC`` at any n. Every row shows the gap, the interval 
 
 from __future__ import annotations
 
-from stages import paper
-from stages.paper import NAMES
-from stages.selection import (
+from study.analysis import paper
+from study.analysis.paper import NAMES
+from study.analysis.selection import (
     AT_CHANCE_WITHIN,
     CHANCE,
     FAR_ABOVE,

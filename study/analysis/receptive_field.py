@@ -1,0 +1,188 @@
+"""The study's Tables 2-4 for every model, computed by walking
+the real model's ``features``, checked by measuring gradients, compared with the paper.
+
+``analyse`` writes outputs/receptive_fields/<model>.csv, paper_differences.csv and growth.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from models import MODEL_NAMES, skeleton
+from study.analysis.paper import NAMES
+from study.common import RECEPTIVE_FIELD_DIR, StageError, atomic_path
+
+SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+
+# The values the study prints (Tables 2-4, "Receptive Field" column; Table 3-4 rows are VGG-16).
+PAPER = {
+    "alexnet": {"Conv1": 3, "Pool1": 6, "Conv2": 10, "Pool2": 14, "Conv3": 22, "Conv4": 30, "Conv5": 38,
+                "Pool5": 46},
+    "vgg16": {"Conv1_1": 3, "Conv1_2": 5, "Pool1": 6, "Conv2_1": 10, "Conv2_2": 14, "Pool2": 16, "Conv3_1": 24,
+              "Conv3_2": 32, "Conv3_3": 40, "Pool3": 44, "Conv4_1": 60, "Conv4_2": 76, "Conv4_3": 92, "Pool4": 108,
+              "Conv5_1": 140, "Conv5_2": 172, "Conv5_3": 204, "Pool5": 236},
+}
+# Section 4.2's running text gives a second, different list for AlexNet.
+PAPER_TEXT = {"alexnet": {"Conv1": 3, "Pool1": 6, "Conv2": 10, "Pool2": 14, "Conv3": 18, "Conv4": 22, "Conv5": 26,
+                          "Pool5": 30}}
+
+
+def _pair(value) -> int:
+    a, b = (value, value) if isinstance(value, int) else value
+    if a != b:
+        raise StageError(f"non-square kernel/stride {value} is not supported by the receptive-field walk")
+    return a
+
+
+def geometry(layer: nn.Module) -> tuple[int, int, int, int]:
+    """(kernel, stride, padding, dilation) of a spatial layer."""
+    dilation = _pair(getattr(layer, "dilation", 1))
+    return _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding), dilation
+
+
+def layer_names(features: nn.Sequential, block_style: bool) -> list[str]:
+    """The study's names: VGG's ConvB_i / PoolB by block; AlexNet's Conv<n> and Pool<n>
+    named after the conv before it."""
+    names, block, in_block, convs = [], 1, 0, 0
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            convs += 1
+            in_block += 1
+            names.append(f"Conv{block}_{in_block}" if block_style else f"Conv{convs}")
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            names.append(f"Pool{block}" if block_style else f"Pool{convs}")
+            block, in_block = block + 1, 0
+    return names
+
+
+def receptive_field_table(model_name: str) -> pd.DataFrame:
+    """Walk ``features``: r_out = r_in + (d(k-1)) * j_in, j_out = j_in * s, where j is the
+    cumulative stride (input pixels between neighbouring units)."""
+    features = skeleton(model_name).features  # geometry only
+    names = layer_names(features, block_style=model_name.startswith("vgg"))
+    rows = [{"layer": "Input", "operation": "-", "kernel": None, "stride": None, "cum_stride": 1,
+             "receptive_field": 1, "calculation": "r0 = 1"}]
+    r, j = 1, 1
+    for layer in (m for m in features if isinstance(m, SPATIAL)):
+        k, s, _, d = geometry(layer)
+        k_eff = d * (k - 1) + 1
+        r_new = r + (k_eff - 1) * j
+        op = f"{k}x{k} conv" if isinstance(layer, nn.Conv2d) else f"{k}x{k} {type(layer).__name__[:3].lower()}pool"
+        rows.append({"layer": names[len(rows) - 1], "operation": op, "kernel": k, "stride": s, "cum_stride": j * s,
+                     "receptive_field": r_new, "calculation": f"{r} + ({k_eff}-1)*{j} = {r_new}"})
+        r, j = r_new, j * s
+    table = pd.DataFrame(rows)
+    table[["kernel", "stride"]] = table[["kernel", "stride"]].astype("Int64")
+    return table
+
+
+def _probe(features: nn.Sequential) -> nn.Sequential:
+    """A one-channel twin of ``features`` whose output depends positively on every input
+    pixel in its receptive field: each conv becomes a 1-to-1-channel conv with the real
+    layer's kernel, stride, padding and dilation and all-positive weights (with equal
+    weights every channel of the real layer would carry the same map, so one suffices),
+    max-pools become average pools of the same geometry (max routes the gradient to one
+    pixel only), and ReLU, BN and dropout become identities."""
+    layers: list[nn.Module] = []
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            twin = nn.Conv2d(1, 1, layer.kernel_size, layer.stride, layer.padding, layer.dilation, bias=False)
+            nn.init.constant_(twin.weight, 1.0 / twin.weight.numel())
+            layers.append(twin)
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            layers.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding))
+        else:
+            layers.append(nn.Identity())
+    return nn.Sequential(*layers).double().eval()
+
+
+def measured_receptive_fields(model_name: str, input_size: int | None = None) -> list[int]:
+    """Measure, for one unit near the centre of each conv/pool output, the side of the input
+    square whose gradient is non-zero, on an input large enough that padding never clips
+    it. PyTorch's own conv and pool arithmetic runs, not the formula of the walk."""
+    table = receptive_field_table(model_name)
+    probe = _probe(skeleton(model_name).features)
+    size = input_size or 2 * int(table["receptive_field"].max()) + 2 * int(table["cum_stride"].max())
+    x = torch.ones(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    measured, out = [], x
+    for layer in probe:
+        out = layer(out)
+        if not isinstance(layer, SPATIAL):
+            continue
+        h, w = out.shape[-2:]
+        (grad,) = torch.autograd.grad(out[0, 0, h // 2, w // 2], x, retain_graph=True)
+        rows = torch.nonzero(grad[0, 0].abs().sum(1))
+        cols = torch.nonzero(grad[0, 0].abs().sum(0))
+        if rows.min() == 0 or rows.max() == size - 1:
+            raise StageError(f"{model_name}: probe input {size} too small, the receptive field reaches its border")
+        height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        if height != width:
+            raise StageError(f"{model_name}: measured receptive field is {height}x{width}, not square")
+        measured.append(height)
+    return measured
+
+
+def paper_differences(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    rows = []
+    for source, printed in (("Tables 2-4", PAPER), ("Section 4.2 text", PAPER_TEXT)):
+        for model, values in printed.items():
+            ours = tables[model].set_index("layer")["receptive_field"]
+            for layer, paper_value in values.items():
+                if int(ours[layer]) != paper_value:
+                    rows.append({"model": model, "layer": layer, "where": source, "paper": paper_value,
+                                 "computed": int(ours[layer])})
+    return pd.DataFrame(rows, columns=["model", "layer", "where", "paper", "computed"])
+
+
+def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 32) -> list[str]:
+    """One line per distinct growth: models with identical fields (VGG-16 and VGG-16 with BN
+    share their geometry) are one line naming both, so none hides under another. Returns the
+    lines' labels."""
+    from study.figures import pyplot
+
+    plt = pyplot()
+    groups: dict[tuple, list[str]] = {}
+    for model, table in tables.items():
+        groups.setdefault(tuple(int(v) for v in table["receptive_field"]), []).append(model)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (fields, models) in enumerate(groups.items()):
+        label = " = ".join(NAMES.get(m, m) for m in models) + (" (identical)" if len(models) > 1 else "")
+        # each later line thinner, with smaller markers: where prefixes agree (VGG-8 and VGG-16 up to
+        # Pool3) the earlier line still shows around the later one
+        ax.plot(range(len(fields)), fields, marker="osD^v"[i % 5], linestyle=("-", "--", "-.", ":")[i % 4],
+                color=f"C{i}", label=label, markersize=max(9 - 2.5 * i, 3), linewidth=max(3 - 0.8 * i, 1))
+    ax.axhline(image_size, color="grey", linestyle="--", linewidth=1)
+    ax.text(0, image_size * 1.05, f"{image_size}x{image_size} input", color="grey")
+    ax.set_xlabel("conv/pool layers from the input")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("receptive field (pixels, side)")
+    ax.set_title("Receptive-field growth (computed from each model's features)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")  # the lines rise to the right: the upper left stays empty
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return ax.get_legend_handles_labels()[1]
+
+
+def analyse(models=MODEL_NAMES, out_dir: Path = RECEPTIVE_FIELD_DIR, verify: bool = True) -> dict[str, pd.DataFrame]:
+    tables = {m: receptive_field_table(m) for m in models}
+    if verify:
+        for model, table in tables.items():
+            walked = [int(v) for v in table["receptive_field"][1:]]
+            measured = measured_receptive_fields(model)
+            if walked != measured:
+                raise StageError(f"{model}: walked receptive fields {walked} disagree with measured {measured}")
+            table["measured"] = [1, *measured]
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for model, table in tables.items():
+            table.to_csv(tmp / f"{model}.csv", index=False)
+        everything = tables | {m: receptive_field_table(m) for m in PAPER if m not in tables}
+        paper_differences(everything).to_csv(tmp / "paper_differences.csv", index=False)
+        plot_growth(tables, tmp / "growth.png")
+    return tables

@@ -1,0 +1,97 @@
+"""The report's study tables (the paper's Tables 1, 5, 6 and 7 beside ours), the runs behind
+them seed by seed, and the ablation table, from the selected MLflow runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from models.architectures import conv_count, fc_count, parameter_count
+from study.analysis import paper
+from study.analysis.claims import per_point
+from study.analysis.paper import NAMES
+from study.analysis.selection import Cell, Selection, fmt_stat, mean_sd
+from study.analysis.speed import sharing_cell, timing_runs
+
+
+def not_run(epochs: int | None, workspace_epochs: int, short_epochs: int = paper.EPOCHS[0]) -> str:
+    """The cell of a run that is missing, with the command that fills it."""
+    epochs = epochs or short_epochs
+    command = "dvc repro" if epochs == workspace_epochs else f"dvc exp run -S epochs={epochs}"
+    return f"not run (`{command}`)"
+
+
+def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, long: int,
+                 workspace_epochs: int, short_epochs: int = paper.EPOCHS[0], times: dict | None = None,
+                 shared: dict | None = None) -> dict[str, pd.DataFrame]:
+    times, shared = times or {}, shared or {}
+    t1, t5, t6, t7 = [], [], [], []
+    for model in models:
+        convs, fcs = conv_count(model), fc_count(model)
+        params = parameter_count(model)
+        t1.append({"model": NAMES[model], "depth (conv+FC)": f"{convs}+{fcs}={convs + fcs}",
+                   "paper depth": paper.DEPTH[model], "parameters": f"{params:,}",
+                   "paper": f"{paper.PARAMS_M[model]}M", "difference": f"{params / 1e6 - paper.PARAMS_M[model]:+.2f}M"})
+        row5, row6 = {"model": NAMES[model]}, {"model": NAMES[model]}
+        for idx, epochs in enumerate((short, long)):  # the study's (5, 40) columns
+            cell = study.get((model, epochs)) if epochs else None
+            label = f"{epochs} ep" if epochs else "short run"
+            ours, theirs = (cell.values("final_test_acc") if cell else []), paper.ACCURACY[model][idx]
+            missing = not_run(epochs, workspace_epochs, short_epochs)
+            row5[f"ours ({label})"] = fmt_stat(ours) if ours else missing
+            row5[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{theirs:.2f}"
+            row5[f"diff ({label})"] = f"{mean_sd(ours)[0] - theirs:+.2f}" if ours else "-"
+            timed = [times[r["run_id"]] for r in timing_runs(cell, shared) if r["run_id"] in times] if cell else []
+            later = [t for _, t in timed if t is not None]
+            untimed = "not logged" if cell else missing
+            row6[f"first epoch ({label})"] = fmt_stat([f for f, _ in timed]) if timed else untimed
+            row6[f"later epochs ({label})"] = fmt_stat(later) if later else untimed if not timed else "-"
+            row6[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{paper.SECONDS[model][idx]:.2f}"
+            row6[f"device shared ({label})"] = sharing_cell(cell, shared)
+        t5.append(row5)
+        t6.append(row6)
+        cell = study.get((model, long))
+        accuracy, points = (cell.values("final_test_acc") if cell else []), per_point(cell)
+        t7.append({"model": NAMES[model], "parameters": f"{params / 1e6:.1f}M",
+                   f"test acc ({long} ep)": fmt_stat(accuracy) if accuracy else not_run(long, workspace_epochs),
+                   "paper acc (40 ep)": f"{paper.ACCURACY[model][1]:.2f}",
+                   "params per point (K)": fmt_stat(points, ".0f") if points else "-",
+                   "paper (K)": f"{paper.PER_POINT_K[model]}",
+                   "diff (K)": f"{mean_sd(points)[0] - paper.PER_POINT_K[model]:+.0f}" if points else "-"})
+    return {"table1_parameters": pd.DataFrame(t1), "table5_accuracy": pd.DataFrame(t5),
+            "table6_seconds_per_epoch": pd.DataFrame(t6), "table7_parameter_efficiency": pd.DataFrame(t7)}
+
+
+def seed_values(study: dict[tuple[str, int], Cell], times: dict) -> pd.DataFrame:
+    """Every run behind the tables, one row per seed: the values the means are made of."""
+    return pd.DataFrame([{"model": m, "epochs": e, "seed": int(r["params.seed"]), "run_id": r["run_id"],
+                          "final_test_acc": r.get("metrics.final_test_acc"),
+                          "mean_epoch_time_s": r.get("metrics.mean_epoch_time_s"),
+                          "first_epoch_s": times.get(r["run_id"], (None, None))[0],
+                          "mean_epoch_time_s_after_first": times.get(r["run_id"], (None, None))[1],
+                          "num_parameters": r.get("params.num_parameters")}
+                         for (m, e), cell in sorted(study.items()) for r in cell.runs])
+
+
+def first_losses(client, cell: Cell | None, epochs: int = 5) -> str:
+    """Training loss at epochs 1..5 of the cell's first run: a flat 2.303 means no learning."""
+    if cell is None:
+        return "-"
+    points = sorted((m.step, m.value) for m in client.get_metric_history(cell.runs[0]["run_id"], "train_loss"))
+    return " / ".join(f"{v:.3f}" for s, v in points if s <= epochs)
+
+
+ABLATION_COLUMNS = ["setting", "model", "epochs", "seeds", "test acc", "recipe's test acc", "train loss, epochs 1-5",
+                    "recipe's train loss, epochs 1-5"]
+
+
+def ablation_table(client, selection: Selection) -> pd.DataFrame:
+    rows = []
+    for (key, value, model, epochs), cell in sorted(selection.ablation.items()):
+        base = selection.study.get((model, epochs))
+        rows.append({"setting": f"{key}={value}", "model": NAMES[model], "epochs": epochs,
+                     "seeds": ", ".join(map(str, cell.seeds)),
+                     "test acc": fmt_stat(cell.values("final_test_acc")),
+                     "recipe's test acc": fmt_stat(base.values("final_test_acc")) if base else "not run",
+                     "train loss, epochs 1-5": first_losses(client, cell),
+                     "recipe's train loss, epochs 1-5": first_losses(client, base)})
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)  # the header even when empty: a CSV reads back

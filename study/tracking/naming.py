@@ -1,0 +1,99 @@
+"""What a training run is called and tagged: its name, its label in figure titles, its
+params, tags and description, all derived from the training's record."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import Any
+
+from study.common import plural, process_start_ticks, project_root
+from study.config import flatten
+
+STUDY_TRAIN = {"init": "default", "lr": 0.01}
+
+
+# a re-encoded data variant's tarball (benchmarks/jpeg_variants.py): cifar10-jpeg-q50.tar.gz
+JPEG_VARIANT = re.compile(r"-q(\d+)\.(?:tar\.gz|tgz|tar)$")
+
+
+def distinctions(recipe: dict[str, Any]) -> list[str]:
+    """What sets a run apart from the study's recipe: each ablation setting that differs
+    (``init_kaiming``) and the JPEG quality of a re-encoded data variant (``jpeg_q25``)."""
+    changed = [f"{key}_{value}" for key, value in recipe.get("train", {}).items()
+               if key in STUDY_TRAIN and value != STUDY_TRAIN[key]]
+    variant = JPEG_VARIANT.search(str(recipe.get("data", {}).get("source", "")))
+    if variant:
+        changed.append(f"jpeg_q{variant.group(1)}")
+    return changed
+
+
+def run_name(recipe: dict[str, Any]) -> str:
+    """``<model>-e<epochs>-s<seed>``, then its ``distinctions`` (``vgg16-e40-s0-init_kaiming``,
+    ``alexnet-e40-s0-jpeg_q25``), so that no variant shares a name with the recipe's run."""
+    return "-".join([f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}", *distinctions(recipe)])
+
+
+def run_label(recipe: dict[str, Any]) -> str:
+    """The run in words for a figure's title: ``alexnet, 40 epochs, seed 0, jpeg_q25``."""
+    return ", ".join([f"{recipe['model']}, {plural(recipe['epochs'], 'epoch')}, seed {recipe['seed']}",
+                      *distinctions(recipe)])
+
+
+def run_params(record: dict[str, Any]) -> dict[str, Any]:
+    """The MLflow params of a training: its recipe, its data and the runtime that really ran."""
+    return {**flatten(record["recipe"]), "data.sha256": record["provenance"]["data_sha256"],
+            **flatten({"runtime": record["runtime"]}), "num_parameters": record["num_parameters"]}
+
+
+def git_commits(record: dict[str, Any]) -> list[str]:
+    """Every commit the training ran under, in order: the start's, then each resume's."""
+    commits = [record["provenance"]["git_commit"], *(r["git_commit"] for r in record.get("resumed", []))]
+    return list(dict.fromkeys(commits))
+
+
+def run_tags(record: dict[str, Any]) -> dict[str, str]:
+    prov = record["provenance"]
+    return {
+        "record_id": record["record_id"], "git_commit": prov["git_commit"],
+        "git_commits": ",".join(git_commits(record)),
+        "mlflow.source.git.commit": prov["git_commit"], "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": str(project_root()),  # the real repository, also for queued experiments
+        "mlflow.runName": run_name(record["recipe"]),
+        "dvc_exp_name": record.get("dvc_exp_name", ""), "dvc_stage": f"train@{record['recipe']['model']}",
+        "device": record["runtime"]["device"], "device_name": prov["device_name"],
+        "precision": record["runtime"]["precision"], "torch_version": prov["torch_version"],
+        "data_sha256": prov["data_sha256"], "mlflow.note.content": description(record), **process_tags(),
+    }
+
+
+
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """Which process owns a RUNNING run (this one unless ``pid``): lets a later start tell a
+    live run from an orphan."""
+    pid = pid or os.getpid()
+    return {"host": socket.gethostname(), "pid": str(pid), "pid_started": process_start_ticks(pid)}
+
+
+
+def description(record: dict[str, Any]) -> str:
+    recipe, prov, summary = record["recipe"], record["provenance"], record.get("summary")
+    train = recipe["train"]
+    result = (f"**Result:** {summary['final_test_acc']:.2f}% test accuracy after {plural(recipe['epochs'], 'epoch')}, "
+              f"{summary['mean_epoch_time_s']:.2f} s/epoch over all epochs, the first included"
+              + (f"; {after:.2f} s/epoch after the first (the report's Table 6)"
+                 if (after := summary.get("mean_epoch_time_s_after_first")) else "") + "."
+              if summary else "**Result:** training…")
+    return "\n".join([
+        f"**{recipe['model']}**, {recipe['epochs']} epochs, seed {recipe['seed']}: SGD lr {train['lr']} (cosine), "
+        f"momentum {train['momentum']}, weight decay {train['weight_decay']}, batch {train['batch_size']}, "
+        f"init {train['init']}.",
+        f"**Data:** `{recipe['data']['source']}` (sha256 {prov['data_sha256'][:12]}…), train subset "
+        f"{recipe['data']['train_subset'] or 'all'}, test subset {recipe['data']['test_subset'] or 'all'}.",
+        f"**Ran on** {prov['device_name']} ({record['runtime']['precision']}), torch {prov['torch_version']}, "
+        f"git {', then '.join(c[:10] for c in git_commits(record))}"
+        f"{' (resumed under a later commit; same training code)' if len(git_commits(record)) > 1 else ''}, "
+        f"DVC experiment `{record.get('dvc_exp_name') or '-'}`.",
+        result])
+

@@ -1,0 +1,94 @@
+"""The layout shows the architecture: ``stages/`` holds the commands alone, the library lives in
+``study/`` by concern, no command imports another, no import circle, every file readable whole."""
+
+import ast
+from pathlib import Path
+
+import yaml
+from conftest import ROOT
+from test_dvc_deps import imported_modules, module_file
+
+MAX_LINES = 450
+# commands users run besides the DVC stages (README documents them)
+USER_COMMANDS = {"stages.compare"}
+
+
+def project_modules() -> list[str]:
+    names = []
+    for package in ("models", "stages", "study"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_stages_holds_the_commands_alone():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    commands = {stage.get("do", stage)["cmd"].split()[2] for stage in dvc.values()} | USER_COMMANDS
+    found = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.name != "__init__.py"}
+    assert found == commands
+    assert not [p for p in (ROOT / "stages").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    for module in sorted(found):
+        tree = ast.parse(module_file(module).read_text())
+        functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert "main" in functions, f"{module} has no main()"
+
+
+def test_no_command_imports_another():
+    for module in project_modules():
+        if module.startswith("stages.") or module == "stages":
+            continue
+        assert not {m for m in imported_modules(module_file(module)) if m.startswith("stages")}, \
+            f"library module {module} imports a command"
+    for module in (m for m in project_modules() if m.startswith("stages.")):
+        others = {m for m in imported_modules(module_file(module)) if m.startswith("stages.")} - {module}
+        assert not others, f"command {module} imports the commands {sorted(others)}"
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (module -> modules it imports), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path, node, nxt]
+            if nxt not in state and (circle := visit(nxt, [*path, node])):
+                return circle
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (circle := visit(module, [])):
+            return circle
+    return None
+
+
+def test_no_import_circle():
+    """Imports anywhere in a module count, inside functions too: a lazy import still ties the two."""
+    modules = set(project_modules())
+    graph = {m: {i for i in imported_modules(module_file(m)) if i in modules and i != m
+                 and not m.startswith(f"{i}.")}  # a module's own parent package is no circle
+             for m in modules}
+    assert find_circle(graph) is None, " -> ".join(find_circle(graph))
+
+
+def test_the_circle_finder_sees_a_lazy_import(tmp_path):
+    """A circle closed by an import inside a function (as stages/tracking.py and run_content.py
+    once had) is found; a chain without one is not."""
+    (tmp_path / "a.py").write_text("import b\n")
+    (tmp_path / "b.py").write_text("def f():\n    from a import g\n")
+    (tmp_path / "c.py").write_text("import a\n")
+    graph = {name: {m for m in imported_modules(tmp_path / f"{name}.py", packages=None)}
+             for name in ("a", "b", "c")}
+    assert graph["b"] == {"a", "a.g"}
+    assert find_circle(graph) == ["a", "b", "a"]
+    graph["b"] = set()
+    assert find_circle(graph) is None
+
+
+def test_no_module_over_450_lines():
+    too_long = {str(p.relative_to(ROOT)): n for package in ("models", "stages", "study", "benchmarks")
+                for p in (ROOT / package).rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not too_long, too_long
