@@ -22,7 +22,7 @@ import yaml
 from conftest import ROOT, project_params, subprocess_env
 from filelock import FileLock  # comes with torch
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "data/.gitignore", "models", "stages"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "data/.gitignore", "models", "stages", "study"]
 MODELS = ["alexnet", "vgg16", "vgg16_bn", "vgg8"]
 LIGHT = ["vgg8"]  # the quickest network: for tests about the pipeline's plumbing, not about the models
 

@@ -39,7 +39,7 @@ def make_project(root: Path, prepared: Path, code: bool = False, **overrides) ->
     params = {**PARAMS, **overrides}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     if code:
-        for name in ("stages", "models"):
+        for name in ("stages", "study", "models"):
             shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
         (root / ".gitignore").write_text("data/\nmlflow.db*\nmlartifacts/\n.train_state/\noutputs/\n")

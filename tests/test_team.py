@@ -27,7 +27,7 @@ from study.tracking.store import EXPERIMENT_TAGS
 EXPERIMENT = "alexnet-vgg-cifar10"  # params.yaml's mlflow.experiment
 MEMBERS = {"alice": "EDIT", "bob": "EDIT", "carol": "READ"}
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "models", "pyproject.toml", "reports/README.md"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "study", "models", "pyproject.toml", "reports/README.md"]
 
 
 def sh(args, cwd, **env):
