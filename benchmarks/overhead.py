@@ -1,6 +1,6 @@
 """The seconds of a pipeline run that are not training epochs (issue 23).
 
-Runs README's quick run, `dvc exp run -S data.source=<mirror> -S epochs=1
+Runs the quick run (docs/speed.md), `dvc exp run -S data.source=<mirror> -S epochs=1
 -S data.train_subset=2000 -S data.test_subset=1000`, in a fresh temporary clone of this
 repository's HEAD (committed code only, an empty MLflow store, no DVC cache), and prints the
 wall time against the sum of the training epochs, each stage's wall time as DVC ran it,

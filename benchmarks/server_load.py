@@ -90,7 +90,7 @@ def postgresql(folder: Path):
 # ---------------------------------------------------------------- the team's server
 @contextlib.contextmanager
 def team_server(folder: Path, backend: str, auth_cache_s: int = 0):
-    """The basic-auth server as README's "Scaling out" runs it (default 4 workers); yields its URI.
+    """The basic-auth server as docs/team.md runs it (default 4 workers); yields its URI.
     ``auth_cache_s``: basic_auth.ini's auth_cache_ttl_seconds (MLflow's default 0: every request
     pays the PBKDF2 password check)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ def team_server(folder: Path, backend: str, auth_cache_s: int = 0):
         port = _free_port()
         env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD":
                ADMIN["MLFLOW_TRACKING_PASSWORD"], "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
-               "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as README's
+               "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as docs/team.md's
         log = (folder / "server.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host",
                                  "127.0.0.1", "--port", str(port), "--backend-store-uri", store, "--serve-artifacts",

@@ -299,7 +299,8 @@ def main() -> None:
         startup = process_age_s()  # None where the process's start is unknown (not Linux)
         started = time.perf_counter()
         settings = load_settings(args.params)
-        logger = None if args.no_mlflow else EvaluationLog(args.model, settings.experiment, settings.log_model)
+        tracking = settings.mlflow
+        logger = None if args.no_mlflow else EvaluationLog(args.model, tracking.experiment, tracking.log_model)
         try:
             m = evaluate_model(model=args.model, feature_map_images=settings.evaluate.feature_map_images,
                                sample_seed=settings.evaluate.sample_seed, device=settings.runtime.device)

@@ -94,12 +94,12 @@ def fetch_runs(settings: Settings, output_root: Path):
         raise StageError(f"no MLflow store at {uri.removeprefix('sqlite:///')} and no trained outputs in "
                          f"{output_root}/: train first with `dvc repro` (or set MLFLOW_TRACKING_URI to the store "
                          "that holds the runs)")
-    lines, workspace = ensure_logged(records, settings.experiment, settings.log_model)
+    lines, workspace = ensure_logged(records, settings.mlflow.experiment, settings.mlflow.log_model)
     for line in lines:
         print(line)
-    runs = finished_runs(settings.experiment)
+    runs = finished_runs(settings.mlflow.experiment)
     if runs.empty:
-        raise StageError(f"MLflow store {uri} has no finished runs in experiment {settings.experiment!r}: "
+        raise StageError(f"MLflow store {uri} has no finished runs in experiment {settings.mlflow.experiment!r}: "
                          f"fill it with `dvc repro` ({settings.epochs} epochs) and "
                          f"`dvc exp run -S epochs={settings.report.short_epochs}`")
     return runs, workspace, mlflow.MlflowClient(uri), uri
@@ -274,8 +274,9 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
         "# AlexNet and VGG on CIFAR-10: the study, rerun",
         "",
         f"Built by `python -m stages.report` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the MLflow store "
-        f"`{store}` (experiment `{settings.experiment}`): for each model and epoch count, every finished run whose "
-        "recipe and data match the current `params.yaml` (whatever its device or precision), the latest per seed; "
+        f"`{store}` (experiment `{settings.mlflow.experiment}`): for each model and epoch count, every finished run "
+        "whose recipe and data match the current `params.yaml` (whatever its device or precision), the latest per "
+        "seed; "
         "several seeds show as mean ± sd (n). "
         f"Columns: short run = {f'{short} epochs' if short else 'not run yet'}, long run = {long} epochs. "
         f"Data: `{data}`" + (f" (arrays sha256 {', '.join(shas)}…)" if shas else "") + ". "

@@ -15,7 +15,6 @@ import csv
 import os
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 
 from study.common import (
@@ -45,7 +44,8 @@ HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 def engine_recipe(settings: Settings):
     from study.training.engine import Recipe
 
-    return Recipe(epochs=settings.epochs, seed=settings.seed, **asdict(settings.train), **asdict(settings.runtime))
+    return Recipe(epochs=settings.epochs, seed=settings.seed, **settings.train.model_dump(),
+                  **settings.runtime.model_dump())
 
 
 def select_subsets(arrays: dict, train_subset: int, test_subset: int, seed: int) -> dict:
@@ -81,7 +81,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = PREPARED_DI
     started = time.perf_counter()
     # MLflow is imported and its store opened in a helper process while this one imports torch and
     # builds the model: on two cores that overlaps about 2 s of each start (study.tracking.process)
-    tracker = TrackingProcess(settings.experiment, settings.system_metrics) if track else None
+    tracker = TrackingProcess(settings.mlflow.experiment, settings.mlflow.system_metrics) if track else None
     try:
         return _train(model=model, settings=settings, data_dir=data_dir, output_root=output_root,
                       tracker=tracker, progress=progress, log=log, started=started)
@@ -132,7 +132,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
         log(f"{model}: {load_compile_cache(compile_cache_dir(), trainer.device)}")
     prov = provenance(device=trainer.device, data_sha256=data_meta["sha256"])
     record = {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime, "provenance": prov,
-              "num_parameters": trainer.num_parameters, "experiment": settings.experiment,
+              "num_parameters": trainer.num_parameters, "experiment": settings.mlflow.experiment,
               "code_sha256": code_hashes(),
               "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "started_ms": int(time.time() * 1000)}
     fingerprint_hex = fingerprint(record)

@@ -2,7 +2,9 @@
 
 Every stage calls ``load_settings`` first, before it opens a tracking run or writes a file:
 unknown keys, wrong types and out-of-range values become one ``StageError`` naming the
-key and the fix. The defaults live in params.yaml alone; nothing here invents a value.
+key, what is valid and the fix. One pydantic model per section: strict types (5.0 is no
+integer, "0.1" no number), finite floats, extra keys forbidden. The defaults live in
+params.yaml alone; nothing here invents a value.
 
 The *recipe* (what changes the result: models, epochs, seed, ``data.*``, ``train.*``) is
 kept apart from the *runtime* (``runtime.*``: where and how fast it runs). The report
@@ -11,185 +13,176 @@ matches runs on the recipe and the data only.
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from study.common import StageError
 
 PARAMS_FILE = "params.yaml"
 # as models/architectures.py has them (a test checks): not imported, so that prepare and summary
 # need not depend on the architecture tables
-MODEL_NAMES = ("alexnet", "vgg16", "vgg16_bn", "vgg8")
-INITS = ("default", "kaiming")
+ModelName = Literal["alexnet", "vgg16", "vgg16_bn", "vgg8"]
+Init = Literal["default", "kaiming"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+INITS: tuple[str, ...] = get_args(Init)
 MODEL_CLASSES = 10  # CIFAR-10
-PRECISIONS = ("bf16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 FIX = "fix it in params.yaml or with `dvc exp run -S`"
-
-
 INT_LIMIT = 2**32  # seeds and counts: what torch's and numpy's generators (and SQLite) all take
 EXPERIMENT_NAME_LIMIT = 256  # MLflow's experiments.name column
 
 
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and abs(v) < INT_LIMIT
+def _valid(text: str, **constraints):
+    """A field whose error says ``text``: what a valid value is, in the words of the one-line error."""
+    return Field(description=text, **constraints)
 
 
-def _number(v) -> bool:  # finite: .inf and .nan are refused like any bad value
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _check(predicate, what: str = "invalid"):
+    def check(value):
+        if not predicate(value):
+            raise ValueError(what)
+        return value
+    return AfterValidator(check)
 
 
-def _text(v) -> bool:
-    return isinstance(v, str) and v.strip() != ""
+Count = Annotated[int, Field(lt=INT_LIMIT)]
+Text = Annotated[str, _check(lambda v: v.strip() != "")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+TRUE_OR_FALSE = "true or false"
 
 
-# key -> (check, what a valid value is); sections are nested dicts
-SCHEMA: dict[str, Any] = {
-    "epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1 (write 5, not 5.0)"),
-    "seed": (lambda v: _int(v) and v >= 0, "an integer from 0 to 2^32-1"),
-    "models": (lambda v: isinstance(v, list) and len(v) > 0 and all(m in MODEL_NAMES for m in v)
-               and len(set(v)) == len(v), f"a non-empty list of distinct models from {', '.join(MODEL_NAMES)}"),
-    "data": {
-        "source": (_text, "'official' or a path to cifar-10-python.tar.gz or an image-folder tree/tarball"),
-        "train_subset": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = all 50,000)"),
-        # below one image per class, a class would get a made-up accuracy
-        "test_subset": (lambda v: _int(v) and (v == 0 or v >= MODEL_CLASSES),
-                        f"0 (all 10,000) or an integer >= {MODEL_CLASSES} (one test image per class)"),
-    },
-    "train": {
-        "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1 (write 64, not 64.0)"),
-        "lr": (lambda v: _number(v) and v > 0, "a finite number > 0"),
-        "momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-        "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-        "init": (lambda v: v in INITS, f"one of {', '.join(INITS)}"),
-    },
-    "runtime": {
-        "device": (lambda v: isinstance(v, str) and DEVICE_PATTERN.fullmatch(v) is not None,
-                   "one of auto, cpu, cuda, cuda:N, mps"),
-        "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-        "channels_last": (lambda v: isinstance(v, bool), "true or false"),
-        "compile": (lambda v: isinstance(v, bool), "true or false"),
-        "cuda_graphs": (lambda v: isinstance(v, bool), "true or false"),
-    },
-    "mlflow": {
-        "experiment": (lambda v: _text(v) and len(v) <= EXPERIMENT_NAME_LIMIT,
-                       f"a non-empty experiment name of at most {EXPERIMENT_NAME_LIMIT} characters"),
-        "log_model": (lambda v: isinstance(v, bool), "true or false"),
-        "system_metrics": (lambda v: isinstance(v, bool), "true or false"),
-    },
-    "evaluate": {
-        "feature_map_images": (lambda v: _int(v) and 1 <= v <= 16, "an integer from 1 to 16"),
-        "sample_seed": (lambda v: _int(v) and v >= 0, "an integer from 0 to 2^32-1"),
-    },
-    "report": {
-        "short_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-        "ablation_keys": (lambda v: isinstance(v, list) and all(isinstance(k, str) and k.startswith("train.")
-                                                                  and k[6:] in SCHEMA["train"] for k in v),
-                          "a list of train.* keys, e.g. [train.init, train.lr]"),
-    },
-}
+class Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class Data:
-    source: str
-    train_subset: int
-    test_subset: int
+class Data(Section):
+    source: Text = _valid("'official' or a path to cifar-10-python.tar.gz or an image-folder tree/tarball")
+    train_subset: Count = _valid("an integer >= 0 (0 = all 50,000)", ge=0)
+    # below one image per class, a class would get a made-up accuracy
+    test_subset: Annotated[Count, _check(lambda v: v == 0 or v >= MODEL_CLASSES)] = _valid(
+        f"0 (all 10,000) or an integer >= {MODEL_CLASSES} (one test image per class)", ge=0)
 
 
-@dataclass(frozen=True)
-class Train:
+class Train(Section):
     """The optimisation recipe (section 5.1 of the study)."""
 
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    init: str
+    batch_size: Count = _valid("an integer >= 1 (write 64, not 64.0)", ge=1)
+    lr: Finite = _valid("a finite number > 0", gt=0)
+    momentum: Finite = _valid("a number in [0, 1)", ge=0, lt=1)
+    weight_decay: Finite = _valid("a number >= 0", ge=0)
+    init: Init = _valid(f"one of {', '.join(INITS)}")
 
 
-@dataclass(frozen=True)
-class Runtime:
+class Runtime(Section):
     """Where and how fast: never part of what a run is compared on."""
 
-    device: str
-    precision: str
-    channels_last: bool
-    compile: bool
-    cuda_graphs: bool
+    device: Annotated[str, _check(lambda v: DEVICE_PATTERN.fullmatch(v) is not None)] = _valid(
+        "one of auto, cpu, cuda, cuda:N, mps")
+    precision: Literal["bf16", "fp32"] = _valid("one of bf16, fp32")
+    channels_last: bool = _valid(TRUE_OR_FALSE)
+    compile: bool = _valid(TRUE_OR_FALSE)
+    cuda_graphs: bool = _valid(TRUE_OR_FALSE)
 
 
-@dataclass(frozen=True)
-class Evaluate:
-    feature_map_images: int
-    sample_seed: int
+class Mlflow(Section):
+    experiment: Text = _valid(f"a non-empty experiment name of at most {EXPERIMENT_NAME_LIMIT} characters",
+                              max_length=EXPERIMENT_NAME_LIMIT)
+    log_model: bool = _valid(TRUE_OR_FALSE)  # the evaluate stage logs the trained model as an MLflow model
+    system_metrics: bool = _valid(TRUE_OR_FALSE)  # CPU, memory (and GPU through NVML) sampled into the run
 
 
-@dataclass(frozen=True)
-class Report:
-    short_epochs: int
-    ablation_keys: tuple[str, ...]
+class Evaluate(Section):
+    feature_map_images: Count = _valid("an integer from 1 to 16", ge=1, le=16)
+    sample_seed: Count = _valid("an integer from 0 to 2^32-1", ge=0)
 
 
-@dataclass(frozen=True)
-class Settings:
-    epochs: int
-    seed: int
-    models: tuple[str, ...]
+class Report(Section):
+    short_epochs: Count = _valid("an integer >= 1", ge=1)
+    ablation_keys: Annotated[tuple[str, ...], _check(
+        lambda keys: all(k.startswith("train.") and k[6:] in Train.model_fields for k in keys))] = _valid(
+        "a list of train.* keys, e.g. [train.init, train.lr]", strict=False)
+
+
+class Settings(Section):
+    """params.yaml, checked: the recipe (what changes the result) and how it runs."""
+
+    epochs: Count = _valid("an integer >= 1 (write 5, not 5.0)", ge=1)
+    seed: Count = _valid("an integer from 0 to 2^32-1", ge=0)
+    models: Annotated[tuple[ModelName, ...], _check(lambda v: len(set(v)) == len(v))] = _valid(
+        f"a non-empty list of distinct models from {', '.join(MODEL_NAMES)}", min_length=1, strict=False)
     data: Data
     train: Train
     runtime: Runtime
-    experiment: str
-    log_model: bool  # the evaluate stage logs the trained model as an MLflow model
-    system_metrics: bool  # CPU, memory (and GPU through NVML) sampled into the training run
+    mlflow: Mlflow
     evaluate: Evaluate
     report: Report
 
     def recipe(self, model: str) -> dict[str, Any]:
         """What one training run is, as nested plain data (saved in checkpoints, logged to MLflow)."""
-        return {"model": model, "epochs": self.epochs, "seed": self.seed, "data": asdict(self.data),
-                "train": asdict(self.train)}
+        return {"model": model, "epochs": self.epochs, "seed": self.seed, "data": self.data.model_dump(),
+                "train": self.train.model_dump()}
 
 
-def _check(raw: Any, schema: dict, prefix: str = "") -> None:
-    if not isinstance(raw, dict):
-        raise StageError(f"{prefix.rstrip('.') or 'params.yaml'} must be a mapping of keys to values; {FIX}")
-    unknown = sorted(set(raw) - set(schema))
-    if unknown:
-        raise StageError(f"unknown key {prefix}{unknown[0]} in params.yaml; known keys here: "
-                         f"{', '.join(prefix + k for k in schema)}")
-    for key, rule in schema.items():
-        name = f"{prefix}{key}"
-        if key not in raw:
-            raise StageError(f"{name} is missing from params.yaml; add it (see the project's params.yaml)")
-        if isinstance(rule, dict):
-            _check(raw[key], rule, f"{name}.")
-            continue
-        ok, valid = rule
-        if not ok(raw[key]):
-            shown = repr(raw[key])
-            shown = shown if len(shown) <= 60 else f"{shown[:50]}... ({len(str(raw[key]))} characters)"
-            raise StageError(f"{name} is {shown}; it must be {valid}; {FIX}")
+def _field_path(loc: tuple) -> tuple[type[BaseModel] | None, list[str]]:
+    """The section model and the key names along ``loc``, down to the field at fault (a list
+    element's error is its list's)."""
+    model: type[BaseModel] | None = Settings
+    names: list[str] = []
+    for part in loc:
+        if not isinstance(part, str) or model is None or part not in model.model_fields:
+            if isinstance(part, str) and not names:
+                names.append(part)
+            break
+        names.append(part)
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model, names
+
+
+def _raw_value(raw: Any, names: list[str]) -> Any:
+    for name in names:
+        raw = raw[name]
+    return raw
+
+
+def _one_line(raw: Any, err: ValidationError) -> StageError:
+    """The first error pydantic found, as the project's one line: the key, what is valid, the fix."""
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # unknown keys first
+    loc = tuple(first["loc"])
+    if first["type"] == "extra_forbidden":
+        section, names = _field_path(loc[:-1])
+        prefix = "".join(f"{n}." for n in names)
+        known = ", ".join(prefix + k for k in (section or Settings).model_fields)
+        return StageError(f"unknown key {prefix}{loc[-1]} in params.yaml; known keys here: {known}")
+    if first["type"] == "missing":
+        return StageError(f"{'.'.join(map(str, loc))} is missing from params.yaml; add it (see the project's "
+                          "params.yaml)")
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return StageError(f"{'.'.join(map(str, loc)) or 'params.yaml'} must be a mapping of keys to values; {FIX}")
+    _, names = _field_path(loc)
+    owner: Any = Settings
+    for name in names[:-1]:
+        owner = owner.model_fields[name].annotation
+    valid = owner.model_fields[names[-1]].description
+    value = _raw_value(raw, names)
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else f"{shown[:50]}... ({len(str(value))} characters)"
+    return StageError(f"{'.'.join(names)} is {shown}; it must be {valid}; {FIX}")
 
 
 def parse_settings(raw: Any) -> Settings:
     """Validate a params mapping (as params.yaml holds it) into typed ``Settings``."""
-    _check(raw, SCHEMA)
-    return Settings(
-        epochs=raw["epochs"], seed=raw["seed"], models=tuple(raw["models"]),
-        data=Data(**raw["data"]),
-        train=Train(**{k: (float(v) if k in ("lr", "momentum", "weight_decay") else v)
-                       for k, v in raw["train"].items()}),
-        runtime=Runtime(**raw["runtime"]), experiment=raw["mlflow"]["experiment"],
-        log_model=raw["mlflow"]["log_model"], system_metrics=raw["mlflow"]["system_metrics"],
-        evaluate=Evaluate(**raw["evaluate"]),
-        report=Report(short_epochs=raw["report"]["short_epochs"],
-                      ablation_keys=tuple(raw["report"]["ablation_keys"])))
+    if not isinstance(raw, dict):
+        raise StageError(f"params.yaml must be a mapping of keys to values; {FIX}")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as err:
+        raise _one_line(raw, err) from None
 
 
 class _ParamsLoader(yaml.SafeLoader):

@@ -144,8 +144,8 @@ SERVER_ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD":
 
 def start_server(folder: Path, port: int, auth: bool = False) -> subprocess.Popen:
     """``mlflow server`` on loopback; with ``auth``, MLflow's basic-auth app as the team runs it
-    (README, "Scaling out"): admin SERVER_ADMIN, nobody else allowed anything until granted."""
-    # MLflow 3's GenAI job runner is off, as README's team server has it: the study only tracks, and
+    (docs/team.md): admin SERVER_ADMIN, nobody else allowed anything until granted."""
+    # MLflow 3's GenAI job runner is off, as docs/team.md's team server has it: the study only tracks, and
     # its eight extra processes doubled a server's start (11-13 CPU-s against 5.5-6 on the 2-core EPYC)
     args, env = [], subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     if auth:

@@ -3,6 +3,7 @@ naming the culprit, a non-zero exit, nothing written, no MLflow run opened."""
 
 import io
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from conftest import TINY, project_params, subprocess_env
 
 from models import build_model
 from stages.prepare import prepare
+from study.common import StageError
 
 
 def without(section: str, key: str) -> dict:
@@ -309,3 +311,21 @@ def test_members_that_are_not_images_are_skipped_unread(tmp_path, image_tree):
     tracemalloc.stop()
     assert len(splits["train"][1]) == 40 and len(splits["test"][1]) == 20
     assert peak < 50 << 20, f"{peak / 1e6:.0f} MB peak: the 200 MB text member was read"
+
+
+def test_params_are_checked_by_pydantic_models_per_section():
+    """One strict pydantic model per params.yaml section, extra keys forbidden; the checks'
+    wording is the one-line error's, so every bad setting above stays one line in-process too."""
+    import pydantic
+
+    from study.config import Settings, parse_settings
+
+    sections = [Settings] + [f.annotation for f in Settings.model_fields.values()
+                             if isinstance(f.annotation, type) and issubclass(f.annotation, pydantic.BaseModel)]
+    assert [s.__name__ for s in sections] == ["Settings", "Data", "Train", "Runtime", "Mlflow", "Evaluate", "Report"]
+    for section in sections:
+        assert section.model_config["extra"] == "forbid" and section.model_config["strict"], section
+    for case, _, params, expected in BAD_SETTINGS:
+        if isinstance(params, dict) and case != "missing source":  # a path that does not exist: prepare's check
+            with pytest.raises(StageError, match=re.escape(expected)):
+                parse_settings(params)

@@ -2,7 +2,6 @@
 ``study/`` by concern, no command imports another, no import circle, every file readable whole."""
 
 import ast
-from pathlib import Path
 
 import yaml
 from conftest import ROOT

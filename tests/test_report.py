@@ -59,7 +59,7 @@ def report(tmp_path, analyses, settings=SETTINGS):
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.mlflow.experiment)[1])
     ids = {"stale vgg8": log_run("vgg8", 40, 11.11, 9.0)}  # older, superseded by the next vgg8 run
     for model, acc in ACC_40.items():
         ids[model] = log_run(model, 40, acc, 1.5)
@@ -116,7 +116,7 @@ def test_table6_times_the_runs_alone_where_a_cell_has_them(tmp_path, monkeypatch
     """The H200 store: seed 0 trained alone, seeds 1 and 2 side by side. Their mean would be
     neither the code's speed nor a throughput: the cell shows the run alone and says what it left out."""
     monkeypatch.chdir(tmp_path)
-    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.mlflow.experiment)[1])
     client = mlflow.MlflowClient()
     windows = {0: (0, 100), 1: (200, 300), 2: (250, 350)}  # seconds: seed 0 alone, seeds 1 and 2 overlap
     for seed, (start, end) in windows.items():
@@ -135,7 +135,7 @@ def test_table6_times_the_runs_alone_where_a_cell_has_them(tmp_path, monkeypatch
 
 def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkeypatch, analyses):
     monkeypatch.chdir(tmp_path)
-    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.mlflow.experiment)[1])
     for seed, (ax, v8) in enumerate([(85.0, 85.5), (86.0, 84.5), (87.0, 86.5)]):
         log_run("alexnet", 40, ax, 1.0, seed=seed)
         log_run("vgg8", 40, v8, 2.0 + seed, seed=seed)
@@ -217,7 +217,7 @@ def test_a_one_epoch_curve_has_whole_epoch_ticks():
 
 def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, monkeypatch, analyses):
     monkeypatch.chdir(tmp_path)
-    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.mlflow.experiment)[1])
     log_run("vgg16", 40, 10.0, 1.0)
     kaiming = log_run("vgg16", 40, 87.5, 1.0, **{"train.init": "kaiming"})
     result, t, text = report(tmp_path, analyses)
@@ -235,7 +235,7 @@ def test_an_ablation_run_has_its_own_table_and_never_enters_the_study(tmp_path, 
 
 def test_long_column_missing_says_how_to_fill_it(tmp_path, monkeypatch, analyses):
     monkeypatch.chdir(tmp_path)
-    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.mlflow.experiment)[1])
     log_run("vgg8", 5, 30.0, 2.0)
     _, t, _ = report(tmp_path, analyses)
     t5 = t["table5_accuracy"]
@@ -256,7 +256,7 @@ def test_missing_empty_or_corrupt_store_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(StageError, match="no MLflow store at .*mlflow.db and no trained outputs"):
         build_report(settings=SETTINGS, report_dir=tmp_path / "reports")
     assert not (tmp_path / "mlflow.db").exists()
-    connect(SETTINGS.experiment)
+    connect(SETTINGS.mlflow.experiment)
     with pytest.raises(StageError, match="has no finished runs in experiment 'alexnet-vgg-cifar10'"):
         build_report(settings=SETTINGS, report_dir=tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
@@ -283,7 +283,7 @@ def test_the_workspace_training_wins_over_a_newer_run_of_the_same_seed(tmp_path,
     import json
 
     monkeypatch.chdir(tmp_path)
-    mlflow.set_experiment(experiment_id=connect(SETTINGS.experiment)[1])
+    mlflow.set_experiment(experiment_id=connect(SETTINGS.mlflow.experiment)[1])
     log_run("vgg8", 40, 84.0, 1.0, record_id="r-applied")
     newer = log_run("vgg8", 40, 86.0, 1.0, record_id="r-newer")
     record = tmp_path / "outputs/vgg8/record.json"
@@ -306,7 +306,7 @@ def test_a_tiny_kaiming_training_is_named_apart_from_the_recipe(tmp_path, image_
     settings = project_settings(**{**TINY, "epochs": 1, "train": {**TINY["train"], "init": "kaiming"}})
     run_training(model="alexnet", settings=settings, progress=False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the training's own helper process logged it
-    runs = mlflow.search_runs(experiment_names=[settings.experiment])
+    runs = mlflow.search_runs(experiment_names=[settings.mlflow.experiment])
     assert list(runs["tags.mlflow.runName"]) == ["alexnet-e1-s0-init_kaiming"]
     assert run_name(settings.recipe("alexnet")) == "alexnet-e1-s0-init_kaiming"
 

@@ -1,6 +1,6 @@
 """A team on three machines, simulated with real processes: a bare git repository as origin,
 a folder as the DVC remote, one `mlflow server` on 127.0.0.1 with MLflow's basic-auth app, as
-README's "Scaling out" sets it up. A and B (members with EDIT) each train two models and push
+docs/team.md sets it up. A and B (members with EDIT) each train two models and push
 their experiments; C (a read-only member) trains nothing, pulls, and builds the full report.
 Wrong credentials and a read-only member's training are refused in one line before training."""
 
@@ -54,7 +54,7 @@ def as_admin():
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """The basic-auth server, set up as README says: the admin creates the study's experiment and
+    """The basic-auth server, set up as docs/team.md says: the admin creates the study's experiment and
     one user per member, with EDIT or READ on it; nobody else may do anything. One per pytest-xdist
     worker (16-35 s to start and set up): work stealing interleaves these tests with other
     modules', and a module-scoped server was started again after each such switch."""

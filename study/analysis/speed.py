@@ -14,7 +14,7 @@ TABLE6 = ("Seconds per training epoch (the pass over the training set, device sy
           "speed, the number to compare. DVC's `metrics.json` (`sec`) gives the mean over all epochs, the first "
           "included, and so does each MLflow run's description (runs logged by the current code add the later "
           "epochs' mean); `tables/seed_values.csv` has all three per run. "
-          "`benchmarks/README.md` times a training alone on the device, the code's speed without sharing. "
+          "`docs/speed.md` times a training alone on the device, the code's speed without sharing. "
           "The paper's hardware is unknown, so its seconds are shown for scale only, without a difference.")
 
 

@@ -255,7 +255,7 @@ def eta_line(model_name: str, remaining_s: float, next_epoch: int, epochs: int) 
     """After the first epoch off the GPU: how long the rest will take, so that nobody waits a day unawares."""
     hours, minutes = divmod(round(remaining_s / 60), 60)
     pace = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min" if minutes else f"{remaining_s:.0f} s"
-    hint = (" on this CPU; for a look at the study in minutes, run the quick demo (README)"
+    hint = (" on this CPU; for a look at the study in minutes, run the quick demo (README.md)"
             if remaining_s > 1800 else "")
     rest = f"epochs {next_epoch}-{epochs} take" if next_epoch < epochs else f"epoch {epochs} takes"
     return f"{model_name}: at this pace {rest} about {pace}{hint}"

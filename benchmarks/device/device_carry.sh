@@ -7,12 +7,12 @@
 #                                     flask, flask-cors, sqlalchemy, alembic, and their requirements
 #   .device/wheels/dvc/               dvc and the requirements the first set lacks
 #
-#   bash benchmarks/device_carry.sh      # from the repo root, on a machine with PyPI; commit first
+#   bash benchmarks/device/device_carry.sh      # from the repo root, on a machine with PyPI; commit first
 #
 # A device call carries at most 64 MiB, working tree included (the committed stores under results/
 # make it about 35 MB). The script sums it up: carry [".device/gpu", ".device/wheels"] in one call
 # where they fit, else three calls on the same warm machine: [".device/wheels/mlflow"], then
-# [".device/wheels/dvc"], each with `bash benchmarks/device_install.sh` (installs what it finds into
+# [".device/wheels/dvc"], each with `bash benchmarks/device/device_install.sh` (installs what it finds into
 # the machine's python3), then [".device/gpu"] with the script itself.
 set -euo pipefail
 C=.device/gpu
@@ -45,7 +45,7 @@ echo "working tree $tree bytes; .device/gpu $(size $C), .device/wheels/mlflow $(
 if [ $((tree + $(size $C) + $(size $W))) -le $limit ]; then echo "one call: carry .device/gpu and .device/wheels"
 else
   echo "calls on one warm machine, each carrying one folder: .device/wheels/mlflow, then .device/wheels/dvc" \
-    "(each with benchmarks/device_install.sh), then .device/gpu"
+    "(each with benchmarks/device/device_install.sh), then .device/gpu"
   for part in $C $W/mlflow $W/dvc; do
     [ $((tree + $(size $part))) -le $limit ] || echo "$part does not fit one call beside the working tree"
   done

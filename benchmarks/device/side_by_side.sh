@@ -3,7 +3,7 @@
 # NVIDIA MPS (CUDA graphs, no compile, 50,000 random images, four epochs each). One JSON line per
 # process: its epoch times. Results: benchmarks/results/h200-2026-11-27/side_by_side.jsonl.
 #
-#   bash benchmarks/side_by_side.sh > side_by_side.jsonl      # on the GPU machine, from the repo root
+#   bash benchmarks/device/side_by_side.sh > side_by_side.jsonl      # on the GPU machine, from the repo root
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 PY=${PY:-python3}

@@ -1,10 +1,10 @@
-# Installs the carried wheels (benchmarks/device_carry.sh) into the device machine's python3:
+# Installs the carried wheels (benchmarks/device/device_carry.sh) into the device machine's python3:
 # .device/wheels/mlflow (mlflow-skinny, the server's flask and flask-cors, sqlalchemy, alembic) and
 # .device/wheels/dvc (dvc), whichever of the two is here. Sourced by device_setup.sh; run alone, as
 # calls of their own, when the wheels and the mirror do not fit one call's carry (the next call
 # must find the machine warm):
-#   device tool: carry [".device/wheels/mlflow"], command: bash benchmarks/device_install.sh
-#   device tool: carry [".device/wheels/dvc"], command: bash benchmarks/device_install.sh
+#   device tool: carry [".device/wheels/mlflow"], command: bash benchmarks/device/device_install.sh
+#   device tool: carry [".device/wheels/dvc"], command: bash benchmarks/device/device_install.sh
 PY=${PY:-python3}
 W=.device/wheels
 [ -d $W/mlflow ] && $PY -m pip install -q --no-index --find-links $W/mlflow mlflow-skinny==3.17.2 sqlalchemy \

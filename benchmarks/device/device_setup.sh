@@ -5,8 +5,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 $PY -c 'import torch; print("torch", torch.__version__)'
 if ! $PY -c 'import mlflow, dvc, flask_cors' 2>/dev/null; then  # flask, flask-cors: for `mlflow server`
   [ -d .device/wheels ] || { echo "no mlflow and dvc here, and no .device/wheels: carry it, or run" \
-    "benchmarks/device_install.sh in a call just before this one on the same warm machine"; exit 1; }
-  . benchmarks/device_install.sh
+    "benchmarks/device/device_install.sh in a call just before this one on the same warm machine"; exit 1; }
+  . benchmarks/device/device_install.sh
 fi
 command -v git >/dev/null || { echo "no git on this machine"; exit 1; }
 # the bundle holds the commit and the trees of its history, not their files: fetched as a partial clone, then the

@@ -15,9 +15,9 @@
 #   Whatever has not finished BUDGET - PACK_S seconds in is stopped (a training cut mid-way ends its run KILLED) and
 #   named in the log; what finished is packed.
 #
-#   bash benchmarks/gpu_pipeline.sh          # on the GPU machine, from the repo root
+#   bash benchmarks/device/gpu_pipeline.sh          # on the GPU machine, from the repo root
 #   TINY=1 TINY_TRAIN=200 TINY_TEST=100 SEEDS="0 1" MODELS=vgg8 JPEG_MODELS=vgg8 JPEG_SEEDS=0 QUALITIES=25 \
-#     BUDGET=2400 bash benchmarks/gpu_pipeline.sh   # CPU rehearsal (2 and 1 epochs) in a copy with its own git
+#     BUDGET=2400 bash benchmarks/device/gpu_pipeline.sh   # CPU rehearsal (2 and 1 epochs) in a copy with its own git
 #   PARTS="recipe long"                      # only these parts: recipe (A); long (seeds 1, 2 at 40 epochs),
 #                                            # ablation, short (5 epochs), jpeg (B); SEEDS (LONG_SEEDS) narrow them
 #   STORE_IN=.device/gpu/store PARTS=jpeg    # go on in the store an earlier call packed (its mlflow.db,
@@ -28,8 +28,8 @@
 #                                            # model at 40 and 5 epochs, one experiment each) through the queue,
 #                                            # every stage, side by side; its wall time from queue start to the end
 #
-# Needs .device/gpu and .device/wheels, or mlflow and dvc installed by benchmarks/device_install.sh in a call
-# just before on the same warm machine (bash benchmarks/device_carry.sh says which), made after
+# Needs .device/gpu and .device/wheels, or mlflow and dvc installed by benchmarks/device/device_install.sh in a call
+# just before on the same warm machine (bash benchmarks/device/device_carry.sh says which), made after
 # committing everything: queued
 # experiments see only what git tracks. Writes under $OUT: log.txt; store.tar.gz
 # (mlflow.db, params.yaml, report/, the seed-0 records and figures, logs/, model_sizes.txt);
@@ -50,16 +50,16 @@ MODELS=${MODELS:-vgg16_bn vgg16 vgg8 alexnet}  # longest first
 JPEG_MODELS=${JPEG_MODELS:-alexnet vgg16_bn}  # the quicker first: a cut call still has one slope
 JPEG_SEEDS=${JPEG_SEEDS:-0 1}
 QUALITIES=${QUALITIES:-50 25}
-[ -f $CARRY/repo.bundle ] || { echo "no $CARRY/repo.bundle: run benchmarks/device_carry.sh, and this on the device"; exit 1; }
+[ -f $CARRY/repo.bundle ] || { echo "no $CARRY/repo.bundle: run benchmarks/device/device_carry.sh, and this on the device"; exit 1; }
 L=/tmp/pipeline-logs; S=/tmp/pipeline-store; rm -rf $L $S; mkdir -p "$OUT" $L $S
-. benchmarks/device_python.sh  # `python` = $PY for dvc.yaml's commands
+. benchmarks/device/device_python.sh  # `python` = $PY for dvc.yaml's commands
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 if [ "${TINY:-0}" = 1 ]; then LONG=2; SHORT=1; else LONG=40; SHORT=5; fi
 
-. benchmarks/device_setup.sh  # GPU and torch, wheels, the bundled commit
+. benchmarks/device/device_setup.sh  # GPU and torch, wheels, the bundled commit
 # a warm machine's last call: its runs, and DVC's run-cache, which would restore trainings instead of running them
 for old in mlflow.db mlartifacts outputs .train_state .dvc/tmp/exps .dvc/cache; do
   [ -e $old ] && mv $old /tmp/$(basename $old).before-$T0

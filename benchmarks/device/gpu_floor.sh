@@ -9,12 +9,12 @@
 #   5. torch.compile inside the captured step vs the graph step alone (s/epoch), then the
 #      compiled graph step checked against eager (2 epochs, identical-ish losses)
 #
-#   bash benchmarks/gpu_floor.sh          # on the GPU machine, from the repo root
-#   TINY=1 bash benchmarks/gpu_floor.sh   # CPU rehearsal: a subset, 2 epochs
-#   PARTS="state study" bash benchmarks/gpu_floor.sh   # only these parts; `study` (not in the
+#   bash benchmarks/device/gpu_floor.sh          # on the GPU machine, from the repo root
+#   TINY=1 bash benchmarks/device/gpu_floor.sh   # CPU rehearsal: a subset, 2 epochs
+#   PARTS="state study" bash benchmarks/device/gpu_floor.sh   # only these parts; `study` (not in the
 #                                          # default) = bench.py study with torch.compile in the graph
 #
-# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle} and .device/wheels (benchmarks/device_carry.sh); writes $OUT/floor.tar.gz and $OUT/log.txt.
+# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle} and .device/wheels (benchmarks/device/device_carry.sh); writes $OUT/floor.tar.gz and $OUT/log.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GIT_AUTHOR_NAME=study GIT_AUTHOR_EMAIL=study@localhost \
   GIT_COMMITTER_NAME=study GIT_COMMITTER_EMAIL=study@localhost
@@ -24,7 +24,7 @@ PY=${PY:-python3}
 BUDGET=${BUDGET:-540}  # seconds for the whole script
 mkdir -p "$OUT"
 R=/tmp/floor; rm -rf $R; mkdir -p $R
-. benchmarks/device_python.sh  # `python` = $PY for dvc.yaml's commands
+. benchmarks/device/device_python.sh  # `python` = $PY for dvc.yaml's commands
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -41,7 +41,7 @@ else
   DEV=cuda; EPOCHS=40; SUB="--subset 50000"; BASE_SUB="--subset 10000"; CHECK_SUB="--subset 10000"; STUDY_EPOCHS="5 40"; PROF_MODELS="vgg16_bn alexnet"; CAL_MODELS="vgg16_bn alexnet vgg8 vgg16"
   STEPS="--warmup 20 --steps 60"
 fi
-. benchmarks/device_setup.sh  # GPU and torch, wheels, the bundled commit
+. benchmarks/device/device_setup.sh  # GPU and torch, wheels, the bundled commit
 $PY benchmarks/set_params.py data.source="$CARRY/cifar10-jpeg.tar.gz" epochs=$EPOCHS
 [ "$DEV" = cpu ] && $PY benchmarks/set_params.py data.train_subset=500 data.test_subset=200 runtime.device=cpu
 P0=$(date +%s); $PY -m dvc repro prepare > $R/prepare.log 2>&1 || { tail -3 $R/prepare.log; exit 1; }

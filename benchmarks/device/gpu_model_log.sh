@@ -6,11 +6,11 @@
 #   3. the evaluate stage of VGG-16-BN, wall time with `mlflow.log_model` off, then on
 #   4. what the store holds: per run, the logged model, the figures, the inputs
 #
-#   bash benchmarks/gpu_model_log.sh          # on the GPU machine, from the repo root
-#   TINY=1 bash benchmarks/gpu_model_log.sh   # CPU rehearsal: a subset, 1 epoch
-#   COST_ONLY=1 bash benchmarks/gpu_model_log.sh   # part 1 only (COST_REPEATS=2 COST_TIMEOUT=100: shorter)
+#   bash benchmarks/device/gpu_model_log.sh          # on the GPU machine, from the repo root
+#   TINY=1 bash benchmarks/device/gpu_model_log.sh   # CPU rehearsal: a subset, 1 epoch
+#   COST_ONLY=1 bash benchmarks/device/gpu_model_log.sh   # part 1 only (COST_REPEATS=2 COST_TIMEOUT=100: shorter)
 #
-# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle} and .device/wheels (benchmarks/device_carry.sh); writes $OUT/model_log.tar.gz and $OUT/log.txt.
+# Needs .device/gpu/{cifar10-jpeg.tar.gz, repo.bundle} and .device/wheels (benchmarks/device/device_carry.sh); writes $OUT/model_log.tar.gz and $OUT/log.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GIT_AUTHOR_NAME=study GIT_AUTHOR_EMAIL=study@localhost \
   GIT_COMMITTER_NAME=study GIT_COMMITTER_EMAIL=study@localhost
@@ -19,7 +19,7 @@ CARRY=.device/gpu
 PY=${PY:-python3}
 mkdir -p "$OUT"
 R=/tmp/model-log; rm -rf $R; mkdir -p $R
-. benchmarks/device_python.sh  # `python` = $PY for dvc.yaml's commands
+. benchmarks/device/device_python.sh  # `python` = $PY for dvc.yaml's commands
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -27,7 +27,7 @@ pack() { cp "$OUT/log.txt" $R/ 2>/dev/null; tar -czf "$OUT/model_log.tar.gz" -C 
 trap pack EXIT
 secs() { local s=$(date +%s%N); "$@" > $R/last.log 2>&1; local rc=$?; echo "$(( ($(date +%s%N) - s) / 1000000 )) ms, exit $rc"; }
 
-. benchmarks/device_setup.sh  # GPU and torch, wheels, the bundled commit
+. benchmarks/device/device_setup.sh  # GPU and torch, wheels, the bundled commit
 if [ "${TINY:-0}" = 1 ]; then
   $PY benchmarks/set_params.py data.source="$CARRY/cifar10-jpeg.tar.gz" epochs=1 data.train_subset=500 \
     data.test_subset=200 runtime.device=cpu 'models=[alexnet,vgg8]'
