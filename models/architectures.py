@@ -20,7 +20,7 @@ ARCHITECTURES: dict[str, tuple[str, bool, list[int]]] = {
     "vgg8": ("vgg8", False, [4096]),
 }
 MODEL_NAMES = tuple(ARCHITECTURES)
-INITS = ("default", "kaiming")
+INITS = ("default", "kaiming", "torchvision")
 INPUT_SIZE = 32
 NUM_CLASSES = 10
 

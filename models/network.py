@@ -42,10 +42,15 @@ class Net(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _kaiming_init(model: nn.Module) -> None:
+def _kaiming_init(model: nn.Module, linear_std: float | None = None) -> None:
+    """Kaiming's init (fan-out) of every conv and, unless ``linear_std`` is given, every linear
+    layer; with it, linear weights N(0, linear_std) as torchvision's VGG has them."""
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(module, nn.Linear) and linear_std is not None:
+                nn.init.normal_(module.weight, 0, linear_std)
+            else:
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
@@ -54,7 +59,9 @@ def _kaiming_init(model: nn.Module) -> None:
 
 def build_model(name: str, init: str = "default") -> Net:
     """Build one of ``MODEL_NAMES``; ``init="default"`` keeps PyTorch's own initialisation,
-    which is what the study used, ``"kaiming"`` is there for ablations."""
+    which is what the study used; ``"kaiming"`` (every conv and linear layer, fan-out) and
+    ``"torchvision"`` (torchvision's VGG: conv Kaiming fan-out, linear N(0, 0.01)) are there for
+    ablations."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     if init not in INITS:
@@ -63,6 +70,8 @@ def build_model(name: str, init: str = "default") -> Net:
     model = Net(make_features(FEATURES[cfg_name], batch_norm), make_classifier(classifier_input(name), hidden))
     if init == "kaiming":
         _kaiming_init(model)
+    elif init == "torchvision":
+        _kaiming_init(model, linear_std=0.01)
     return model
 
 

@@ -116,6 +116,26 @@ def first_layer_maps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     raise StageError("the model's features have no ReLU")
 
 
+def init_correlation(model: str, recipe: dict, trained) -> float:
+    """How close the trained first layer stayed to where it started: the mean, over its filters,
+    of the Pearson correlation between each trained filter and the same filter of this seed's
+    untrained network (built as the training built it: seeded, then the model). Near 1: the layer
+    hardly moved. The first layer is built first, so every network starts it from the same
+    weights at one seed."""
+    import torch
+    from torch import nn
+
+    from models import build_model
+
+    torch.manual_seed(recipe["seed"])  # as study.training.engine.Trainer: the seed, then the model
+    start = next(m for m in build_model(model, init=recipe["train"]["init"]).features if isinstance(m, nn.Conv2d))
+    a = trained.detach().float().cpu().flatten(1)
+    b = start.weight.detach().float().flatten(1)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    corr = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    return float(corr.mean())
+
+
 def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
     """The first layer's filters, each stretched to [0, 1] on its own, 8 to a row, as one tiled
     image (an axes per filter costs matplotlib seconds)."""
@@ -212,19 +232,24 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     with torch.inference_mode():
         maps = first_layer_maps(net.float(), normalize(to_device_images(sample_images, device)))
     first_conv = next(m for m in net.features if isinstance(m, nn.Conv2d))
+    init_corr = init_correlation(model, recipe, first_conv.weight)
+    metrics["first_layer_init_corr"] = init_corr
     label = f"{run_label(recipe)}, test acc {accuracy:.2f}%"  # a data variant or ablation named in it
 
     out = eval_dir(model, output_root)
     with atomic_path(out) as tmp:
         (tmp / "figures").mkdir(parents=True)
-        write_json(tmp / "metrics.json", metrics)
         pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}).to_csv(
             tmp / "confusion.csv", index=False)
         pd.DataFrame({"class": classes, "accuracy": per_class}).to_csv(tmp / "per_class.csv", index=False)
         plot_confusion(matrix, classes, tmp / "figures" / "confusion.png", f"Confusion matrix: {label}")
-        plot_filters(first_conv.weight, tmp / "figures" / "filters.png", f"First-layer filters: {label}")
-        plot_feature_maps(sample_images, maps, tmp / "figures" / "feature_maps.png",
-                          f"First-layer feature maps (after ReLU), test images {sample.tolist()}: {label}")
+        plot_filters(first_conv.weight, tmp / "figures" / "filters.png",
+                     f"First-layer filters: {label}\nmean correlation with this seed's initial filters: "
+                     f"{init_corr:.2f} (every network starts its first layer from the same weights at one seed)")
+        metrics["feature_maps_clipped"] = plot_feature_maps(
+            sample_images, maps, tmp / "figures" / "feature_maps.png",
+            f"First-layer feature maps (after ReLU), test images {sample.tolist()}: {label}")
+        write_json(tmp / "metrics.json", metrics)
     return metrics
 
 

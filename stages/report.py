@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.analysis import paper
 from study.analysis.claims import discussion, epoch_columns
 from study.analysis.init_signal import summary as init_signal_summary
-from study.analysis.jpeg_cost import cost_table, plot_cost, variant_cells, variant_quality
+from study.analysis.jpeg_cost import cost_table, plot_cost, step_words, variant_cells, variant_quality
 from study.analysis.jpeg_cost import section as jpeg_section
 from study.analysis.paper import NAMES
-from study.analysis.selection import Cell, Selection, mean_sd, select
+from study.analysis.selection import Selection, select
 from study.analysis.speed import TABLE6, device_sharing, epoch_times, sharing_note
-from study.analysis.tables import ablation_table, seed_values, study_tables
+from study.analysis.tables import ablation_gaps, ablation_table, seed_values, study_tables
 from study.common import (
     INIT_SIGNAL_DIR,
     OUTPUT_ROOT,
@@ -39,7 +38,7 @@ from study.common import (
 )
 from study.config import Settings, load_settings
 from study.data import PREPARED_DIR
-from study.figures import SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
+from study.figures import FEATURE_MAP_TOP, SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
 
 REPORT_DIR = Path("reports")
 
@@ -135,16 +134,24 @@ def figure_sources(models, output_root: Path) -> dict[str, str]:
             record = json.loads(path.read_text())
             recipe, summary = record.get("recipe", {}), record.get("summary") or {}
             accuracy = f", test accuracy {summary['final_test_acc']:.2f}%" if "final_test_acc" in summary else ""
+            evaluation = path.with_name("eval") / "metrics.json"
+            corr = json.loads(evaluation.read_text()).get("first_layer_init_corr") if evaluation.exists() else None
+            moved = (f"; its trained first-layer filters correlate {corr:.2f} on average with this seed's initial ones"
+                     if corr is not None else "; how far its first layer moved from its initial weights was not "
+                     "measured (drawn by an older `evaluate`, or a store without the evaluation's metrics)")
             sources[model] = (f"seed {recipe.get('seed')}, {recipe.get('epochs')} epochs, MLflow run "
-                              f"`{record.get('mlflow_run_id') or 'not logged'}`{accuracy} (this seed alone)")
+                              f"`{record.get('mlflow_run_id') or 'not logged'}`{accuracy} (this seed alone){moved}")
     return sources
 
 
-def provenance_table(selection: Selection, short: int | None, long: int, models, shared: dict) -> pd.DataFrame:
-    """Every run the report uses, the ablation's included, and what it was used for."""
+def provenance_table(selection: Selection, short: int | None, long: int, models, shared: dict,
+                     variants: dict | None = None) -> pd.DataFrame:
+    """Every run the report uses, the ablation's and the JPEG variants' included, and what it was used for."""
     used = [(m, e, "Tables 5-7", run) for e in (short, long) if e for m in models
             if (m, e) in selection.study for run in selection.study[(m, e)].runs]
     used += [(m, e, f"ablation: {key}={value}", run) for (key, value, m, e), cell in sorted(selection.ablation.items())
+             for run in cell.runs]
+    used += [(m, e, f"JPEG cost: quality {q}", run) for (m, e, q), cell in sorted((variants or {}).items())
              for run in cell.runs]
     return pd.DataFrame([{
         "model": m, "epochs": e, "seed": int(run["params.seed"]), "used for": role,
@@ -195,7 +202,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         signal = init_signal_summary(pd.read_csv(signal_dir / "signal.csv"))
         signal_png = (signal_dir / "signal.png").read_bytes()
 
-    provenance = provenance_table(selection, short, long, models, shared)
+    provenance = provenance_table(selection, short, long, models, shared, variants)
     with atomic_entries(report_dir, ("report.md", "figures", "tables")) as tmp:
         (tmp / "figures").mkdir(parents=True)
         (tmp / "tables").mkdir()
@@ -206,7 +213,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         jpeg = cost_table(selection.study, variants)
         jpeg.to_csv(tmp / "tables" / "jpeg_cost.csv", index=False)
         jpeg_lines = jpeg_section(jpeg, plot_cost(selection.study, variants, tmp / "figures" / "jpeg_cost.png"),
-                                  gap_to_paper(selection.study, variants), on_variant)
+                                  step_words(selection.study, variants), on_variant)
         for model, table in rf_tables.items():
             table.to_csv(tmp / "tables" / f"receptive_field_{model}.csv", index=False)
         rf_diff.to_csv(tmp / "tables" / "receptive_field_paper_differences.csv", index=False)
@@ -232,17 +239,6 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
             "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
 
 
-def gap_to_paper(study: dict[tuple[str, int], Cell], variants: dict) -> str:
-    """Table 5's differences for the models and epoch counts the JPEG section shows."""
-    gaps = []
-    for model, epochs in sorted({(m, e) for m, e, _ in variants}):
-        values = study[(model, epochs)].values("final_test_acc") if (model, epochs) in study else []
-        if values and epochs in paper.EPOCHS:
-            theirs = paper.ACCURACY[model][paper.EPOCHS.index(epochs)]
-            gaps.append(f"{NAMES[model]} {mean_sd(values)[0] - theirs:+.2f} points at {epochs} epochs")
-    return "; ".join(gaps) or "Table 5"
-
-
 SIGNAL = ("Without training: the standard deviation of each conv/linear layer's output (forward) and of the loss "
           "gradient at it (backward), for one seeded batch of standard-normal images, each network in training "
           "mode, PyTorch's default init (solid) against Kaiming's (dashed; `study/analysis/init_signal.py`). Where the "
@@ -252,17 +248,25 @@ SIGNAL = ("Without training: the standard deviation of each conv/linear layer's 
           "fan-out is only the 10 classes: its weights get a standard deviation of sqrt(2/10) = 0.45, tens of times "
           "what would keep the variance over its hundreds or thousands of inputs, so wherever the signal survives "
           "to it the logits start large (`logit std`) and the first batch's loss is that of confident random "
-          "guesses (23 to 37). In plain VGG-16 the signal has faded before the classifier (`logit std` about 1), "
-          "so its loss stays under 3. The first steps shrink the logits; it is no failure of training by itself.")
+          "guesses (10 to 37). Torchvision's VGG init (dotted) keeps Kaiming's conv layers but draws the linear "
+          "layers from N(0, 0.01), so its logits start small. In plain VGG-16 the signal has faded before the "
+          "classifier (`logit std` about 1), so its loss stays under 3. The first steps shrink the logits; it is "
+          "no failure of training by itself.")
 FEATURE_MAPS = ("Each figure comes from one training, named under the model (not the mean of the seeds). A first "
                 "layer's feature maps show edges and colour blobs whether or not the network learned: random 3×3 "
                 "filters already respond to edges and colours, and plain VGG-16's first layer hardly moved from its "
                 "initialisation (the gradient reaching it is about 1e-10, see the signal section). What tells a "
                 "network that learned from one that did not is its test accuracy, in each figure's title, and its "
                 "confusion matrix: a network that learned nothing puts every test image in one class (one full "
-                "column). The `evaluate` stage draws every panel of a feature-map figure on one colour scale, with "
-                "its bar; a figure without a bar comes from an older `evaluate` that scaled each panel on its own, "
-                "and its brightness compares nothing.")
+                f"column). The `evaluate` stage draws every model's feature maps on one colour scale, 0 to "
+                f"{FEATURE_MAP_TOP:g} (brighter values clipped; the bar says what share), so two models' figures "
+                "compare directly; a figure whose bar does not say so comes from an older `evaluate` that scaled "
+                "each model on its own, and its brightness compares nothing across models. The filters: at one "
+                "seed every network starts its first layer from the same weights (it is the first layer built "
+                "after seeding), so filters that look alike across models partly show a shared start, not what "
+                "each learned. How far each moved is measured: the mean correlation of its trained filters with "
+                "that seed's initial ones (1: unchanged; computed by `evaluate` from the checkpoint and the same "
+                "seed's untrained network), under each model and in its filter figure's title.")
 
 
 def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, store, settings,
@@ -286,7 +290,10 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
         "",
         "## Table 1 (the paper's numbering): depth and parameters, from the models", "",
         md_table(tables["table1_parameters"]), "",
-        "## Table 5 (the paper's numbering): test accuracy (%)", "", md_table(tables["table5_accuracy"]), "",
+        "## Table 5 (the paper's numbering): test accuracy (%)", "",
+        "The short run is a training of its own, as in the study: its cosine schedule anneals the learning rate "
+        "from its start to 0 over its own epochs, so it is not the first epochs of the long run.", "",
+        md_table(tables["table5_accuracy"]), "",
         "## Table 6 (the paper's numbering): seconds per training epoch", "", TABLE6,
         *(["", sharing] if sharing else []), "",
         md_table(tables["table6_seconds_per_epoch"]), "",
@@ -310,6 +317,7 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
                 "same guess for every image.", "", md_table(ablation), ""]
     else:
         out += ["No runs yet. For example: `dvc exp run -S train.init=kaiming -S 'models=[vgg16]'`.", ""]
+    out += ablation_gaps(selection, long)
     out += ["## What the JPEG mirror costs: accuracy against JPEG quality", "", *jpeg]
     out += ["## Why plain VGG-16 does not learn: the signal at initialisation", "", SIGNAL, "",
             "![signal at initialisation](figures/init_signal.png)", "", md_table(signal), ""]
@@ -326,7 +334,8 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
     out += ["### Where the paper's receptive fields differ from the computed ones", ""]
     if len(rf_diff):
         out += ["The study's arithmetic slips (e.g. Pool1 of AlexNet: 3 + (2-1)·1 = 4, not 6), and the errors "
-                "carry forward; the paper's Section 4.2 text gives a second, different AlexNet list.", "",
+                "carry forward; the paper's Section 4.2 text gives a second, different AlexNet list, and its "
+                "Section 4.3 text a third, per-block list for VGG-16 (a block's field is its last conv's).", "",
                 md_table(rf_diff), ""]
     else:
         out += ["None.", ""]
@@ -341,8 +350,8 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
     else:
         out.append("Not built yet: `dvc repro` runs the `evaluate` stages.")
     out += ["", "## Provenance", "", "Every run this report uses: the numbers of Tables 5-7 (each seed's value: "
-            "`tables/seed_values.csv`) and the ablation's. `device shared`: how many other finished trainings ran "
-            "on the same host and device while it ran." + (
+            "`tables/seed_values.csv`), the ablation's and the JPEG variants'. `device shared`: how many other "
+            "finished trainings ran on the same host and device while it ran." + (
                 " `run name` is as logged: runs logged before names carried the ablation setting share the "
                 "recipe run's name; `used for` and `run id` tell them apart."
                 if len(provenance) and provenance["run name"].duplicated().any() else ""), "",

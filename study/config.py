@@ -26,7 +26,7 @@ PARAMS_FILE = "params.yaml"
 # as models/architectures.py has them (a test checks): not imported, so that prepare and summary
 # need not depend on the architecture tables
 ModelName = Literal["alexnet", "vgg16", "vgg16_bn", "vgg8"]
-Init = Literal["default", "kaiming"]
+Init = Literal["default", "kaiming", "torchvision"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 INITS: tuple[str, ...] = get_args(Init)
 MODEL_CLASSES = 10  # CIFAR-10

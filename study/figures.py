@@ -98,19 +98,24 @@ def tile(panels: np.ndarray, cols: int, gap: int, fill: float = 1.0) -> np.ndarr
     return grid
 
 
-def plot_feature_maps(images: np.ndarray, maps, path: Path, title: str, channels: int = 16) -> None:
-    """First-layer feature maps of a few images, every panel on one colour scale (0 to the 99.5th
-    percentile of the activations shown, brighter clipped; with its bar), so a dead or flat
-    channel looks dark and two figures compare by their bars. ``maps``: (images, channels, h, w).
+FEATURE_MAP_TOP = 2.0  # one colour scale for every model's feature maps: 0 to this, brighter clipped
+
+
+def plot_feature_maps(images: np.ndarray, maps, path: Path, title: str, channels: int = 16,
+                      top: float = FEATURE_MAP_TOP) -> float:
+    """First-layer feature maps of a few images, every panel of every model on one colour scale
+    (0 to ``top``, brighter clipped to the top colour; with its bar), so a dead or flat channel
+    looks dark and two models' figures compare directly. ``maps``: (images, channels, h, w).
     Drawn as one tiled image (the input first in each row), which matplotlib renders in a
-    fraction of the time of an axes per panel."""
+    fraction of the time of an axes per panel. Returns the share of the activations shown that
+    were clipped."""
     plt = pyplot()
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     maps = np.asarray(maps.float().cpu() if hasattr(maps, "cpu") else maps, dtype=np.float32)
     channels = min(channels, maps.shape[1])
-    top = float(np.percentile(maps[:, :channels], 99.5)) or float(maps[:, :channels].max()) or 1.0
+    clipped = float((maps[:, :channels] > top).mean())
     scale = ScalarMappable(norm=Normalize(0.0, top), cmap="viridis")
     h, w = maps.shape[2:]
     inputs = np.asarray(images, dtype=np.float32) / 255.0  # every model's first conv keeps the 32x32 size
@@ -127,7 +132,9 @@ def plot_feature_maps(images: np.ndarray, maps, path: Path, title: str, channels
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    fig.colorbar(scale, ax=ax, fraction=0.015, pad=0.01, extend="max", label="activation (one scale, all panels)")
+    fig.colorbar(scale, ax=ax, fraction=0.015, pad=0.01, extend="max",
+                 label=f"activation (one scale for every model; {clipped:.1%} above {top:g} clipped)")
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return clipped

@@ -2,6 +2,7 @@
 store and on a real `mlflow server` (SQLite backend, artifacts served by the server): the
 evaluation, the figures, the model (loaded back and predicting), the dataset, the description."""
 
+import json
 import os
 import re
 import subprocess
@@ -62,6 +63,11 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         assert metrics["eval/test_acc"] == pytest.approx(metrics["test_acc"])
         assert {f"test_acc_class/{c}" for c in CLASSES} <= set(metrics)
         assert "eval/params_per_accuracy_point" in metrics
+        # how far the first layer moved from this seed's initial filters: 2 tiny epochs leave it where it was
+        evaluation = json.loads((project / "outputs/alexnet/eval/metrics.json").read_text())
+        assert 0.99 < evaluation["first_layer_init_corr"] <= 1.0
+        assert metrics["eval/first_layer_init_corr"] == pytest.approx(evaluation["first_layer_init_corr"])
+        assert 0.0 <= metrics["eval/feature_maps_clipped"] <= 1.0
         figures = {a.path for a in client.list_artifacts(run_id, "figures")}
         assert figures == {f"figures/{n}.png" for n in ("confusion", "filters", "feature_maps", "learning_curve")}
         # the dataset, with the data's digest, as training and as evaluation input

@@ -8,8 +8,9 @@
 #      and its evaluate stages log the models (mlflow.log_model), the queued runs do not.
 #   B. from its first evaluate on, DVC's queue runs WORKERS experiments side by side on the one
 #      GPU (5 under NVIDIA MPS where the machine has it, else 3), most needed first: seeds 1 and 2
-#      at 40 epochs (one experiment per model), the plain VGG-16 Kaiming ablation, seeds 0-2 at 5
-#      epochs, then the JPEG variants: AlexNet, then VGG-16-BN, seeds 0 and 1, 40 epochs, on the
+#      at 40 epochs (one experiment per model), the plain VGG-16 ablation with torchvision's VGG init
+#      (seeds as SEEDS), seeds 0-2 at 5 epochs, then the JPEG variants: AlexNet, VGG-16-BN, then
+#      VGG-8, seeds 0 and 1, 40 epochs, on the
 #      mirror re-encoded at quality 50 and 25 (benchmarks/jpeg_variants.py, made here while
 #      prepare runs; the mirror itself is seeds 0 and 1 above).
 #   Whatever has not finished BUDGET - PACK_S seconds in is stopped (a training cut mid-way ends its run KILLED) and
@@ -47,7 +48,7 @@ PARTS=${PARTS:-recipe long ablation short jpeg}
 PORT=${PORT:-5123}
 SEEDS=${SEEDS:-0 1 2}
 MODELS=${MODELS:-vgg16_bn vgg16 vgg8 alexnet}  # longest first
-JPEG_MODELS=${JPEG_MODELS:-alexnet vgg16_bn}  # the quicker first: a cut call still has one slope
+JPEG_MODELS=${JPEG_MODELS:-alexnet vgg16_bn vgg8}  # the quicker first: a cut call still has one slope
 JPEG_SEEDS=${JPEG_SEEDS:-0 1}
 QUALITIES=${QUALITIES:-50 25}
 [ -f $CARRY/repo.bundle ] || { echo "no $CARRY/repo.bundle: run benchmarks/device/device_carry.sh, and this on the device"; exit 1; }
@@ -149,7 +150,9 @@ if want study; then  # issue 24: the study as one seed's queue, the longest firs
   for m in $MODELS; do q study-e$LONG-$m -S "models=[$m]"; done
   for m in $MODELS; do q study-e$SHORT-$m -S epochs=$SHORT -S "models=[$m]"; done
 fi
-want ablation && q kaiming-vgg16-e$LONG-s0 -S train.init=kaiming -S 'models=[vgg16]'
+if want ablation; then  # torchvision's VGG init (conv Kaiming fan-out, linear N(0, 0.01)): the report wants 3 seeds
+  for s in $SEEDS; do q torchvision-vgg16-e$LONG-s$s -S train.init=torchvision -S seed=$s -S 'models=[vgg16]'; done
+fi
 if want short; then
   for s in $SEEDS; do q e$SHORT-s$s -S epochs=$SHORT -S seed=$s -S "models=[${MODELS// /,}]"; done
 fi

@@ -22,6 +22,7 @@ from study.analysis.paper import NAMES
 from study.common import INIT_SIGNAL_DIR, atomic_path
 
 BATCH = 32
+INIT_LINES = {"default": "-", "kaiming": "--", "torchvision": ":"}
 
 
 def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) -> pd.DataFrame:
@@ -60,7 +61,7 @@ def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) 
 
 def plot_signal(table: pd.DataFrame, path: Path) -> None:
     """Both panels share one legend, under them: colour and marker for the model, solid for
-    PyTorch's default init and dashed for Kaiming's."""
+    PyTorch's default init, dashed for Kaiming's, dotted for torchvision's VGG init."""
     from study.figures import legend_below, pyplot
 
     plt = pyplot()
@@ -68,8 +69,8 @@ def plot_signal(table: pd.DataFrame, path: Path) -> None:
     models = list(dict.fromkeys(table["model"]))
     for (model, init), rows in table.groupby(["model", "init"], sort=False):
         i = models.index(model)
-        style = {"color": f"C{i}", "linestyle": "-" if init == "default" else "--", "marker": "osD^v"[i % 5],
-                 "markersize": 4, "fillstyle": "none" if init == "kaiming" else "full"}
+        style = {"color": f"C{i}", "linestyle": INIT_LINES.get(init, "-."), "marker": "osD^v"[i % 5],
+                 "markersize": 4, "fillstyle": "full" if init == "default" else "none"}
         for ax, column in zip(axes, ("forward_std", "backward_std"), strict=True):
             ax.plot(rows["layer"], rows[column], label=f"{NAMES.get(model, model)}, {init} init", **style)
     for ax, title in zip(axes, ("activations (forward)", "gradients (backward)"), strict=True):

@@ -15,16 +15,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.analysis import paper
 from study.analysis.claims import interval, spread
 from study.analysis.paper import NAMES
-from study.analysis.selection import Cell, _cells, _value, expected_params, welch
+from study.analysis.selection import Cell, _cells, _value, expected_params, mean_sd
+from study.analysis.stats import ALPHA, at_chance, holm, p_value, welch
+from study.common import plural
 from study.config import Settings
 from study.figures import pyplot
 from study.tracking.naming import JPEG_VARIANT
 
 MIRROR_QUALITY = 75
 MIRROR = f"{MIRROR_QUALITY} (the mirror)"
-COLUMNS = ["model", "epochs", "JPEG quality", "test acc (%)", "n", "seeds", "difference to the mirror", "95% interval"]
+COLUMNS = ["model", "epochs", "JPEG quality", "test acc (%)", "n", "seeds", "difference to the mirror", "95% interval",
+           "p (Holm)", "verdict"]
 
 
 def variant_quality(source: object) -> int | None:
@@ -52,24 +56,68 @@ def variant_cells(runs: pd.DataFrame, settings: Settings) -> dict[tuple[str, int
 
 def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> pd.DataFrame:
     """One row per model, epoch count and quality that has variant runs: the mirror's row first,
-    then each variant with its difference to the mirror and the 95% Welch interval."""
-    rows = []
+    then each variant with its difference to the mirror, the uncorrected 95% Welch interval, and
+    the p-value Holm-corrected over the table's differences (one family)."""
+    rows, gaps = [], {}
     for model, epochs in sorted({(m, e) for m, e, _ in variants}):
         mirror = study.get((model, epochs))
         base = mirror.values("final_test_acc") if mirror else []
         rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": MIRROR,
                      "test acc (%)": spread(base) if base else "not run", "n": len(base),
                      "seeds": ", ".join(map(str, mirror.seeds)) if mirror else "",
-                     "difference to the mirror": "", "95% interval": ""})
+                     "difference to the mirror": "", "95% interval": "", "p (Holm)": "", "verdict": ""})
         for quality in sorted((q for m, e, q in variants if (m, e) == (model, epochs)), reverse=True):
             cell = variants[(model, epochs, quality)]
             values = cell.values("final_test_acc")
             gap = welch(values, base) if base and len(values) else None
+            if gap is not None and gap.low is not None:
+                gaps[len(rows)] = gap
             rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": f"{quality}",
                          "test acc (%)": spread(values), "n": len(values), "seeds": ", ".join(map(str, cell.seeds)),
                          "difference to the mirror": f"{gap.gap:+.2f}" if gap else "no mirror run",
-                         "95% interval": gap_interval(gap)})
+                         "95% interval": gap_interval(gap), "p (Holm)": "-", "verdict": "not decided"})
+    for i, p in holm({i: p_value(gap) for i, gap in gaps.items()}).items():
+        rows[i]["p (Holm)"] = f"{p:.3g}"
+        rows[i]["verdict"] = ("lower than the mirror" if gaps[i].gap < 0 else "higher than the mirror") \
+            if p < ALPHA else "not decided"
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def paper_gaps(study: dict[tuple[str, int], Cell], epochs: int) -> dict[str, float]:
+    """Table 5's difference to the paper per model at ``epochs`` (a study epoch count), for the
+    models that learned (not at chance)."""
+    if epochs not in paper.EPOCHS:
+        return {}
+    gaps = {}
+    for (model, e), cell in study.items():
+        values = cell.values("final_test_acc")
+        if e == epochs and values and not at_chance(values):
+            gaps[model] = mean_sd(values)[0] - paper.ACCURACY[model][paper.EPOCHS.index(epochs)]
+    return gaps
+
+
+def step_words(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> list[str]:
+    """Per model: its first step down from the mirror against its gap to the paper, in numbers;
+    and the models with a gap to the paper but no variant runs, named as missing."""
+    lines, shown = [], {m for m, _, _ in variants}
+    for model, epochs in sorted({(m, e) for m, e, _ in variants}):
+        gaps = paper_gaps(study, epochs)
+        first = max((q for m, e, q in variants if (m, e) == (model, epochs)), default=None)
+        base = study.get((model, epochs))
+        values = variants[(model, epochs, first)].values("final_test_acc") if first else []
+        if model in gaps and base and values:
+            step = mean_sd(values)[0] - mean_sd(base.values("final_test_acc"))[0]
+            lines.append(f"{NAMES[model]}: the step from quality {MIRROR_QUALITY} to {first} costs {step:+.2f} points, "
+                         f"{step / gaps[model]:.0%} of its gap to the paper ({gaps[model]:+.2f} at {epochs} epochs)")
+    long = max((e for _, e in study), default=None)
+    missing = {m: g for m, g in paper_gaps(study, long).items() if m not in shown} if long else {}
+    if missing:
+        names = ", ".join(f"{NAMES[m]} (gap to the paper {g:+.2f} at {long} epochs)"
+                          for m, g in sorted(missing.items()))
+        lines.append(f"No JPEG-variant runs yet for {names}: the device script `benchmarks/device/gpu_pipeline.sh` "
+                     "queues them for the next GPU run; until they run, nothing here speaks to "
+                     f"{'its' if len(missing) == 1 else 'their'} gap")
+    return lines
 
 
 def gap_interval(gap) -> str:
@@ -108,7 +156,7 @@ def plot_cost(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int,
     return True
 
 
-def section(table: pd.DataFrame, drawn: bool, gap_to_paper: str, on_variant: int | None = None) -> list[str]:
+def section(table: pd.DataFrame, drawn: bool, steps: list[str], on_variant: int | None = None) -> list[str]:
     """The report's section, or a line saying why it is empty and how to fill it."""
     from study.figures import md_table
 
@@ -119,14 +167,21 @@ def section(table: pd.DataFrame, drawn: bool, gap_to_paper: str, on_variant: int
     if table.empty:
         return ["No runs yet. Make a variant with `python -m benchmarks.jpeg_variants <mirror> --quality 50 "
                 "--out data/raw`, then `dvc exp run -S data.source=data/raw/cifar10-jpeg-q50.tar.gz`.", ""]
+    tested = int((table["p (Holm)"].str.len() > 0).sum() - (table["p (Holm)"] == "-").sum())
     return [
         "The same recipe on the mirror re-encoded at a lower JPEG quality (`benchmarks/jpeg_variants.py`), beside "
-        "the study's own runs on the mirror (quality 75). Difference: the variant's mean minus the mirror's; its "
-        "95% Welch interval needs two seeds a side.", "",
+        "the study's own runs on the mirror (quality 75). Difference: the variant's mean minus the mirror's, with "
+        f"its uncorrected 95% Welch interval (two seeds a side at least). The {plural(tested, 'tested difference')} "
+        f"{'forms' if tested == 1 else 'form'} one family: "
+        "p is the two-sided Welch p-value Holm-corrected over them, and a difference is *decided* only when it is "
+        f"below {ALPHA:g}. At two seeds a side a Welch test has one to two degrees of freedom: an interval that "
+        "clears 0 uncorrected may not survive the correction.", "",
         md_table(table), "",
         *(["![accuracy against JPEG quality](figures/jpeg_cost.png)", ""] if drawn else []),
+        *[f"- {line}." for line in steps], *([""] if steps else []),
         "What it suggests: accuracy falls as compression grows, so the mirror's own compression plausibly costs "
-        f"some of the gap to the paper ({gap_to_paper}). What it cannot prove: how much. A variant is compressed "
-        "twice (the mirror's quality 75, then its own), so its loss is not the mirror's; and no run here saw "
-        "uncompressed images, which only the official archive (`data.source: official`) can give.", "",
+        "part of the gap to the paper; the steps above say how large a part one re-encoding is. What it cannot "
+        "prove: how much the mirror's own compression costs. A variant is compressed twice (the mirror's quality "
+        "75, then its own), so its loss is not the mirror's; and no run here saw uncompressed images, which only "
+        "the official archive (`data.source: official`) can give.", "",
     ]

@@ -26,9 +26,12 @@ PAPER = {
               "Conv3_2": 32, "Conv3_3": 40, "Pool3": 44, "Conv4_1": 60, "Conv4_2": 76, "Conv4_3": 92, "Pool4": 108,
               "Conv5_1": 140, "Conv5_2": 172, "Conv5_3": 204, "Pool5": 236},
 }
-# Section 4.2's running text gives a second, different list for AlexNet.
+# Section 4.2's running text gives a second, different list for AlexNet, and section 4.3's a
+# third for VGG-16, per block (a block's field is its last conv's).
 PAPER_TEXT = {"alexnet": {"Conv1": 3, "Pool1": 6, "Conv2": 10, "Pool2": 14, "Conv3": 18, "Conv4": 22, "Conv5": 26,
                           "Pool5": 30}}
+PAPER_BLOCKS = {"vgg16": {"Conv1_2": 5, "Pool1": 6, "Conv2_2": 10, "Pool2": 12, "Conv3_3": 20, "Pool3": 24,
+                          "Conv4_3": 36, "Pool4": 44, "Conv5_3": 60, "Pool5": 76}}
 
 
 def _pair(value) -> int:
@@ -128,7 +131,8 @@ def measured_receptive_fields(model_name: str, input_size: int | None = None) ->
 
 def paper_differences(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
-    for source, printed in (("Tables 2-4", PAPER), ("Section 4.2 text", PAPER_TEXT)):
+    for source, printed in (("Tables 2-4", PAPER), ("Section 4.2 text", PAPER_TEXT),
+                            ("Section 4.3 text (per block)", PAPER_BLOCKS)):
         for model, values in printed.items():
             ours = tables[model].set_index("layer")["receptive_field"]
             for layer, paper_value in values.items():

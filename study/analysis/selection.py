@@ -122,12 +122,6 @@ def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None,
 
 
 # ---------------------------------------------------------------- statistics
-CONFIDENCE = 0.95
-CHANCE = 10.0  # % test accuracy of a constant guess on CIFAR-10's balanced test set
-AT_CHANCE_WITHIN = 1.0  # points: a network this close to chance on every seed has not learned
-FAR_ABOVE = 20.0  # points above chance on every seed: a network that has learned, whatever the seed
-
-
 def mean_sd(values: list[float]) -> tuple[float, float | None, int]:
     n = len(values)
     mean = sum(values) / n
@@ -135,91 +129,11 @@ def mean_sd(values: list[float]) -> tuple[float, float | None, int]:
     return mean, sd, n
 
 
-def fmt_stat(values: list[float], spec: str = ".2f") -> str:
-    """One seed: the number; several: mean ± sd (n=…)."""
+def fmt_stat(values: list[float], spec: str = ".2f", always_n: bool = False) -> str:
+    """One seed: the number (with (n=1) when ``always_n``); several: mean ± sd (n=…)."""
     if not values:
         return "-"
     mean, sd, n = mean_sd(values)
-    return format(mean, spec) if sd is None else f"{mean:{spec}} ± {sd:{spec}} (n={n})"
-
-
-@dataclass(frozen=True)
-class Gap:
-    """mean(a) − mean(b) with its Welch t interval; ``low``/``high`` are None when a side has
-    one seed (no spread to estimate). ``b`` may be a fixed value (then ``n[1]`` is None)."""
-
-    gap: float
-    low: float | None
-    high: float | None
-    df: float | None
-    n: tuple[int, int | None]
-    sd: tuple[float | None, float | None]
-
-
-def welch(a: list[float], b: list[float] | float, confidence: float = CONFIDENCE) -> Gap:
-    """The difference of means and its interval with the t quantile at the Welch-Satterthwaite
-    degrees of freedom: honest at two or three seeds a side, where 2 SE covers far less than 95%."""
-    mean_a, sd_a, n_a = mean_sd(a)
-    mean_b, sd_b, n_b = (float(b), 0.0, None) if isinstance(b, (int, float)) else mean_sd(b)
-    gap = mean_a - mean_b
-    if sd_a is None or sd_b is None:
-        return Gap(gap, None, None, None, (n_a, n_b), (sd_a, sd_b))
-    terms = [(sd_a**2 / n_a, n_a - 1)] + ([(sd_b**2 / n_b, n_b - 1)] if n_b else [])
-    variance = sum(v for v, _ in terms)
-    if variance == 0:  # every seed identical on both sides (a network stuck at one guess): no spread
-        return Gap(gap, gap, gap, None, (n_a, n_b), (sd_a, sd_b))
-    df = variance**2 / sum(v**2 / d for v, d in terms)
-    from scipy import stats  # here: at one seed there is no interval, and scipy.stats costs 0.5 s to import
-
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(variance)
-    return Gap(gap, gap - half, gap + half, df, (n_a, n_b), (sd_a, sd_b))
-
-
-def decide(gap: Gap, want: str, threshold: float = 0.0) -> str:
-    """'reproduced', 'not reproduced' or 'not decided' for the claim mean(a) − mean(b) > threshold
-    (``want`` 'greater') or < threshold ('less'): decided only when the whole interval lies on one side."""
-    if gap.low is None:
-        return "not decided"
-    above, below = gap.low > threshold, gap.high < threshold
-    if not (above or below):
-        return "not decided"
-    return "reproduced" if (above if want == "greater" else below) else "not reproduced"
-
-
-def seeds_to_decide(gap: Gap, threshold: float = 0.0, confidence: float = CONFIDENCE, most: int = 100) -> int | None:
-    """Seeds per side at which the interval would clear ``threshold`` if the means and spreads
-    stayed as observed; None when no spread is known or more than ``most`` would be needed."""
-    sd_a, sd_b = gap.sd
-    if sd_a is None or sd_b is None or gap.gap == threshold:
-        return None
-    from scipy import stats  # as in welch: only where a spread is known
-
-    both = gap.n[1] is not None
-    for n in range(2, most + 1):
-        terms = [(sd_a**2 / n, n - 1)] + ([(sd_b**2 / n, n - 1)] if both else [])
-        variance = sum(v for v, _ in terms)
-        if variance == 0:
-            return n
-        df = variance**2 / sum(v**2 / d for v, d in terms)
-        if float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(variance) < abs(gap.gap - threshold):
-            return n
-    return None
-
-
-def at_chance(values: list[float]) -> bool:
-    return bool(values) and all(abs(v - CHANCE) <= AT_CHANCE_WITHIN for v in values)
-
-
-def far_above_chance(values: list[float]) -> bool:
-    return bool(values) and all(v >= CHANCE + FAR_ABOVE for v in values)
-
-
-STATISTIC = (f"A claim is judged on the difference of the means over seeds and its {CONFIDENCE:.0%} Welch t "
-             "interval (the t quantile at the Welch-Satterthwaite degrees of freedom: with two seeds a side "
-             "that is one to two degrees of freedom, and the interval is wide). It is decided only when the "
-             "whole interval lies on one side of 0, or of the claim's margin; otherwise \"not decided\", "
-             "with about how many seeds a side would decide it if the means and spreads stayed as observed. "
-             "With one seed a side there is no spread: \"single seed, not decided\". The exception is a "
-             f"categorical claim, judged by a stated rule at any n: a network is *at chance* when every seed "
-             f"scores within {AT_CHANCE_WITHIN:g} point of {CHANCE:g}% (a constant guess), and *far above* "
-             f"when every seed scores at least {FAR_ABOVE:g} points above it.")
+    if sd is None:
+        return f"{mean:{spec}} (n=1)" if always_n else format(mean, spec)
+    return f"{mean:{spec}} ± {sd:{spec}} (n={n})"

@@ -110,6 +110,7 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     now = int(time.time() * 1000)
     step = record["recipe"]["epochs"]
     values = {"eval/params_per_accuracy_point": metrics["params_per_accuracy_point"],
+              **{f"eval/{k}": metrics[k] for k in ("first_layer_init_corr", "feature_maps_clipped") if k in metrics},
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
     log_dataset(client, run_id, dataset_input(record, "evaluation"))

@@ -116,7 +116,7 @@ class Trainer:
         """Forward, backward, update; running sums stay on the device."""
         with self._autocast():
             logits = self.step_model(self.normalize(x_u8))
-            loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits.float(), y)  # in fp32: a bf16 loss would log 2.296875 for ln 10
         loss.backward()
         self.optimizer.step()
         self.loss_sum += loss.detach().float() * y.shape[0]
