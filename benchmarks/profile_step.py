@@ -1,7 +1,7 @@
 """Where a training step's time goes: FLOPs per step, the step's time as one CUDA graph, and
 the kernels of the same step run eagerly, grouped by kind, next to the device's bf16 floor.
 
-  python -m benchmarks.profile_step --data data/cifar10 --model vgg16_bn --out benchmarks/results/x
+  python -m benchmarks.profile_step --data data/cifar10 --models vgg16_bn --out benchmarks/results/x
 """
 
 from __future__ import annotations

@@ -63,10 +63,10 @@ def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("revisions", nargs="+", help="experiments or git revisions, as `dvc plots diff` takes them")
     parser.add_argument("--metric", default="test_acc", help="a history.csv column (default test_acc)")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"the image to write (default: {OUT})")
     args = parser.parse_args()
 
     def work():

@@ -1,5 +1,6 @@
 """Stage `init_signal`: how the signal travels through each network at initialisation,
-PyTorch's default init against Kaiming's, before any training (the analysis: study.analysis.init_signal).
+PyTorch's default init against Kaiming's and torchvision's VGG init, before any training (the analysis:
+study.analysis.init_signal).
 
 Writes outputs/init_signal/{signal.csv, signal.png}.
 """
@@ -14,8 +15,8 @@ from study.config import load_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     args = parser.parse_args()
 
     def work():

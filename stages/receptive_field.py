@@ -15,8 +15,8 @@ from study.config import load_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     args = parser.parse_args()
 
     def work():

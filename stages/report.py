@@ -125,8 +125,10 @@ def data_name(source: str) -> str:
     return source if source == "official" else Path(source).name
 
 
-def figure_sources(models, output_root: Path) -> dict[str, str]:
-    """Per model: the one training behind its filter, feature-map and confusion figures."""
+def figure_sources(models, output_root: Path, client=None) -> dict[str, str]:
+    """Per model: the one training behind its filter, feature-map and confusion figures, and how far
+    its first layer moved from its initial weights: from its MLflow run (the source of truth), else
+    from the evaluate stage's metrics in the workspace."""
     sources = {}
     for model in models:
         path = output_paths(model, output_root)["record"]
@@ -136,6 +138,11 @@ def figure_sources(models, output_root: Path) -> dict[str, str]:
             accuracy = f", test accuracy {summary['final_test_acc']:.2f}%" if "final_test_acc" in summary else ""
             evaluation = path.with_name("eval") / "metrics.json"
             corr = json.loads(evaluation.read_text()).get("first_layer_init_corr") if evaluation.exists() else None
+            if client is not None and record.get("mlflow_run_id"):
+                try:
+                    corr = client.get_run(record["mlflow_run_id"]).data.metrics.get("eval/first_layer_init_corr", corr)
+                except Exception:  # a store without that run: the workspace's number, if any
+                    pass
             moved = (f"; its trained first-layer filters correlate {corr:.2f} on average with this seed's initial ones"
                      if corr is not None else "; how far its first layer moved from its initial weights was not "
                      "measured (drawn by an older `evaluate`, or a store without the evaluation's metrics)")
@@ -213,7 +220,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         jpeg = cost_table(selection.study, variants)
         jpeg.to_csv(tmp / "tables" / "jpeg_cost.csv", index=False)
         jpeg_lines = jpeg_section(jpeg, plot_cost(selection.study, variants, tmp / "figures" / "jpeg_cost.png"),
-                                  step_words(selection.study, variants), on_variant)
+                                  step_words(selection.study, variants, jpeg), on_variant)
         for model, table in rf_tables.items():
             table.to_csv(tmp / "tables" / f"receptive_field_{model}.csv", index=False)
         rf_diff.to_csv(tmp / "tables" / "receptive_field_paper_differences.csv", index=False)
@@ -233,7 +240,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         text = render(tables=tables, ablation=ablation, signal=signal, rf_tables=rf_tables, rf_diff=rf_diff,
                       provenance=provenance, short=short, long=long, selection=selection, store=store_name(uri),
                       settings=settings, curves=curves, pictures=pictures, jpeg=jpeg_lines,
-                      sources=figure_sources(pictures, output_root), sharing=sharing_note(runs, provenance))
+                      sources=figure_sources(pictures, output_root, client), sharing=sharing_note(runs, provenance))
         (tmp / "report.md").write_text(text)
     return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation,
             "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
@@ -271,8 +278,9 @@ FEATURE_MAPS = ("Each figure comes from one training, named under the model (not
 
 def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, store, settings,
            curves, pictures, sources, sharing, jpeg) -> str:
-    shas = sorted(set(provenance["data sha256"])) if len(provenance) else []
-    devices = sorted(set(provenance["device"].dropna())) if len(provenance) else []
+    study_runs = provenance[provenance["used for"] == "Tables 5-7"] if len(provenance) else provenance
+    shas = sorted(set(study_runs["data sha256"])) if len(study_runs) else []  # the study's, not the variants'
+    devices = sorted(set(study_runs["device"].dropna())) if len(study_runs) else []
     data = data_name(settings.data.source)
     out = [
         "# AlexNet and VGG on CIFAR-10: the study, rerun",
@@ -360,8 +368,8 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     parser.add_argument("--store", type=Path, help="a results store (a folder holding mlflow.db, params.yaml and "
                         "outputs/): rebuild its report into STORE/report, reading nothing else")
     args = parser.parse_args()

@@ -33,8 +33,8 @@ def summarise(models, output_root: Path = OUTPUT_ROOT, path: Path = SUMMARY) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     args = parser.parse_args()
 
     def work():

@@ -215,9 +215,9 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     parser.add_argument("--no-mlflow", action="store_true", help="train without logging to MLflow")
     args = parser.parse_args()
 

@@ -217,7 +217,7 @@ echo "models logged (not packed): $(wc -l < $S/model_sizes.txt), $(awk '{s += $1
 for dir in outputs/*/; do
   m=$(basename "$dir"); [ -f "$dir/record.json" ] || continue
   mkdir -p $S/outputs/$m/eval && cp "$dir/record.json" $S/outputs/$m/
-  cp -r "$dir/eval/figures" $S/outputs/$m/eval/ 2> /dev/null
+  cp -r "$dir/eval/figures" "$dir/eval/metrics.json" $S/outputs/$m/eval/ 2> /dev/null
 done
 $PY -m benchmarks.portable_store $S | head -3  # says "already portable", or fails naming what is not
 # the runs the store came with are in git already: only the new ones' artifacts travel back

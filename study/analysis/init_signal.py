@@ -1,5 +1,5 @@
 """How the signal travels through each network at initialisation,
-PyTorch's default init against Kaiming's, before any training.
+PyTorch's default init against Kaiming's and torchvision's VGG init, before any training.
 
 For one fixed, seeded batch (standard-normal images: what normalised CIFAR-10 looks like to
 the first layer, in distribution) and the network in training mode, the standard deviation

@@ -18,8 +18,8 @@ import pandas as pd
 from study.analysis import paper
 from study.analysis.claims import interval, spread
 from study.analysis.paper import NAMES
-from study.analysis.selection import Cell, _cells, _value, expected_params, mean_sd
-from study.analysis.stats import ALPHA, at_chance, holm, p_value, welch
+from study.analysis.selection import Cell, cells, expected_params, value
+from study.analysis.stats import ALPHA, at_chance, fmt_p, holm, mean_sd, p_value, welch
 from study.common import plural
 from study.config import Settings
 from study.figures import pyplot
@@ -46,12 +46,12 @@ def variant_cells(runs: pd.DataFrame, settings: Settings) -> dict[tuple[str, int
     runs = runs[quality.notna() & runs["params.model"].isin(settings.models)]
     runs = runs.assign(quality=quality[runs.index].astype(int))
     wanted = {k: v for k, v in expected_params(settings, None).items() if k != "data.source"}  # all but the data
-    same = runs.apply(lambda run: all(_value(run, k) == v for k, v in wanted.items()), axis=1)
+    same = runs.apply(lambda run: all(value(run, k) == v for k, v in wanted.items()), axis=1)
     runs = runs[same] if len(runs) else runs
     if runs.empty:
         return {}
     runs = runs.assign(**{"params.epochs": runs["params.epochs"].astype(int)})
-    return _cells(runs, ["params.model", "params.epochs", "quality"], set())
+    return cells(runs, ["params.model", "params.epochs", "quality"], set())
 
 
 def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int
                          "difference to the mirror": f"{gap.gap:+.2f}" if gap else "no mirror run",
                          "95% interval": gap_interval(gap), "p (Holm)": "-", "verdict": "not decided"})
     for i, p in holm({i: p_value(gap) for i, gap in gaps.items()}).items():
-        rows[i]["p (Holm)"] = f"{p:.3g}"
+        rows[i]["p (Holm)"] = fmt_p(p)
         rows[i]["verdict"] = ("lower than the mirror" if gaps[i].gap < 0 else "higher than the mirror") \
             if p < ALPHA else "not decided"
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -96,8 +96,10 @@ def paper_gaps(study: dict[tuple[str, int], Cell], epochs: int) -> dict[str, flo
     return gaps
 
 
-def step_words(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> list[str]:
-    """Per model: its first step down from the mirror against its gap to the paper, in numbers;
+def step_words(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell],
+               table: pd.DataFrame) -> list[str]:
+    """Per model: its first step down from the mirror against its gap to the paper, with the step's
+    interval and its Holm verdict from ``table`` (a share of a gap is no more certain than the step);
     and the models with a gap to the paper but no variant runs, named as missing."""
     lines, shown = [], {m for m, _, _ in variants}
     for model, epochs in sorted({(m, e) for m, e, _ in variants}):
@@ -106,9 +108,17 @@ def step_words(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int
         base = study.get((model, epochs))
         values = variants[(model, epochs, first)].values("final_test_acc") if first else []
         if model in gaps and base and values:
-            step = mean_sd(values)[0] - mean_sd(base.values("final_test_acc"))[0]
-            lines.append(f"{NAMES[model]}: the step from quality {MIRROR_QUALITY} to {first} costs {step:+.2f} points, "
-                         f"{step / gaps[model]:.0%} of its gap to the paper ({gaps[model]:+.2f} at {epochs} epochs)")
+            gap = welch(values, base.values("final_test_acc"))
+            row = table[(table["model"] == NAMES[model]) & (table["epochs"] == epochs)
+                        & (table["JPEG quality"] == f"{first}")].iloc[0]
+            share = f"{gap.gap / gaps[model]:.0%} of its gap to the paper ({gaps[model]:+.2f} at {epochs} epochs)"
+            if gap.low is not None:
+                ends = sorted((gap.low / gaps[model], gap.high / gaps[model]))
+                share += f", {ends[0]:.0%} to {ends[1]:.0%} over the step's interval"
+            lines.append(f"{NAMES[model]}: the step from quality {MIRROR_QUALITY} to {first} costs {gap.gap:+.2f} "
+                         "points "
+                         f"({row['95% interval'] or 'no interval'}; {row['verdict'] or 'not tested'} after Holm's "
+                         f"correction), {share}")
     long = max((e for _, e in study), default=None)
     missing = {m: g for m, g in paper_gaps(study, long).items() if m not in shown} if long else {}
     if missing:
@@ -167,15 +177,15 @@ def section(table: pd.DataFrame, drawn: bool, steps: list[str], on_variant: int 
     if table.empty:
         return ["No runs yet. Make a variant with `python -m benchmarks.jpeg_variants <mirror> --quality 50 "
                 "--out data/raw`, then `dvc exp run -S data.source=data/raw/cifar10-jpeg-q50.tar.gz`.", ""]
-    tested = int((table["p (Holm)"].str.len() > 0).sum() - (table["p (Holm)"] == "-").sum())
+    tested = int(table["p (Holm)"].map(lambda p: p not in ("", "-")).sum())
     return [
         "The same recipe on the mirror re-encoded at a lower JPEG quality (`benchmarks/jpeg_variants.py`), beside "
         "the study's own runs on the mirror (quality 75). Difference: the variant's mean minus the mirror's, with "
         f"its uncorrected 95% Welch interval (two seeds a side at least). The {plural(tested, 'tested difference')} "
         f"{'forms' if tested == 1 else 'form'} one family: "
         "p is the two-sided Welch p-value Holm-corrected over them, and a difference is *decided* only when it is "
-        f"below {ALPHA:g}. At two seeds a side a Welch test has one to two degrees of freedom: an interval that "
-        "clears 0 uncorrected may not survive the correction.", "",
+        f"below {ALPHA:g}. With two or three seeds a side a Welch test has one to four degrees of freedom: an "
+        "interval that clears 0 uncorrected may not survive the correction.", "",
         md_table(table), "",
         *(["![accuracy against JPEG quality](figures/jpeg_cost.png)", ""] if drawn else []),
         *[f"- {line}." for line in steps], *([""] if steps else []),

@@ -9,7 +9,6 @@ every other finished run is counted under "left out", with the setting that kept
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -30,7 +29,7 @@ def expected_params(settings: Settings, data_sha256: str | None) -> dict[str, st
     return expected
 
 
-def _value(run: pd.Series, key: str):
+def value(run: pd.Series, key: str):
     value = run.get(f"params.{key}")
     if (value is None or pd.isna(value)) and key == "data.sha256":  # runs logged before data.sha256 was a param
         value = run.get("tags.data_sha256")
@@ -59,7 +58,7 @@ class Selection:
     left_out: list[str]  # one line per reason
 
 
-def _cells(runs: pd.DataFrame, keys: list[str], workspace: set[str]) -> dict[tuple, Cell]:
+def cells(runs: pd.DataFrame, keys: list[str], workspace: set[str]) -> dict[tuple, Cell]:
     """Per cell, one run per seed: the workspace's own training if it is one of them (what
     DVC shows), else the latest."""
     cells: dict[tuple, Cell] = {}
@@ -89,7 +88,7 @@ def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None,
     unnamed = int((~complete).sum())
     runs = runs[complete].copy()
     runs["params.epochs"] = runs["params.epochs"].astype(int)
-    diffs = [[(k, _value(run, k)) for k, v in expected.items() if _value(run, k) != v] for _, run in runs.iterrows()]
+    diffs = [[(k, value(run, k)) for k, v in expected.items() if value(run, k) != v] for _, run in runs.iterrows()]
     runs["n_diff"] = [len(d) for d in diffs]
     runs["diff"] = diffs
     shown_models = runs["params.model"].isin(settings.models)
@@ -110,8 +109,8 @@ def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None,
     if unnamed:
         left_out.append(f"{unnamed} finished run(s) without model, epochs or seed params (not logged by the "
                         "train stage)")
-    study = _cells(study_runs, ["params.model", "params.epochs"], set(workspace))
-    ablation = _cells(ablation_runs, ["ablation.key", "ablation.value", "params.model", "params.epochs"],
+    study = cells(study_runs, ["params.model", "params.epochs"], set(workspace))
+    ablation = cells(ablation_runs, ["ablation.key", "ablation.value", "params.model", "params.epochs"],
                       set(workspace))
     for key, cell in [*study.items(), *ablation.items()]:
         if cell.superseded:
@@ -122,18 +121,3 @@ def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None,
 
 
 # ---------------------------------------------------------------- statistics
-def mean_sd(values: list[float]) -> tuple[float, float | None, int]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return mean, sd, n
-
-
-def fmt_stat(values: list[float], spec: str = ".2f", always_n: bool = False) -> str:
-    """One seed: the number (with (n=1) when ``always_n``); several: mean ± sd (n=…)."""
-    if not values:
-        return "-"
-    mean, sd, n = mean_sd(values)
-    if sd is None:
-        return f"{mean:{spec}} (n=1)" if always_n else format(mean, spec)
-    return f"{mean:{spec}} ± {sd:{spec}} (n={n})"

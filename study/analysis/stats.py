@@ -13,14 +13,29 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from study.analysis.selection import mean_sd
-
 CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
+ALPHA = 0.05  # 1 - CONFIDENCE, written out: 1 - 0.95 is 0.050000000000000044
 POWER = 0.8  # the power a "seeds a side" estimate is for
 CHANCE = 10.0  # % test accuracy of a constant guess on CIFAR-10's balanced test set
 AT_CHANCE_WITHIN = 1.0  # points: a network this close to chance on every seed has not learned
 FAR_ABOVE = 20.0  # points above chance on every seed: a network that has learned, whatever the seed
+
+
+def mean_sd(values: list[float]) -> tuple[float, float | None, int]:
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, sd, n
+
+
+def fmt_stat(values: list[float], spec: str = ".2f", always_n: bool = False) -> str:
+    """One seed: the number (with (n=1) when ``always_n``); several: mean ± sd (n=…)."""
+    if not values:
+        return "-"
+    mean, sd, n = mean_sd(values)
+    if sd is None:
+        return f"{mean:{spec}} (n=1)" if always_n else format(mean, spec)
+    return f"{mean:{spec}} ± {sd:{spec}} (n={n})"
 
 
 @dataclass(frozen=True)
@@ -95,54 +110,72 @@ def decide(gap: Gap, want: str, threshold: float = 0.0, p_adjusted: float | None
     return "reproduced" if (above if want == "greater" else not above) else "not reproduced"
 
 
-def _power(n: int, effect: float, sd: float, alpha: float, two_sample: bool) -> float:
+def _welch_df(n: int, sd_a: float, sd_b: float | None) -> float:
+    """Welch-Satterthwaite degrees of freedom at ``n`` seeds a side (one sample when ``sd_b`` is None)."""
+    if sd_b is None:
+        return n - 1
+    va, vb = sd_a**2, sd_b**2
+    return (n - 1) * (va + vb) ** 2 / (va**2 + vb**2) if va + vb > 0 else 2 * n - 2
+
+
+def _power(n: int, effect: float, sd_a: float, sd_b: float | None, alpha: float) -> float:
+    """Power of the two-sided Welch t test at ``n`` seeds a side (noncentral t at Welch's df)."""
     from scipy import stats
 
-    df = 2 * n - 2 if two_sample else n - 1
-    ncp = effect / (sd * math.sqrt((2 if two_sample else 1) / n))
+    df = _welch_df(n, sd_a, sd_b)
+    ncp = effect / math.sqrt((sd_a**2 + (sd_b or 0.0) ** 2) / n)
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
 
 
-def seeds_for_power(effect: float, sd: float, power: float = POWER, alpha: float = ALPHA, two_sample: bool = True,
-                    most: int = 10_000) -> int | None:
-    """Seeds per side at which a two-sided t test at ``alpha`` detects a true difference of
-    ``effect`` with spread ``sd`` with probability ``power`` (noncentral t); None beyond ``most``.
-    The textbook case: effect 0.5 sd, 5%, 80% -> 64 a side."""
-    if sd <= 0:
+def seeds_for_power(effect: float, sd_a: float, sd_b: float | None = None, power: float = POWER,
+                    alpha: float = ALPHA, most: int = 10_000) -> int | None:
+    """Seeds per side at which a two-sided Welch t test at ``alpha`` detects a true difference of
+    ``effect`` with spreads ``sd_a`` and ``sd_b`` (``sd_b`` None: one sample against a fixed value)
+    with probability ``power``; None beyond ``most``. Equal sds make it Student's test: the
+    textbook case, effect 0.5 sd at 5% and 80%, is 64 a side."""
+    if sd_a <= 0 and not sd_b:
         return 2
     if effect == 0:
         return None
     low, high = 2, 2
-    while _power(high, abs(effect), sd, alpha, two_sample) < power:
-        low, high = high, high * 2
-        if high > most:
+    while _power(high, abs(effect), sd_a, sd_b, alpha) < power:
+        if high >= most:
             return None
+        low, high = high, min(high * 2, most)
     while low < high:  # the smallest n with enough power
         middle = (low + high) // 2
-        if _power(middle, abs(effect), sd, alpha, two_sample) >= power:
+        if _power(middle, abs(effect), sd_a, sd_b, alpha) >= power:
             high = middle
         else:
             low = middle + 1
     return high
 
 
-def power_estimate(gap: Gap, threshold: float = 0.0) -> tuple[int | None, int | None, int | None] | None:
-    """Seeds a side for 80% power at the observed gap (to ``threshold``) and pooled sd, and the
-    same at the ends of the sd's own 95% chi-square interval (it rests on few degrees of freedom):
-    (at the sd, at its lower end, at its upper end); None without a spread."""
+def power_estimate(gap: Gap, threshold: float = 0.0, family: int = 1) -> tuple[int | None, ...] | None:
+    """Seeds a side for 80% power of the Welch test at the observed gap (to ``threshold``) and
+    spreads, at the Bonferroni alpha of its family (alpha / ``family``: what Holm needs at worst),
+    and the same with both sds at the ends of their 95% chi-square interval (on Welch's degrees of
+    freedom: at two or three seeds the sd itself is uncertain): (at the sds, at the low end, at the
+    high end); None without a spread."""
     sd_a, sd_b = gap.sd
     if sd_a is None or sd_b is None:
         return None
     from scipy import stats
 
     two_sample = gap.n[1] is not None
-    sd = math.sqrt((sd_a**2 + sd_b**2) / 2) if two_sample else sd_a
-    df = gap.n[0] + (gap.n[1] or 0) - (2 if two_sample else 1)
-    low_sd = sd * math.sqrt(df / float(stats.chi2.ppf(0.975, df)))
-    high_sd = sd * math.sqrt(df / float(stats.chi2.ppf(0.025, df)))
-    effect = gap.gap - threshold
-    return tuple(seeds_for_power(effect, s, two_sample=two_sample) for s in (sd, low_sd, high_sd))
+    df = gap.df or (gap.n[0] + (gap.n[1] or 0) - (2 if two_sample else 1))
+    low = math.sqrt(df / float(stats.chi2.ppf(0.975, df)))
+    high = math.sqrt(df / float(stats.chi2.ppf(0.025, df)))
+    effect, alpha = gap.gap - threshold, ALPHA / family
+    return tuple(seeds_for_power(effect, sd_a * k, sd_b * k if two_sample else None, alpha=alpha)
+                 for k in (1.0, low, high))
+
+
+def fmt_p(p: float) -> str:
+    """A p-value in three significant digits, more where rounding would hide which side of alpha it is."""
+    text = f"{p:.3g}"
+    return text if (float(text) < ALPHA) == (p < ALPHA) and float(text) != ALPHA else f"{p:.5f}"
 
 
 def at_chance(values: list[float]) -> bool:

@@ -9,8 +9,9 @@ from models.architectures import conv_count, fc_count, parameter_count
 from study.analysis import paper
 from study.analysis.claims import per_point
 from study.analysis.paper import NAMES
-from study.analysis.selection import Cell, Selection, fmt_stat, mean_sd
+from study.analysis.selection import Cell, Selection
 from study.analysis.speed import sharing_cell, timing_runs
+from study.analysis.stats import fmt_stat, mean_sd
 
 
 def not_run(epochs: int | None, workspace_epochs: int, short_epochs: int = paper.EPOCHS[0]) -> str:
@@ -120,7 +121,10 @@ def ablation_gaps(selection: Selection, long: int) -> list[str]:
     have = len(wanted.seeds) if wanted else 0
     if have < ABLATION_SEEDS:
         lines.append(f"Missing: plain {NAMES[model]} with torchvision's VGG init (`{key}={value}`: conv Kaiming "
-                     f"fan-out, linear N(0, 0.01)) at {long} epochs, {ABLATION_SEEDS} seeds ({have} so far), queued "
-                     "by `benchmarks/device/gpu_pipeline.sh` for the next GPU run. Until it runs, nothing here says "
-                     "whether BatchNorm or the initialisation is what a 13-layer network needs to train at lr 0.01")
+                     f"fan-out, linear N(0, 0.01)) at {long} epochs, {ABLATION_SEEDS} seeds ({have} so far): "
+                     f"`dvc exp run --queue -S {key}={value} -S 'models=[{model}]' -S "
+                     f"'seed={','.join(map(str, range(ABLATION_SEEDS)))}'` (`benchmarks/device/gpu_pipeline.sh` queues "
+                     "it on a GPU). Until it runs, "
+                     f"nothing here says whether BatchNorm or the initialisation is what {NAMES[model]}'s 13 conv "
+                     "layers need to train with this recipe")
     return [*(f"- {line}." for line in lines), ""] if lines else []
