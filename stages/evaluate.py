@@ -23,6 +23,7 @@ from study.common import (
     exit_now,
     output_paths,
     process_age_s,
+    protect_output,
     run_main,
     write_json,
 )
@@ -301,6 +302,7 @@ class EvaluationLog(Helper):
 def serve_evaluation_log(conn, model: str, experiment: str, log_model: bool) -> None:
     """The helper: import, wait for the word, log, answer with the line."""
     ignore_interrupts()
+    protect_output()  # a spawned process: its own streams
     from study.tracking import store as tracking
 
     tracking.preload()

@@ -23,7 +23,7 @@ from study.analysis.init_signal import summary as init_signal_summary
 from study.analysis.jpeg_cost import cost_table, plot_cost, step_words, variant_cells, variant_quality
 from study.analysis.jpeg_cost import section as jpeg_section
 from study.analysis.paper import NAMES
-from study.analysis.selection import Selection, select
+from study.analysis.selection import REPEATED_STEPS, Selection, metric_steps, select
 from study.analysis.speed import TABLE6, device_sharing, epoch_times, sharing_note
 from study.analysis.tables import ablation_gaps, ablation_table, seed_values, study_tables
 from study.common import (
@@ -61,7 +61,7 @@ def plot_learning_curves(client, models, study: dict, epoch_counts, path: Path) 
         for model in models:
             cell = study.get((model, epochs))
             for i, run in enumerate(cell.runs if cell else []):
-                history = {name: sorted((m.step, m.value) for m in client.get_metric_history(run["run_id"], name))
+                history = {name: metric_steps(client, run["run_id"], name)
                            for name in ("test_acc", "train_loss")}
                 curves.append({"epochs": [s for s, _ in history["test_acc"]],
                                "test_acc": [v for _, v in history["test_acc"]],
@@ -178,6 +178,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     from study.tracking.store import runs_table_link
 
     models = list(settings.models)
+    REPEATED_STEPS.clear()  # the runs of this report only
     runs, workspace, client, uri = fetch_runs(settings, output_root)
     # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
     # shows its own runs in the tables: the comparison against the mirror is a mirror report's
@@ -331,6 +332,10 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
             "![signal at initialisation](figures/init_signal.png)", "", md_table(signal), ""]
     out += ["## Runs left out", ""]
     out += [f"- {line}" for line in selection.left_out] or ["None: every finished run in the experiment is shown."]
+    if REPEATED_STEPS:  # one value per epoch was taken; say which runs held more
+        out += ["", f"{plural(len(REPEATED_STEPS), 'run')} logged an epoch more than once (a kill between an epoch's "
+                "log and its saved state, under code that logged before saving): the tables and curves take one "
+                f"value per epoch, the last logged: {', '.join(sorted(REPEATED_STEPS))}."]
     out += ["", "## Receptive fields (the paper's Tables 2-4)", "",
             "Computed by walking each model's `features` (r_out = r_in + (k-1)·j_in, j_out = j_in·s), and checked "
             "against a gradient measurement (the input region with non-zero gradient for one central output unit, "

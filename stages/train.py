@@ -156,24 +156,33 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
         mark("mlflow_open_s")
 
         saved_epochs = len(history)  # what the state on disk holds once the writer is done
+        unlogged: list[dict] = []  # epochs whose state is still being written: logged once it lands
+
+        def log_saved() -> None:
+            """Log to MLflow the epochs whose state is on disk, never one whose state is not: a kill
+            then leaves the run without that epoch, and the rerun, resuming from the state, logs it once."""
+            writer.wait()
+            while unlogged:
+                run.log_epoch(unlogged.pop(0))
 
         def end_of_epoch(epoch_record: dict) -> None:
             nonlocal saved_epochs
-            history.append(epoch_record)  # state first: a kill between the two re-logs nothing twice
-            writer.wait()  # the last epoch's write is done with the buffers state_dict() reuses
+            history.append(epoch_record)
+            log_saved()  # the last epoch's write is done (and logged), its buffers free for state_dict()
             writer.save({"fingerprint": fingerprint_hex, "trainer": trainer.state_dict(), "history": list(history),
                          "record": record, "saved_ms": int(time.time() * 1000)})
             saved_epochs = len(history)
-            run.log_epoch(epoch_record)
+            unlogged.append(epoch_record)
 
         try:
             result = train(model, arrays, trainer.recipe, trainer=trainer, history=list(history),
                            on_epoch=end_of_epoch, progress=progress, log=log)
         except Diverged:
+            log_saved()  # the epochs before it stay in the run, which ends FAILED
             writer.remove()  # a rerun from a saved epoch would diverge again: start it fresh
             raise
         except KeyboardInterrupt as err:
-            writer.wait()  # the last finished epoch's state lands before the process goes
+            log_saved()  # the last finished epoch's state lands before the process goes, then its log
             # the epochs saved, not those finished: a Ctrl-C between an epoch's end and its save
             # leaves that epoch to the rerun, which resumes from the state on disk
             done = saved_epochs
@@ -183,9 +192,9 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
                               143 if isinstance(err, Terminated) else 130) from err
         except Exception:
             with contextlib.suppress(Exception):  # the error that stopped the training is the one to see
-                writer.wait()  # the state save under way lands whole: a rerun resumes from it
+                log_saved()  # the state save under way lands whole: a rerun resumes from it
             raise
-        writer.wait()
+        log_saved()
         mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
         if trainer.recipe.compile:
             log(f"{model}: {save_compile_cache(compile_cache_dir(), trainer.device)}")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -178,11 +179,47 @@ def write_json(path: str | Path, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+# a URL's user information: http://alice:password@host -> http://host
+USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL's user information left out: a tracking URI may carry a password
+    (http://user:password@host), and nothing the project prints may."""
+    return USERINFO.sub(r"\1", text)
+
+
+class RedactedStream:
+    """A text stream that writes through ``redact``: the stage's own lines, MLflow's and tqdm's."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def protect_output() -> None:
+    """No secret in any output of this process: stdout and stderr redacted, and MLflow's own
+    "View run" lines (the URI as given) left out; the stages print their own line instead."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, RedactedStream):
+            setattr(sys, name, RedactedStream(stream))
+
+
 def run_main(func) -> None:
     """Run a stage's work and end the process: a StageError becomes one line on stderr and exit
-    status 1, an interrupt 130 (143 for SIGTERM)."""
+    status 1, an interrupt 130 (143 for SIGTERM). Nothing it prints carries a URL's password."""
     def on_sigterm(signum, frame):
         raise Terminated()
+
+    protect_output()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:

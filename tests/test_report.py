@@ -454,3 +454,21 @@ def test_feature_maps_share_one_colour_scale_and_say_what_they_clip(tmp_path):
     assert plot_feature_maps(images, maps, tmp_path / "a.png", "t") == pytest.approx(1 / 8)
     assert plot_feature_maps(images, maps * 0, tmp_path / "b.png", "t") == 0.0
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_readers_take_one_value_per_epoch_and_name_a_run_that_holds_more():
+    """A run that logged an epoch twice (a kill between the log and the state, under older code)
+    counts each epoch once, the last value logged, and is named for the report."""
+    from types import SimpleNamespace
+
+    from study.analysis.selection import REPEATED_STEPS, metric_steps
+
+    logged = [(1, 5.0, 100), (2, 5.1, 200), (2, 8.3, 300), (3, 5.2, 400)]  # step, value, timestamp
+    client = SimpleNamespace(get_metric_history=lambda run_id, key: [
+        SimpleNamespace(step=s, value=v, timestamp=ts) for s, v, ts in logged])
+    REPEATED_STEPS.clear()
+    assert metric_steps(client, "r1", "epoch_time_s") == [(1, 5.0), (2, 8.3), (3, 5.2)]
+    assert REPEATED_STEPS == {"r1"}
+    logged.pop(2)
+    assert metric_steps(client, "r2", "epoch_time_s") == [(1, 5.0), (2, 5.1), (3, 5.2)]
+    assert REPEATED_STEPS == {"r1"}

@@ -254,3 +254,47 @@ def test_a_tracking_server_that_dies_mid_run_loses_nothing(tmp_path, prepared):
         assert not list((project / ".train_state").glob("*.pt"))
     finally:
         stop_server(server)
+
+
+def test_an_epoch_is_logged_only_once_its_state_is_on_disk(tmp_path, prepared, monkeypatch):
+    """Each epoch reaches MLflow only after the state holding it has landed, so a kill between
+    the two leaves the epoch out of the run, and the rerun, resuming from the state, logs it once
+    (before: logged at once while the state was still being written; a kill then logged it twice).
+    State writes are slowed here so that the order shows; a kill's torn write is swept at the start."""
+    import torch
+
+    import stages.train as train_stage
+    from study.config import load_settings
+    from study.tracking import runs
+    from study.training import resume
+
+    project = make_project(tmp_path / "p", prepared)
+    monkeypatch.chdir(project)
+    (project / ".train_state").mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    torn = project / ".train_state" / f".alexnet-0123456789abcdef.pt.{gone.stdout.strip()}.tmp"
+    torn.write_bytes(b"\0" * 1000)  # a write its killed process never finished
+    live = project / ".train_state" / f".alexnet-0123456789abcdef.pt.{os.getpid()}.tmp"
+    live.write_bytes(b"\0")  # a live process's write in progress
+    real_save = torch.save
+
+    def slow_save(obj, f, *args, **kwargs):
+        time.sleep(0.3)
+        return real_save(obj, f, *args, **kwargs)
+
+    logged = []
+
+    class Recorder(runs.NullRun):
+        def log_epoch(self, record):
+            [state] = list((project / ".train_state").glob("alexnet-*.pt"))
+            saved = torch.load(state, map_location="cpu", weights_only=True)["history"]
+            logged.append((record["epoch"], len(saved)))
+
+    monkeypatch.setattr(torch, "save", slow_save)
+    monkeypatch.setattr(runs, "NullRun", Recorder)
+    train_stage.run_training(model="alexnet", settings=load_settings(project / "params.yaml"), track=False,
+                             progress=False, log=lambda line: None)
+    assert [epoch for epoch, _ in logged] == list(range(1, EPOCHS + 1))  # every epoch, once, in order
+    assert all(saved >= epoch for epoch, saved in logged), logged  # never before its state landed
+    assert not torn.exists() and live.exists()
+    assert resume.sweep_torn_writes(project / ".train_state") == []  # the live one stays

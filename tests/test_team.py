@@ -273,3 +273,26 @@ def test_load_benchmark_finds_every_lost_metric(server, tmp_path, monkeypatch):
         TrainingRun(client, run_id).log_epoch({"epoch": epoch, **{k: 1.0 for k in EPOCH_METRICS}})
     lost = server_load.read_back(server, [run_id], epochs=3)["lost"]
     assert lost == {"epoch_metrics": 6, "summary_metrics": 6, "artifacts": 3, "unfinished_runs": 1}
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed(team, prepared):
+    """A member may put the credentials in the URI (http://user:password@host): a training, its
+    evaluation and the report log as usual, and no line any of them prints holds the password,
+    nor does the one-line error of a server that is down (before: MLflow's "View run" lines and
+    the project's "unreachable" error printed it)."""
+    password = member("alice")["MLFLOW_TRACKING_PASSWORD"]
+    with_password = team["uri"].replace("http://", f"http://alice:{password}@")
+    env = {"MLFLOW_TRACKING_URI": with_password, "HOME": str(prepared / "home")}  # no credentials file either
+    printed = [sh([sys.executable, "-m", "stages.train", "--model", "vgg8"], prepared, **env),
+               sh([sys.executable, "-m", "stages.evaluate", "--model", "vgg8"], prepared, **env),
+               sh([sys.executable, "-m", "stages.report"], prepared, **env)]
+    record = json.loads((prepared / "outputs/vgg8/record.json").read_text())
+    assert record["mlflow_run_id"] in server_runs(team["uri"])  # the URI's credentials did log the run
+    assert "logged to MLflow run" in printed[1] and "the runs in MLflow: http://127.0.0.1:" in printed[2]
+    down = f"http://alice:{password}@127.0.0.1:{free_port()}"
+    proc = subprocess.run([sys.executable, "-m", "stages.train", "--model", "alexnet"], cwd=prepared,
+                          capture_output=True, text=True, env=subprocess_env(MLFLOW_TRACKING_URI=down), timeout=300)
+    assert proc.returncode == 1 and "unreachable" in proc.stderr
+    assert down.replace(f"alice:{password}@", "") in proc.stderr  # the server named, without its user
+    for line in "\n".join([*printed, proc.stdout, proc.stderr]).splitlines():
+        assert password not in line and "alice:" not in line, line

@@ -121,3 +121,21 @@ def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None,
 
 
 # ---------------------------------------------------------------- statistics
+
+
+# runs whose history holds an epoch more than once (a kill between an epoch's log and its saved
+# state, before the project logged epochs only once saved): the report names them
+REPEATED_STEPS: set[str] = set()
+
+
+def metric_steps(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    """A run's ``key`` per epoch, one value per step (the last logged), in step order; a run that
+    holds a step more than once is remembered in ``REPEATED_STEPS`` for the report to name."""
+    by_step: dict[int, tuple[int, float]] = {}
+    history = client.get_metric_history(run_id, key)
+    for m in history:
+        if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
+            by_step[m.step] = (m.timestamp, m.value)
+    if len(by_step) < len(history):
+        REPEATED_STEPS.add(run_id)
+    return [(step, value) for step, (_, value) in sorted(by_step.items())]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.analysis.selection import Cell
+from study.analysis.selection import Cell, metric_steps
 
 TABLE6 = ("Seconds per training epoch (the pass over the training set, device synchronised), from each run's "
           "logged epoch times. The first epoch stands apart: it carries the warm-up (CUDA graph capture, cuDNN's "
@@ -29,7 +29,7 @@ def epoch_times(client, runs) -> dict[str, tuple[float, float | None]]:
     algorithm search, allocator growth), so the later ones are the training's speed."""
     times = {}
     for run in runs:
-        history = sorted((m.step, m.value) for m in client.get_metric_history(run["run_id"], "epoch_time_s"))
+        history = metric_steps(client, run["run_id"], "epoch_time_s")
         if history:
             later = [v for _, v in history[1:]]
             times[run["run_id"]] = (history[0][1], sum(later) / len(later) if later else None)

@@ -9,7 +9,7 @@ from models.architectures import conv_count, fc_count, parameter_count
 from study.analysis import paper
 from study.analysis.claims import per_point
 from study.analysis.paper import NAMES
-from study.analysis.selection import Cell, Selection
+from study.analysis.selection import Cell, Selection, metric_steps
 from study.analysis.speed import sharing_cell, timing_runs
 from study.analysis.stats import fmt_stat, mean_sd
 
@@ -78,7 +78,7 @@ def first_losses(client, cell: Cell | None, epochs: int = 5) -> str:
     """Training loss at epochs 1..5 of the cell's first run: a flat 2.303 means no learning."""
     if cell is None:
         return "-"
-    points = sorted((m.step, m.value) for m in client.get_metric_history(cell.runs[0]["run_id"], "train_loss"))
+    points = metric_steps(client, cell.runs[0]["run_id"], "train_loss")
     return " / ".join(f"{v:.3f}" for s, v in points if s <= epochs)
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from study.common import StageError, exit_now
+from study.common import StageError, exit_now, protect_output
 
 
 class RemoteRun:
@@ -181,6 +181,7 @@ def serve(conn, experiment: str, system_metrics: bool, owner_pid: int) -> None:
     says, log the epochs it sends, end the run as it says; exit, leaving the run as it is,
     when the training goes away."""
     ignore_interrupts()
+    protect_output()  # a spawned process: its own streams
     from study.tracking import runs, store
     from study.tracking.content import system_metrics as sampling
 

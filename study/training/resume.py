@@ -71,12 +71,31 @@ def _differences(old: dict, new: dict) -> str:
     return ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
 
 
+def sweep_torn_writes(folder: Path) -> list[Path]:
+    """Remove the temporary files of state writes whose process is gone (a kill mid-write leaves
+    ``.<state>.<pid>.tmp``, up to the state's size); a live process's write is left alone."""
+    removed = []
+    for tmp in folder.glob(".*.pt.*.tmp") if folder.exists() else []:
+        try:
+            os.kill(int(tmp.name.rsplit(".", 2)[-2]), 0)
+            continue  # its writer is alive
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):  # not ours to judge
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def load_resumable(model: str, record: dict[str, Any], root: Path | None = None) -> tuple[dict | None, str | None]:
     """(saved state, one line saying what happens) for a training about to start. Only a
-    state whose fingerprint matches ``record`` is resumed; others are left alone and named."""
+    state whose fingerprint matches ``record`` is resumed; others are left alone and named.
+    Torn writes of processes that are gone are removed first."""
     import torch
 
     path = state_path(model, fingerprint(record), root)
+    sweep_torn_writes(path.parent)
     if path.exists():
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
