@@ -82,16 +82,19 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = PREPARED_DI
     # MLflow is imported and its store opened in a helper process while this one imports torch and
     # builds the model: on two cores that overlaps about 2 s of each start (study.tracking.process)
     tracker = TrackingProcess(settings.mlflow.experiment, settings.mlflow.system_metrics) if track else None
+    owners: list = []  # the saved state's lock, held while this training runs
     try:
         return _train(model=model, settings=settings, data_dir=data_dir, output_root=output_root,
-                      tracker=tracker, progress=progress, log=log, started=started)
+                      tracker=tracker, progress=progress, log=log, started=started, owners=owners)
     finally:
+        for owner in owners:
+            owner.release()
         if tracker is not None:
             tracker.close()
 
 
 def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path, tracker: TrackingProcess | None,
-           progress: bool | None, log, started: float) -> dict:
+           progress: bool | None, log, started: float, owners: list) -> dict:
     """``run_training``'s work, its MLflow run kept by ``tracker`` (None: not logged)."""
     clock = started
     timings: dict[str, float] = {}
@@ -114,7 +117,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
         save_compile_cache,
     )
     from study.training.engine import Trainer, train
-    from study.training.resume import StateWriter, code_hashes, fingerprint, load_resumable, state_path
+    from study.training.resume import StateOwner, StateWriter, code_hashes, fingerprint, load_resumable, state_path
 
     mark("imports_s")
     arrays, data_meta = load_prepared(data_dir)
@@ -136,6 +139,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
               "code_sha256": code_hashes(),
               "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "started_ms": int(time.time() * 1000)}
     fingerprint_hex = fingerprint(record)
+    owners.append(StateOwner(state_path(model, fingerprint_hex)))  # before the state is read: one owner
     state, line = load_resumable(model, record)
     if line:
         log(line)

@@ -298,3 +298,27 @@ def test_an_epoch_is_logged_only_once_its_state_is_on_disk(tmp_path, prepared, m
     assert all(saved >= epoch for epoch, saved in logged), logged  # never before its state landed
     assert not torn.exists() and live.exists()
     assert resume.sweep_torn_writes(project / ".train_state") == []  # the live one stays
+
+
+def test_a_second_process_of_the_same_state_stops_and_names_the_owner(tmp_path, prepared):
+    """Two processes of one recipe sharing .train_state (queued experiments share it): the second
+    stops at once with one line naming the first's host and pid, and never touches its live state
+    or run; the first finishes as if alone (before: the second resumed the live state and logged
+    into the same run)."""
+    import socket
+
+    project = make_project(tmp_path / "p", prepared)
+    first = start_training(project, "alexnet")
+    wait_for_state(project, 1, first)
+    second = subprocess.run([sys.executable, "-m", "stages.train", "--model", "alexnet"], cwd=project,
+                            capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert second.returncode == 1, second.stderr
+    [line] = second.stderr.strip().splitlines()
+    assert line.startswith("error: alexnet-") and f"by process {first.pid} on {socket.gethostname()}" in line
+    code, _, err = finish(first)
+    assert code == 0, err
+    client, found = runs(project)
+    assert [r.info.status for r in found] == ["FINISHED"]  # one run, the first's
+    steps = [m.step for m in client.get_metric_history(found[0].info.run_id, "test_acc")]
+    assert steps == list(range(1, EPOCHS + 1))  # each epoch once
+    assert not list((project / ".train_state").glob("*.owner"))  # nobody owns a finished state

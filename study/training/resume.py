@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from study.common import project_root, tensor_bytes, write_failure
+from study.common import StageError, project_root, tensor_bytes, write_failure
 from study.config import flatten
 
 STATE_DIR = ".train_state"
@@ -69,6 +70,34 @@ def _differences(old: dict, new: dict) -> str:
     if code:
         changed.insert(0, f"code changed in {', '.join(code)}")
     return ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+
+
+class StateOwner:
+    """The one live training of a saved state (one fingerprint): a lock (``filelock``) held for the
+    training's life, released by the OS if the process dies, and a note of who holds it. A second
+    process of the same recipe, data, runtime and code stops with one line naming the owner,
+    instead of resuming its live state and logging into its run."""
+
+    def __init__(self, state: Path):
+        from filelock import FileLock, Timeout
+
+        state.parent.mkdir(parents=True, exist_ok=True)
+        self.lock, self.note = FileLock(state.with_suffix(".lock")), state.with_suffix(".owner")
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            try:
+                owner = json.loads(self.note.read_text())
+            except (OSError, ValueError):
+                owner = {}
+            raise StageError(f"{state.name} is being trained right now by process {owner.get('pid', '?')} on "
+                             f"{owner.get('host', '?')} (the same recipe, data, runtime and code, in {state.parent}); "
+                             "wait for it to finish (or stop it) and rerun: the rerun resumes or restores it") from None
+        self.note.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+
+    def release(self) -> None:
+        self.note.unlink(missing_ok=True)
+        self.lock.release()
 
 
 def sweep_torn_writes(folder: Path) -> list[Path]:
