@@ -176,6 +176,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
             writer.save({"fingerprint": fingerprint_hex, "trainer": trainer.state_dict(), "history": list(history),
                          "record": record, "saved_ms": int(time.time() * 1000)})
             saved_epochs = len(history)
+            owners[-1].saved = True
             unlogged.append(epoch_record)
 
         try:

@@ -81,6 +81,8 @@ class StateOwner:
     def __init__(self, state: Path):
         from filelock import FileLock, Timeout
 
+        self.created = not state.parent.exists()  # made for this lock: removed again if no state is saved
+        self.saved = False  # set once a state save is under way: the folder is then the state's
         state.parent.mkdir(parents=True, exist_ok=True)
         self.lock, self.note = FileLock(state.with_suffix(".lock")), state.with_suffix(".owner")
         try:
@@ -96,8 +98,18 @@ class StateOwner:
         self.note.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
 
     def release(self) -> None:
+        """Let go, leaving .train_state as the training left it: the lock and its note are removed
+        (while still held, so only a start in the same microsecond could lock the old file), and a
+        folder made only for the lock goes too (a training stopped before its first epoch writes
+        nothing)."""
         self.note.unlink(missing_ok=True)
+        Path(self.lock.lock_file).unlink(missing_ok=True)
         self.lock.release()
+        if self.created and not self.saved:
+            try:
+                self.note.parent.rmdir()
+            except OSError:  # another training's state arrived meanwhile: kept
+                pass
 
 
 def sweep_torn_writes(folder: Path) -> list[Path]:
