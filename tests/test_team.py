@@ -290,8 +290,10 @@ def test_a_password_in_the_tracking_uri_is_never_printed(team, prepared):
     assert record["mlflow_run_id"] in server_runs(team["uri"])  # the URI's credentials did log the run
     assert "logged to MLflow run" in printed[1] and "the runs in MLflow: http://127.0.0.1:" in printed[2]
     down = f"http://alice:{password}@127.0.0.1:{free_port()}"
-    proc = subprocess.run([sys.executable, "-m", "stages.train", "--model", "alexnet"], cwd=prepared,
-                          capture_output=True, text=True, env=subprocess_env(MLFLOW_TRACKING_URI=down), timeout=300)
+    # the stages' own path to a store that is down (connect, then run_main's one line), without a training
+    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=prepared, capture_output=True, text=True,
+                          env=subprocess_env(MLFLOW_TRACKING_URI=down, PYTHONPATH=str(ROOT)), timeout=300)
     assert proc.returncode == 1 and "unreachable" in proc.stderr
     assert down.replace(f"alice:{password}@", "") in proc.stderr  # the server named, without its user
     for line in "\n".join([*printed, proc.stdout, proc.stderr]).splitlines():
