@@ -128,8 +128,10 @@ def init_correlation(model: str, recipe: dict, trained) -> float:
 
     from models import build_model
 
-    torch.manual_seed(recipe["seed"])  # as study.training.engine.Trainer: the seed, then the model
-    start = next(m for m in build_model(model, init=recipe["train"]["init"]).features if isinstance(m, nn.Conv2d))
+    with torch.random.fork_rng(devices=[]):  # this process's own random state stays as it was
+        torch.manual_seed(recipe["seed"])  # as study.training.engine.Trainer: the seed, then the model
+        net = build_model(model, init=recipe["train"]["init"])
+    start = next(m for m in net.features if isinstance(m, nn.Conv2d))
     a = trained.detach().float().cpu().flatten(1)
     b = start.weight.detach().float().flatten(1)
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
@@ -140,6 +142,8 @@ def init_correlation(model: str, recipe: dict, trained) -> float:
 def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
     """The first layer's filters, each stretched to [0, 1] on its own, 8 to a row, as one tiled
     image (an axes per filter costs matplotlib seconds)."""
+    import textwrap
+
     from study.figures import pyplot, tile
 
     plt = pyplot()
@@ -154,7 +158,7 @@ def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(cols * 0.9, rows * 0.9 + 0.4))
     ax.imshow(tile(w, cols, gap=max(2, w.shape[1] // 3)), interpolation="nearest")
     ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle("\n".join(textwrap.fill(line, 80) for line in title.splitlines()), fontsize=9)  # fits the figure
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

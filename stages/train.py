@@ -82,19 +82,17 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = PREPARED_DI
     # MLflow is imported and its store opened in a helper process while this one imports torch and
     # builds the model: on two cores that overlaps about 2 s of each start (study.tracking.process)
     tracker = TrackingProcess(settings.mlflow.experiment, settings.mlflow.system_metrics) if track else None
-    owners: list = []  # the saved state's lock, held while this training runs
     try:
-        return _train(model=model, settings=settings, data_dir=data_dir, output_root=output_root,
-                      tracker=tracker, progress=progress, log=log, started=started, owners=owners)
+        with contextlib.ExitStack() as held:  # the saved state's lock, let go however the training ends
+            return _train(model=model, settings=settings, data_dir=data_dir, output_root=output_root,
+                          tracker=tracker, progress=progress, log=log, started=started, held=held)
     finally:
-        for owner in owners:
-            owner.release()
         if tracker is not None:
             tracker.close()
 
 
 def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path, tracker: TrackingProcess | None,
-           progress: bool | None, log, started: float, owners: list) -> dict:
+           progress: bool | None, log, started: float, held: contextlib.ExitStack) -> dict:
     """``run_training``'s work, its MLflow run kept by ``tracker`` (None: not logged)."""
     clock = started
     timings: dict[str, float] = {}
@@ -139,7 +137,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
               "code_sha256": code_hashes(),
               "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "started_ms": int(time.time() * 1000)}
     fingerprint_hex = fingerprint(record)
-    owners.append(StateOwner(state_path(model, fingerprint_hex)))  # before the state is read: one owner
+    owner = held.enter_context(StateOwner(state_path(model, fingerprint_hex)))  # before the state is read
     state, line = load_resumable(model, record)
     if line:
         log(line)
@@ -176,7 +174,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
             writer.save({"fingerprint": fingerprint_hex, "trainer": trainer.state_dict(), "history": list(history),
                          "record": record, "saved_ms": int(time.time() * 1000)})
             saved_epochs = len(history)
-            owners[-1].saved = True
+            owner.saved = True
             unlogged.append(epoch_record)
 
         try:

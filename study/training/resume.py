@@ -97,6 +97,12 @@ class StateOwner:
                              "wait for it to finish (or stop it) and rerun: the rerun resumes or restores it") from None
         self.note.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
 
+    def __enter__(self) -> StateOwner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
     def release(self) -> None:
         """Let go, leaving .train_state as the training left it: the lock and its note are removed
         (while still held, so only a start in the same microsecond could lock the old file), and a
