@@ -25,10 +25,12 @@ from study.common import (
     process_age_s,
     protect_output,
     run_main,
+    sweep_torn_entries,
     write_json,
 )
 from study.config import load_settings
 from study.data import PREPARED_DIR
+from study.outputs import binding, check_record, read_json, restore_hint
 from study.tracking.process import Helper, ignore_interrupts, receive, reply
 
 if TYPE_CHECKING:
@@ -204,6 +206,9 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     device = pick_device(device)
     net, record = load_checkpoint(model, output_root, device)
+    # record.json must be the checkpoint's own record: MLflow logs this evaluation into the run it names
+    paths = output_paths(model, output_root)
+    check_record(paths["record"], read_json(paths["record"], restore_hint(model)), record, paths["checkpoint"], model)
     recipe, runtime = record["recipe"], record["runtime"]
     arrays, meta = load_prepared(data_dir)
     # the very test images the training stage scored: same subset rule, same seed
@@ -226,8 +231,8 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     per_class = per_class_accuracy(matrix)
     accuracy = 100.0 * np.trace(matrix) / matrix.sum()
     params = count_parameters(net)
-    metrics = {  # numbers only: DVC compares them across experiments
-        "test_acc": accuracy, "num_parameters": params, "test_images": int(len(labels)),
+    metrics = {  # the training evaluated, by id and digest (study.outputs), then the numbers
+        **binding(record), "test_acc": accuracy, "num_parameters": params, "test_images": int(len(labels)),
         "params_per_accuracy_point": params / accuracy if accuracy > 0 else 0.0,
         "per_class_acc": {cls: acc for cls, acc in zip(classes, per_class.tolist(), strict=True) if np.isfinite(acc)},
     }
@@ -242,6 +247,7 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     label = f"{run_label(recipe)}, test acc {accuracy:.2f}%"  # a data variant or ablation named in it
 
     out = eval_dir(model, output_root)
+    sweep_torn_entries(out.parent)  # what a killed write left
     with atomic_path(out) as tmp:
         (tmp / "figures").mkdir(parents=True)
         pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}).to_csv(

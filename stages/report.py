@@ -79,7 +79,7 @@ def training_records(models, output_root: Path) -> list[Path]:
     return [p for m in models if (p := output_paths(m, output_root)["record"]).exists()]
 
 
-def fetch_runs(settings: Settings, output_root: Path):
+def fetch_runs(settings: Settings, output_root: Path, weights: bool = True):
     """Log what the store lacks from the workspace's records; then every finished run, and the
     record ids of the workspace's trainings."""
     import mlflow
@@ -93,7 +93,7 @@ def fetch_runs(settings: Settings, output_root: Path):
         raise StageError(f"no MLflow store at {uri.removeprefix('sqlite:///')} and no trained outputs in "
                          f"{output_root}/: train first with `dvc repro` (or set MLFLOW_TRACKING_URI to the store "
                          "that holds the runs)")
-    lines, workspace = ensure_logged(records, settings.mlflow.experiment, settings.mlflow.log_model)
+    lines, workspace = ensure_logged(records, settings.mlflow.experiment, settings.mlflow.log_model, weights=weights)
     for line in lines:
         print(line)
     runs = finished_runs(settings.mlflow.experiment)
@@ -173,13 +173,13 @@ def provenance_table(selection: Selection, short: int | None, long: int, models,
 
 
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
-                 rf_dir: Path = RECEPTIVE_FIELD_DIR, signal_dir: Path = INIT_SIGNAL_DIR,
+                 weights: bool = True, rf_dir: Path = RECEPTIVE_FIELD_DIR, signal_dir: Path = INIT_SIGNAL_DIR,
                  data_dir: Path = PREPARED_DIR) -> dict:
     from study.tracking.store import runs_table_link
 
     models = list(settings.models)
     REPEATED_STEPS.clear()  # the runs of this report only
-    runs, workspace, client, uri = fetch_runs(settings, output_root)
+    runs, workspace, client, uri = fetch_runs(settings, output_root, weights)
     # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
     # shows its own runs in the tables: the comparison against the mirror is a mirror report's
     on_variant = variant_quality(settings.data.source)
@@ -388,7 +388,8 @@ def main() -> None:
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(args.store / 'mlflow.db').resolve()}"
             settings = load_settings(args.store / "params.yaml")
             out = args.store / "report"
-            result = build_report(settings=settings, report_dir=out, output_root=args.store / "outputs",
+            # a results store keeps records and evaluations, no weights: its record.json is the source there
+            result = build_report(settings=settings, report_dir=out, output_root=args.store / "outputs", weights=False,
                                   rf_dir=args.store / "no-receptive-fields", signal_dir=args.store / "no-signal",
                                   data_dir=args.store / "no-data")
         else:

@@ -10,11 +10,11 @@ Numbers only, short names; provenance stays in each training's record and in MLf
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from study.common import StageError, run_main, write_json
 from study.config import load_settings
+from study.outputs import bound_record, training_metrics
 
 SUMMARY = Path("metrics.json")
 OUTPUT_ROOT = Path("outputs")
@@ -26,7 +26,8 @@ def summarise(models, output_root: Path = OUTPUT_ROOT, path: Path = SUMMARY) -> 
         metrics = output_root / model / "metrics.json"
         if not metrics.exists():
             raise StageError(f"{metrics} not found; train it first with `dvc repro train@{model}`")
-        values = json.loads(metrics.read_text())
+        record = bound_record(model, output_root, evaluation=False)  # an edited or swapped file stops here
+        values = training_metrics(record)
         summary[model] = {"acc": round(values["final_test_acc"], 2), "sec": round(values["mean_epoch_time_s"], 3)}
     write_json(path, summary)
     return summary

@@ -2,8 +2,8 @@
 
 Writes outputs/<model>/checkpoint.pt (weights and the record; DVC-cached), record.json
 (the training's full record: recipe, runtime, provenance, history, MLflow run id; the
-pipeline logs a run again from it when a store lacks one), metrics.json (numbers only, DVC
-metrics) and history.csv (DVC plots). Every run is one MLflow run named like
+pipeline logs a run again from it when a store lacks one), metrics.json (the summary numbers
+and the record's id and digest: study.outputs) and history.csv (DVC plots). Every run is one MLflow run named like
 ``vgg16_bn-e40-s0``.
 """
 
@@ -30,12 +30,14 @@ from study.common import (
     process_age_s,
     provenance,
     run_main,
+    sweep_torn_entries,
     tensor_bytes,
     write_failure,
     write_json,
 )
 from study.config import MODEL_NAMES, Settings, load_settings
 from study.data import PREPARED_DIR
+from study.outputs import training_metrics
 from study.tracking.process import TrackingProcess
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
@@ -153,6 +155,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
     mark("resume_check_s")
 
     paths = output_paths(model, output_root)
+    sweep_torn_entries(paths["checkpoint"].parent)  # what a killed write of the outputs left (we own the state)
     with tracker.training_run(record, history, log) if tracker else contextlib.nullcontext(NullRun()) as run:
         record["mlflow_run_id"] = run.run_id
         mark("mlflow_open_s")
@@ -205,8 +208,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
         epochs_s = sum(h["epoch_time_s"] for h in result["history"][resumed_epochs:])
         record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000),
                       timings_s={**timings, "epochs_s": epochs_s})
-        metrics = {k: summary[k] for k in ("final_test_acc", "best_test_acc", "final_train_loss",
-                                             "mean_epoch_time_s", "num_parameters")}
+        metrics = training_metrics(record)  # bound to the record by its id and digest (study.outputs)
         try:  # all four land together, or none: a full disk leaves the old set whole
             with atomic_entries(paths["checkpoint"].parent, tuple(p.name for p in paths.values())) as tmp:
                 torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record},

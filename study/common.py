@@ -133,7 +133,8 @@ def atomic_entries(folder: str | Path, names: tuple[str, ...]) -> Iterator[Path]
     README in ``reports/``) are never touched."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{'+'.join(names)}.", dir=folder))
+    # the writer's pid in the name: a later start removes what a killed writer left (sweep_torn_entries)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{'+'.join(names)}.{os.getpid()}-", dir=folder))
     try:
         yield tmp
         for name in names:
@@ -143,6 +144,25 @@ def atomic_entries(folder: str | Path, names: tuple[str, ...]) -> Iterator[Path]
             os.replace(tmp / name, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep_torn_entries(folder: Path) -> list[Path]:
+    """Remove the temporary folders of ``atomic_entries`` whose writer is gone (a SIGKILL mid-write
+    leaves one, up to a checkpoint's size); a live writer's is left alone."""
+    removed = []
+    for tmp in folder.glob(".*.*-*") if folder.is_dir() else []:
+        pid = tmp.name.rsplit(".", 1)[-1].split("-", 1)[0]
+        if not tmp.is_dir() or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer is alive
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+        except PermissionError:  # another user's process: not ours to judge
+            continue
+    return removed
 
 
 @contextlib.contextmanager

@@ -163,6 +163,13 @@ def _decode(name: str, blob: bytes) -> np.ndarray:
             with Image.open(io.BytesIO(blob)) as img:
                 if img.size != (32, 32):
                     raise StageError(f"{name}: image is {img.size[0]}x{img.size[1]}, CIFAR-10 images are 32x32")
+                if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+                    # 16-bit grey: convert("RGB") clips every sample above 255 to white; scale it instead
+                    grey = np.rint(np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+                    return np.repeat(grey[..., None], 3, axis=2)
+                if img.mode in ("I", "F"):
+                    raise StageError(f"{name}: {img.mode} image ({'32-bit integer' if img.mode == 'I' else 'float'} "
+                                     "samples) has no one 8-bit reading; save it as an 8-bit PNG or JPEG")
                 return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except Image.DecompressionBombError as err:
         raise StageError(f"{name}: declares an image far larger than 32x32 (a decompression bomb: {err}); "

@@ -139,3 +139,20 @@ def test_many_images_decode_in_worker_processes_as_one_would(monkeypatch):
     blobs[3000] = ("train/cat/broken.png", b"not an image")
     with pytest.raises(StageError, match="train/cat/broken.png: not a readable image"):
         stage.decode_all(blobs)
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped():
+    """A valid but unusual image: 16-bit grey PNG samples (0-65535) are read as 8-bit by /257, never clipped."""
+    import io
+
+    from PIL import Image
+
+    from study.data import _decode
+
+    samples = np.random.default_rng(0).integers(0, 65536, (32, 32)).astype(np.uint16)
+    blob = io.BytesIO()
+    Image.fromarray(samples).save(blob, format="PNG")
+    pixels = _decode("train/cat/deep.png", blob.getvalue())
+    assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(pixels[..., 0], np.rint(samples / 257).astype(np.uint8))
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])

@@ -3,6 +3,7 @@ mixes code, a diverged training never ends FINISHED, a full disk loses and leave
 healthy store is never called broken."""
 
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -162,6 +163,67 @@ def limit_file_size(limit: int):
     return apply
 
 
+FILL_AFTER_EPOCH_1 = r"""
+set -u
+mount -t tmpfs -o size=6m tmpfs "$STORE" && mkdir "$STORE/mlartifacts" || exit 97
+python -m stages.train --model alexnet > out1.log 2> err1.log & pid=$!
+until grep -q "epoch 1/" out1.log; do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+dd if=/dev/zero of="$STORE/filler" bs=64k 2>/dev/null
+wait $pid; echo $? > rc1
+rm "$STORE/filler"
+python -m stages.train --model alexnet > out2.log 2> err2.log; echo $? > rc2
+python -c "import mlflow, json; c = mlflow.MlflowClient('sqlite:///$STORE/mlflow.db'); r = c.search_runs(['1'])
+steps = lambda x: [m.step for m in c.get_metric_history(x.info.run_id, 'test_acc')]
+print(json.dumps([[x.info.status, steps(x)] for x in r]))" > runs.json
+"""
+
+
+def test_a_full_disk_under_the_store_is_one_warning_naming_it_and_nothing_is_lost(tmp_path, prepared):
+    """The store and its artifacts on a 6 MB tmpfs, filled after epoch 1 (a mount namespace of its own)."""
+    project = make_project(tmp_path / "p", prepared, epochs=4, models=["alexnet"])
+    store = tmp_path / "store"
+    store.mkdir()
+    os.symlink(store / "mlartifacts", project / "mlartifacts")
+    env = subprocess_env(STORE=str(store), MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}")
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    proc = subprocess.run([*unshare, "sh", "-c", FILL_AFTER_EPOCH_1], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=400)
+    if proc.returncode == 97 or "unshare" in proc.stderr:  # no mount namespace for this user here
+        pytest.skip(f"a tmpfs cannot be mounted here: {proc.stderr.strip()[:200]}")
+    err = (project / "err1.log").read_text().splitlines()
+    assert len(err) == 2, err  # one warning while it trains, one line at the end: no traceback
+    assert err[0].startswith(f"warning: MLflow store {store / 'mlflow.db'} is out of disk space (0.0 MB free there)")
+    assert err[1].startswith(f"error: MLflow store {store / 'mlflow.db'} is out of disk space")
+    assert "free space there and rerun `dvc repro`" in err[1] and "unreachable" not in " ".join(err)
+    assert (project / "rc1").read_text().strip() == "1"
+    assert (project / "rc2").read_text().strip() == "0", (project / "err2.log").read_text()
+    assert json.loads((project / "runs.json").read_text()) == [["FINISHED", [1, 2, 3, 4]]]  # every epoch once
+
+
+def test_out_of_space_names_the_folder_and_its_free_space(tmp_path):
+    import errno
+
+    from mlflow.exceptions import MlflowException
+
+    from study.tracking.store import out_of_space, store_error
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as cause:
+            raise MlflowException("(sqlite3.OperationalError) database or disk is full") from cause
+    except MlflowException as err:
+        line = out_of_space(uri, err)
+    assert line.startswith(f"MLflow store {tmp_path / 'mlflow.db'} is out of disk space (") and "MB free there" in line
+    written = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "mlartifacts/1/r/artifacts/a.json"))
+    assert out_of_space(uri, written).startswith(f"MLflow store {tmp_path / 'mlartifacts/1/r/artifacts'} is out")
+    assert "server http://h:5000 is out of disk space" in out_of_space("http://u:pw@h:5000", written.__class__(
+        "INTERNAL_ERROR: database or disk is full"))
+    assert out_of_space(uri, ConnectionError("refused")) is None
+    assert str(store_error(uri, written)).endswith("; free space there and rerun")
+
+
 def test_a_failed_state_write_leaves_nothing_and_says_how_much_it_needed(tmp_path, prepared):
     project = make_project(tmp_path / "p", prepared, epochs=2)
     proc = stage(project, "stages.train", "--model", "vgg8", preexec=limit_file_size(20 << 20))
@@ -281,6 +343,24 @@ def test_a_deleted_experiment_names_the_restore_command_and_it_works(tmp_path, p
     assert list(runs(project)["status"]) == ["FINISHED"]
 
 
+def test_a_renamed_experiment_is_named_never_replaced(tmp_path, prepared):
+    project = make_project(tmp_path / "p", prepared, epochs=1)
+    first = stage(project, "stages.train", "--model", "vgg8")
+    assert "created MLflow experiment 'test-exp' (id 1)" in first.stdout, first.stderr
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    client.rename_experiment("1", "cifar-study-2026")  # as an EDIT member may, in the UI
+    for args in (("stages.train", "--model", "vgg8"), ("stages.report",)):
+        line = error_line(stage(project, *args))
+        assert "experiment 'test-exp' is not in" in line and "renamed to 'cifar-study-2026' (id 1)" in line
+        assert "-S mlflow.experiment='cifar-study-2026'" in line
+    assert [e.name for e in client.search_experiments() if e.name != "Default"] == ["cifar-study-2026"]  # none made
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["mlflow"]["experiment"] = "cifar-study-2026"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stage(project, "stages.report").returncode == 0  # pointed at it: its run is the report's
+    assert len(runs(project, "cifar-study-2026")) == 1
+
+
 @pytest.mark.parametrize(("revision", "expected"), [("ffffffffffff", "written by a newer MLflow"),
                                                      ("0584bdc529eb", "written by an older MLflow")])
 def test_a_store_of_another_mlflow_version_is_named_not_called_broken(tmp_path, prepared, revision, expected):
@@ -340,3 +420,18 @@ def test_trainings_that_start_together_on_new_data_all_link_its_dataset(tmp_path
     assert errors == []
     for run_id in runs:
         assert [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs] == ["0" * 32]
+
+
+def test_the_torn_writes_of_dead_processes_are_swept_and_live_ones_kept(tmp_path):
+    from study.common import atomic_entries, sweep_torn_entries
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    torn = tmp_path / f".checkpoint.pt+record.json+metrics.json+history.csv.{gone.stdout.strip()}-ab12cd34"
+    torn.mkdir()
+    (torn / "checkpoint.pt").write_bytes(b"half a checkpoint")
+    (tmp_path / "record.json").write_text("{}")
+    with atomic_entries(tmp_path, ("metrics.json",)) as live:  # this process's own write, under way
+        assert sweep_torn_entries(tmp_path) == [torn]
+        assert live.exists()
+        (live / "metrics.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "record.json"]

@@ -313,10 +313,18 @@ def test_the_workspace_training_wins_over_a_newer_run_of_the_same_seed(tmp_path,
     mlflow.set_experiment(experiment_id=connect(SETTINGS.mlflow.experiment)[1])
     log_run("vgg8", 40, 84.0, 1.0, record_id="r-applied")
     newer = log_run("vgg8", 40, 86.0, 1.0, record_id="r-newer")
-    record = tmp_path / "outputs/vgg8/record.json"
-    record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"record_id": "r-applied", "recipe": {}, "runtime": {}, "provenance": {},
-                                  "history": [], "summary": {}}))
+    import torch
+
+    from study.outputs import METRIC_KEYS, training_metrics
+
+    out = tmp_path / "outputs/vgg8"  # the applied training's outputs, bound together as the train stage writes them
+    out.mkdir(parents=True)
+    record = {"record_id": "r-applied", "recipe": SETTINGS.recipe("vgg8"), "runtime": {}, "provenance": {},
+              "history": [],
+              "summary": dict.fromkeys(METRIC_KEYS, 1.0)}
+    torch.save({"model_name": "vgg8", "state_dict": {}, "record": record}, out / "checkpoint.pt")
+    (out / "record.json").write_text(json.dumps(record))
+    (out / "metrics.json").write_text(json.dumps(training_metrics(record)))
     _, t, text = report(tmp_path, analyses)
     assert t["table5_accuracy"].loc["VGG-8", "ours (40 ep)"] == "84.00"
     assert newer in text.split("## Runs left out")[1]
@@ -352,7 +360,8 @@ def test_the_committed_store_leaves_vgg8_against_alexnet_undecided(tmp_path, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     build_report(settings=load_settings(store / "params.yaml"), report_dir=store / "report",
-                 output_root=store / "outputs", rf_dir=analyses[0], signal_dir=analyses[1], data_dir=tmp_path / "x")
+                 output_root=store / "outputs", weights=False, rf_dir=analyses[0], signal_dir=analyses[1],
+                 data_dir=tmp_path / "x")
     text = (store / "report/report.md").read_text()
     for claim in ("Despite having fewer parameters, VGG-8 outperforms AlexNet", "eventually catches up"):
         row = next(line for line in text.splitlines() if claim in line)

@@ -322,3 +322,17 @@ def test_a_second_process_of_the_same_state_stops_and_names_the_owner(tmp_path, 
     steps = [m.step for m in client.get_metric_history(found[0].info.run_id, "test_acc")]
     assert steps == list(range(1, EPOCHS + 1))  # each epoch once
     assert not list((project / ".train_state").glob("*.owner"))  # nobody owns a finished state
+
+
+def test_sigkills_at_random_moments_log_every_epoch_once_and_leave_nothing(tmp_path, prepared):
+    """Issue 35's loop, small (benchmarks/sigkill_loop.py runs the 20-kill, 8-epoch one): kills
+    anywhere in a start's life, then the training's MLflow steps, weights and folders."""
+    from benchmarks.sigkill_loop import loop
+
+    result = loop(tmp_path, prepared, kills=3, epochs=2, seed=3, subset=150, log=lambda line: None)
+    assert len(result["kills"]) == 3
+    for round_ in result["rounds"]:
+        assert round_["steps_once"], round_["steps"]
+        assert round_["weights_equal"] and round_["history_equal"]
+        assert round_["leftovers"] == []
+        assert round_["run_statuses"].count("FINISHED") == 1

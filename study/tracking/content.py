@@ -79,7 +79,8 @@ def system_metrics(run_id: str, enabled: bool) -> Iterator[None]:
 
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)  # one missing GPU library is no news
+    # one missing GPU library is no news, and a store that fails says so once, from the training's own logging
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
     monitor = SystemMetricsMonitor(run_id, sampling_interval=5)  # a 5-epoch GPU training lasts ~10 s
     monitor.start()
     try:
@@ -100,6 +101,19 @@ def _learning_curve(record: dict[str, Any], path: Path) -> None:
                 f"{run_label(recipe)} ({record['provenance']['device_name']})")
 
 
+def log_evaluation_artifacts(client, run_id: str, record: dict[str, Any], eval_dir: Path) -> None:
+    """The evaluation's figures and tables, and the run's learning curve, as the run's artifacts."""
+    for figure in sorted((eval_dir / "figures").glob("*.png")):
+        client.log_artifact(run_id, str(figure), "figures")
+    for table in ("per_class.csv", "confusion.csv"):
+        if (eval_dir / table).exists():
+            client.log_artifact(run_id, str(eval_dir / table), "eval")
+    with tempfile.TemporaryDirectory() as tmp:
+        curve = Path(tmp) / "learning_curve.png"
+        _learning_curve(record, curve)
+        client.log_artifact(run_id, str(curve), "figures")
+
+
 def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, checkpoint: Path | None) -> str | None:
     """Log the evaluate stage's outputs into the training's run: metrics, per-class metrics,
     figures, tables, the evaluation dataset, and the model when ``checkpoint`` is given. Returns
@@ -114,15 +128,7 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
     log_dataset(client, run_id, dataset_input(record, "evaluation"))
-    for figure in sorted((eval_dir / "figures").glob("*.png")):
-        client.log_artifact(run_id, str(figure), "figures")
-    for table in ("per_class.csv", "confusion.csv"):
-        if (eval_dir / table).exists():
-            client.log_artifact(run_id, str(eval_dir / table), "eval")
-    with tempfile.TemporaryDirectory() as tmp:
-        curve = Path(tmp) / "learning_curve.png"
-        _learning_curve(record, curve)
-        client.log_artifact(run_id, str(curve), "figures")
+    log_evaluation_artifacts(client, run_id, record, eval_dir)
     found = None
     if checkpoint is not None:
         from study.tracking.model_log import log_model  # torch and torch.export: only when a model is logged

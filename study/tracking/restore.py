@@ -5,12 +5,12 @@ the run lacks is added. The report stage calls ``ensure_logged`` before it reads
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from study.common import StageError
-from study.tracking.content import EVAL_MARK, log_evaluation
+from study.outputs import bound_record
+from study.tracking.content import EVAL_MARK, log_evaluation, log_evaluation_artifacts
 from study.tracking.naming import run_name
 from study.tracking.runs import EPOCH_METRICS, SUMMARY_METRICS, TrainingRun, open_run, owned_by_live_process
 from study.tracking.store import connect, store_error, tracking_uri
@@ -62,25 +62,38 @@ def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path])
     return run_id
 
 
-def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = False) -> tuple[list[str], set[str]]:
+def relog_lost_artifacts(client, run, record: dict, artifacts: list[Path], eval_dir: Path) -> list[str]:
+    """Log again the artifacts a finished run's store lost (its folder deleted, a store copied
+    without them) from the workspace's outputs; the names of those logged."""
+    held = {Path(info.path).name for info in client.list_artifacts(run.info.run_id)}
+    lost = [path for path in artifacts if path.name not in held]
+    for path in lost:
+        client.log_artifact(run.info.run_id, str(path))
+    names = [path.name for path in lost]
+    if EVAL_MARK in run.data.metrics and "figures" not in held and (eval_dir / "figures").is_dir():
+        log_evaluation_artifacts(client, run.info.run_id, record, eval_dir)
+        names.append("the evaluation's figures and tables")
+    return names
+
+
+def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = False,
+                  weights: bool = True) -> tuple[list[str], set[str]]:
     """For every training record in the workspace, make sure the current store holds its run,
     and its evaluation where the workspace has one; log what is missing from the record and
-    the evaluate stage's outputs. Returns one line per run logged or completed, and the
+    the evaluate stage's outputs, each checked to belong to its training (study.outputs; without
+    ``weights``, a results store's, the record is the source). Returns one line per run logged or completed, and the
     records' ids (the trainings DVC has in the workspace)."""
     if not record_paths:
         return [], set()
     client, experiment_id = connect(experiment)
     lines, record_ids = [], set()
     for path in record_paths:
-        try:
-            record = json.loads(path.read_text())
-            missing = {"record_id", "recipe", "runtime", "provenance", "history", "summary"} - set(record)
-        except (OSError, ValueError) as err:
-            raise StageError(f"{path} is not a readable training record ({err}); restore it with "
-                             f"`dvc checkout {path}`") from err
+        # its checkpoint, metrics and evaluation checked to be of this training: never log an edited file
+        record = bound_record(path.parent.name, path.parent.parent, checkpoint=weights, metrics=weights)
+        missing = {"runtime", "provenance", "history"} - set(record)
         if missing:
             raise StageError(f"{path} is not a training record of this project (no {', '.join(sorted(missing))}); "
-                             f"restore it with `dvc checkout {path}`")
+                             f"restore it with `dvc checkout train@{path.parent.name}`")
         record_ids.add(record["record_id"])
         eval_dir, checkpoint = path.with_name("eval"), path.with_name("checkpoint.pt")
         try:
@@ -101,6 +114,9 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
                     lines.append(f"completed MLflow run {run_id} ({run_name(record['recipe'])}, left "
                                  f"{found.info.status}) from {path}")
                     found = client.get_run(run_id)
+                elif weights and (lost := relog_lost_artifacts(client, found, record, [path, *siblings], eval_dir)):
+                    lines.append(f"logged again to MLflow run {run_id} ({run_name(record['recipe'])}) what its "
+                                 f"artifact store had lost, from outputs/{path.parent.name}: {', '.join(lost)}")
             if (eval_dir / "metrics.json").exists() and (found is None or EVAL_MARK not in found.data.metrics):
                 model_found = log_evaluation(client, run_id, record, eval_dir,
                                              checkpoint if log_model and checkpoint.exists() else None)

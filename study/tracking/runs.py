@@ -16,7 +16,7 @@ from pathlib import Path
 from study.common import Interrupted, StageError, process_start_ticks
 from study.tracking.content import dataset_input, log_dataset
 from study.tracking.naming import description, git_commits, process_tags, run_name, run_params, run_tags
-from study.tracking.store import retry_busy, store_error, tracking_uri
+from study.tracking.store import out_of_space, retry_busy, store_error, store_label, tracking_uri
 
 EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
 SUMMARY_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s",
@@ -86,6 +86,7 @@ class TrainingRun:
         self.client, self.run_id = client, run_id
         self.pending: list[dict] = []
         self.offline_since: int | None = None
+        self.problem = ""  # what the first failure said: a full disk, or a store unreachable
 
     def _flush(self) -> bool:
         from mlflow.entities import Metric
@@ -100,8 +101,10 @@ class TrainingRun:
         except Exception as err:
             if self.offline_since is None:
                 self.offline_since = self.pending[0]["epoch"]
-                print(f"warning: MLflow store {tracking_uri()} unreachable at epoch {self.offline_since} "
-                      f"({type(err).__name__}); training goes on, its metrics wait here", file=sys.stderr)
+                self.problem = out_of_space(tracking_uri(), err) or \
+                    f"MLflow store {store_label(tracking_uri())} unreachable ({type(err).__name__})"
+                print(f"warning: {self.problem} at epoch {self.offline_since}; training goes on, its metrics "
+                      "wait here", file=sys.stderr)
             return False
         if self.offline_since is not None:
             print(f"MLflow store is back: logged epochs {self.pending[0]['epoch']}-{self.pending[-1]['epoch']}",
@@ -136,10 +139,13 @@ class TrainingRun:
             for path in artifacts:
                 retry_busy(lambda path=path: self.client.log_artifact(self.run_id, str(path)))
         except Exception as err:
+            full = out_of_space(tracking_uri(), err) or (self.problem if self.offline_since is not None else None)
+            problem = full or f"MLflow store {store_label(tracking_uri())} is unreachable ({type(err).__name__})"
+            again = "free space there and rerun `dvc repro`" if full and "disk space" in full else \
+                "rerun `dvc repro` once the store is back"
             raise TrackingOffline(
-                f"MLflow store {tracking_uri()} is unreachable ({type(err).__name__}), so run {self.run_id} "
-                f"is not complete there; the training is saved locally (outputs/{record['recipe']['model']} "
-                "and its training state): rerun `dvc repro` once the store is back to log it without "
+                f"{problem}, so run {self.run_id} is not complete there; the training is saved locally "
+                f"(outputs/{record['recipe']['model']} and its training state): {again} to log it without "
                 "training again") from err
 
 

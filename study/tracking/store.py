@@ -9,10 +9,12 @@ store is made whole before anyone else opens it (MLflow's migrations take no loc
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,11 +83,37 @@ LOCK_WAIT_S = float(os.environ.get("MLFLOW_STORE_LOCK_WAIT_S", "60"))
 CREATION_RACE = re.compile(r"already exists|duplicate column name|Online migration expected to match one row")
 
 
+# a full disk under the store, as SQLite, MLflow's server and the OS say it
+DISK_FULL = re.compile(r"database or disk is full|No space left on device|\[Errno 28\]|SQLITE_FULL")
+
+
+def out_of_space(uri: str, err: BaseException) -> str | None:
+    """``MLflow store <path> is out of disk space (<free> free there)`` when ``err`` or what caused it
+    says a disk is full (the database's, or the artifacts' where a file write failed); else None."""
+    chain, seen = [], err
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if not any(DISK_FULL.search(str(e)) or getattr(e, "errno", None) == errno.ENOSPC for e in chain):
+        return None
+    written = next((Path(e.filename) for e in chain if isinstance(e, OSError) and e.filename), None)
+    if written is None and not uri.startswith("sqlite:///"):
+        return f"MLflow server {store_label(uri)} is out of disk space (its store says so); ask its admin to free some"
+    where = written.parent if written is not None else _sqlite_path(uri)[0]
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    return f"MLflow store {where} is out of disk space ({free / 1e6:.1f} MB free there)"
+
+
 def store_error(uri: str, err: Exception) -> StageError:
     """One line saying what is really wrong with a store; moving it aside is advised only
     when it truly cannot be read, with what that loses."""
     if (refused := _access_error(uri, err)) is not None:
         return refused
+    if (full := out_of_space(uri, err)) is not None:
+        return StageError(f"{full}; free space there and rerun")
     first = str(err).splitlines()[0][:200] if str(err) else ""
     text = f"{type(err).__name__}: {first}"
     if uri.startswith("sqlite:///"):
@@ -130,6 +158,35 @@ def _deleted_experiment(uri: str, experiment) -> StageError:
                       f"{experiment.experiment_id}`, or use another with -S mlflow.experiment=<name>")
 
 
+# the name a project gave its experiment, kept as a tag: a rename in the UI (an EDIT member may) is
+# found and named, never replaced by a new, empty experiment of the old name
+PIN_TAG = "study_experiment"
+
+
+def store_label(uri: str) -> str:
+    """The store as printed: a SQLite file's path, a server without its user information."""
+    from study.common import redact
+
+    return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else redact(uri)
+
+
+def _refuse_renamed(client, uri: str, experiment: str) -> None:
+    """Stop in one line when the experiment this project writes to was renamed: which one holds its runs
+    now, and how to point the project at it."""
+    from mlflow.entities import ViewType
+
+    moved = [e for e in client.search_experiments(view_type=ViewType.ALL, max_results=1000)
+             if e.tags.get(PIN_TAG) == experiment]  # compared here: a name may hold quotes
+    if not moved:
+        return
+    now = moved[0]
+    trash = " (now in MLflow's trash)" if now.lifecycle_stage == "deleted" else ""
+    raise StageError(f"MLflow experiment {experiment!r} is not in {store_label(uri)}: it was renamed to {now.name!r} "
+                     f"(id {now.experiment_id}){trash}, which holds its runs; point the project at it with "
+                     f"`dvc exp run -S mlflow.experiment='{now.name}'` (or mlflow.experiment in params.yaml), or "
+                     f"rename it back to {experiment!r} in the MLflow UI")
+
+
 def preload() -> None:
     """Import what ``connect`` and ``open_training_run`` need, without touching any store: a
     helper process does it while its training loads (study.tracking.process)."""
@@ -149,7 +206,9 @@ def connect(experiment: str, root: Path | None = None, create: bool = True):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     import mlflow
 
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables": noise
+    # "Creating initial tables" is noise, and each failed query's traceback too: the error itself is raised
+    # to the caller, who says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     root = root or project_root()
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
@@ -250,17 +309,22 @@ def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool
                 _create_sqlite_store(mlflow, uri)
             client = mlflow.MlflowClient(uri)  # a SQLite store is opened (and migrated) here
             found = client.get_experiment_by_name(experiment)
+            if found is None:
+                _refuse_renamed(client, uri, experiment)
             if found is not None and found.lifecycle_stage == "deleted":
                 raise _deleted_experiment(uri, found)
             if found is not None or not create:
-                if found is not None and create:  # an experiment made before the tags existed
-                    for key, value in EXPERIMENT_TAGS.items():
+                if found is not None and create:  # an experiment made before the tags (or the pin) existed
+                    for key, value in {**EXPERIMENT_TAGS, PIN_TAG: experiment}.items():
                         if key not in found.tags:
                             with contextlib.suppress(Exception):  # a server may not let this user tag it
                                 client.set_experiment_tag(found.experiment_id, key, value)
                 return client, found.experiment_id if found else None
             location = None if uri.startswith(("http", "databricks")) else (root / ARTIFACT_DIR).as_uri()
-            return client, client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
+            created = client.create_experiment(experiment, artifact_location=location,
+                                               tags={**EXPERIMENT_TAGS, PIN_TAG: experiment})
+            print(f"created MLflow experiment {experiment!r} (id {created}) in {store_label(uri)}")
+            return client, created
     except Exception as err:
         if client is not None and "already exists" in str(err):  # a server-side race: someone created it first
             return client, client.get_experiment_by_name(experiment).experiment_id
