@@ -35,6 +35,12 @@ def plots_data(revisions: list[str]) -> list[dict]:
     return rows
 
 
+def missing_revisions(rows: list[dict], revisions: list[str]) -> list[str]:
+    """The revisions asked for that gave no learning curve (DVC leaves them out without a word)."""
+    found = {row["rev"] for row in rows}
+    return [rev for rev in revisions if rev not in found]
+
+
 def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
     """One panel per model, one line per revision: colour, line style and marker per revision
     (two revisions often coincide, e.g. VGG-16 at 10% in both), one legend under the panels."""
@@ -74,6 +80,10 @@ def main() -> None:
         if args.metric not in rows[0]:
             raise StageError(f"--metric {args.metric!r} is not a history column; one of "
                              f"{', '.join(k for k in rows[0] if k not in ('rev', 'filename'))}")
+        for rev in missing_revisions(rows, args.revisions):
+            print(f"warning: revision {rev} has no learning curves here (its outputs/<model>/history.csv are in "
+                  "neither the workspace nor this clone's DVC cache); get them with `dvc pull` for a commit or "
+                  f"`dvc exp pull origin {rev}` for an experiment, then rerun", file=sys.stderr)
         plot_comparison(rows, args.metric, args.out)
         print(f"wrote {args.out}: {args.metric} of {plural(len({r['filename'] for r in rows}), 'model')} in "
               f"{', '.join(dict.fromkeys(r['rev'] for r in rows))}")

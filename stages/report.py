@@ -104,6 +104,19 @@ def fetch_runs(settings: Settings, output_root: Path, weights: bool = True):
     return runs, workspace, mlflow.MlflowClient(uri), uri
 
 
+def register_models(client, settings: Settings, selection: Selection) -> list[str]:
+    """The study's checked models in the Model Registry (study.tracking.registry); a store that
+    will not take them (a READ member, a server without the registry) is one warning line."""
+    from study.tracking.registry import register_study
+    from study.tracking.store import store_error, tracking_uri
+
+    try:
+        return register_study(client, settings.mlflow.experiment, selection.study, settings.epochs, settings.seed)
+    except Exception as err:
+        return [f"warning: the study's models were not registered ({store_error(tracking_uri(), err)}); the tables "
+                "are whole, and a report built with EDIT permission registers them"]
+
+
 def data_sha256(data_dir: Path) -> str | None:
     meta = data_dir / "meta.json"
     return json.loads(meta.read_text())["sha256"] if meta.exists() else None
@@ -187,6 +200,9 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     in_jpeg = {r["run_id"] for cell in variants.values() for r in cell.runs}
     selection = select(runs[~runs["run_id"].isin(in_jpeg)], settings, data_sha256(data_dir), workspace)
     short, long = choose_epochs(selection.study, settings.epochs, settings.report.short_epochs)
+    if weights:  # a results store is read, never written
+        for line in register_models(client, settings, selection):
+            print(line)
     times = epoch_times(client, [r for cell in selection.study.values() for r in cell.runs])
     shared = device_sharing(runs)
     tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs,

@@ -74,7 +74,13 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
         assert set(inputs) == {"training", "evaluation"}
         assert {d.digest for d in inputs.values()} == {record["provenance"]["data_sha256"][:32]}
-        assert inputs["training"].name == "cifar10-train-30" and inputs["evaluation"].name == "cifar10-test-20"
+        # named by source and split, the source as set (no machine's absolute path where it was relative), a schema
+        assert inputs["training"].name == f"{image_tree.name}-train-30"
+        assert inputs["evaluation"].name == f"{image_tree.name}-test-20"
+        assert json.loads(inputs["training"].source) == {"uri": record["recipe"]["data"]["source"]}
+        assert json.loads(inputs["training"].schema)["mlflow_colspec"][0]["tensor-spec"] == {
+            "dtype": "uint8", "shape": [-1, 32, 32, 3]}
+        assert "dvc_exp_name" not in tags and "DVC experiment" not in tags["mlflow.note.content"]  # not in one
         # description and source
         assert "**alexnet**, 2 epochs, seed 0" in tags["mlflow.note.content"] and "test accuracy" in tags[
             "mlflow.note.content"]
@@ -83,7 +89,7 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         arrays, _ = load_prepared(project / "data" / "cifar10")
         images = np.ascontiguousarray(arrays["test_images"][:8].transpose(0, 3, 1, 2))  # uint8 NCHW
         mlflow.set_tracking_uri(uri)
-        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=str(scratch))
+        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/alexnet-e2", dst_path=str(scratch))  # named for what it is
         assert served.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
         predicted = np.asarray(served.predict(images)).argmax(1)
         net = build_model("alexnet")
@@ -93,10 +99,21 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         assert (predicted == expected).all()
         # evaluated again (a changed evaluate setting, `dvc repro -f`): the run keeps one model
         [model] = client.search_logged_models([experiment.experiment_id])
-        assert model.source_run_id == run_id and model.tags["checkpoint_sha256"]
+        assert model.source_run_id == run_id and model.name == "alexnet-e2"
+        ours = {key for key in model.tags if not key.startswith("mlflow.")}
+        assert ours == {"checkpoint_sha256"}  # checked: one tag per state, the unchecked one gone
         out = run_stage(project, "stages.evaluate", "--model", "alexnet", TMPDIR=str(scratch), **env)
         assert f"its model was there already, from this checkpoint (model {model.model_id})" in out.stdout
         assert [m.model_id for m in client.search_logged_models([experiment.experiment_id])] == [model.model_id]
+        if store == "local":  # the report registers it: one registered model per network, the reference aliased
+            report = run_stage(project, "stages.report", **env)
+            assert "registered test-exp-alexnet: version 1; @reference = version 1" in report.stdout
+            version = client.get_model_version_by_alias("test-exp-alexnet", "reference")
+            assert version.source == f"models:/{model.model_id}" and version.run_id == run_id
+            (scratch / "again").mkdir()
+            again = mlflow.pyfunc.load_model("models:/test-exp-alexnet@reference", dst_path=str(scratch / "again"))
+            assert (np.asarray(again.predict(images)).argmax(1) == expected).all()
+            assert "registered" not in run_stage(project, "stages.report", **env).stdout  # nothing new: nothing said
     finally:
         if server is not None:
             stop_server(server)

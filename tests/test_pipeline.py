@@ -402,3 +402,12 @@ def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image
     dvc("repro", cwd=repo)
     assert_full_report(repo, 4)
     assert_full_report(repo, 5)
+
+
+def test_compare_names_a_revision_that_gave_no_learning_curves():
+    """`dvc plots diff main tiny` on a fresh clone leaves `main` out without a word; compare says so."""
+    from stages.compare import missing_revisions
+
+    rows = [{"rev": "tiny", "filename": "vgg8/history.csv", "epoch": "1", "test_acc": "10.0"}]
+    assert missing_revisions(rows, ["main", "tiny"]) == ["main"]
+    assert missing_revisions(rows, ["tiny"]) == []

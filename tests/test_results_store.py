@@ -96,6 +96,45 @@ def test_the_study_runs_carry_what_an_mlflow_user_expects(store):
     assert models == expected["models"]
 
 
+@pytest.mark.parametrize("store", [s for s in STORES if s.name in CONTENT], ids=lambda s: s.name)
+def test_the_store_names_its_models_and_datasets_and_registers_the_networks(store):
+    """Issue 37 on the committed store (benchmarks/store_upgrade.py): a model without weights says so
+    and how to get them back, datasets are named by source and split with the source as set, and the
+    registry holds the four networks, each with its reference."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("alexnet-vgg-cifar10")
+    logged = client.search_logged_models([experiment.experiment_id])
+    assert sorted(m.name for m in logged) == ["alexnet-e40", "vgg16-e40", "vgg16_bn-e40", "vgg8-e40"]
+    for model in logged:  # no weights in git: never "Ready", the why and the command where the UI shows it
+        network = model.name.removesuffix("-e40")
+        assert model.status.to_int() == mlflow.entities.LoggedModelStatus.FAILED.to_int()
+        assert f"`dvc repro evaluate@{network}`" in model.status_message == model.tags["weights"]
+        assert "checkpoint_sha256_unchecked" not in model.tags
+    with sqlite3.connect(store / "mlflow.db") as con:
+        datasets = con.execute("select name, dataset_source, dataset_schema from datasets").fetchall()
+    con.close()
+    assert sorted(name for name, _, _ in datasets) == sorted(
+        f"cifar10-jpeg{q}-{split}" for q in ("", "-q50", "-q25") for split in ("train", "test"))
+    for name, source, schema in datasets:
+        uri = json.loads(source)["uri"]
+        assert uri in ("../shared/data/cifar10-jpeg.tar.gz", ".device/gpu/cifar10-jpeg-q50.tar.gz",
+                       ".device/gpu/cifar10-jpeg-q25.tar.gz"), (name, uri)
+        assert json.loads(schema)["mlflow_colspec"][0]["tensor-spec"]["shape"] == [-1, 32, 32, 3]
+    by_network = {m.name.removesuffix("-e40"): m for m in logged}
+    registered = sorted(r.name for r in client.search_registered_models())
+    assert registered == [f"alexnet-vgg-cifar10-{n}" for n in ("alexnet", "vgg16", "vgg16_bn", "vgg8")]
+    for name in registered:
+        reference = client.get_model_version_by_alias(name, "reference")
+        model = by_network[name.removeprefix("alexnet-vgg-cifar10-")]
+        assert reference.source == f"models:/{model.model_id}" and reference.run_id == model.source_run_id
+        assert "dvc repro evaluate@" in reference.tags["weights"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert not [r for r in runs if "DVC experiment `-`" in r.data.tags["mlflow.note.content"]]
+    assert not [r for r in runs if r.data.tags.get("dvc_exp_name") == ""]
+
+
 def served_command(store) -> list[str]:
     """The one command the store's README gives to serve it (relative paths, from the repo root)."""
     readme = (store / "README.md").read_text()

@@ -197,6 +197,14 @@ def test_read_only_member_builds_the_report_but_cannot_train(team, prepared):
     table = pd.read_csv(prepared / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
     record = json.loads((prepared / "outputs/vgg8/record.json").read_text())
     assert table[NAMES["vgg8"]] == f"{record['summary']['final_test_acc']:.2f}"
+    # a training the server lacks (here trained without MLflow; in a team, one a run-cache restored):
+    # the READ member's report still builds, and says in one line what it could not log
+    sh([sys.executable, "-m", "stages.train", "--model", "alexnet", "--no-mlflow"], prepared, **env)
+    out = sh([sys.executable, "-m", "stages.report"], prepared, **env)
+    warned = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "alexnet-e2-s0 from outputs/alexnet/record.json is not in MLflow" in warned[0], out
+    assert "(403)" in warned[0] and "EDIT" in warned[0]
+    assert set(server_runs(team["uri"])) == before
 
 
 class BusyProxy(BaseHTTPRequestHandler):

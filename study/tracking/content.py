@@ -42,29 +42,47 @@ def log_dataset(client, run_id: str, dataset) -> None:
 
 
 
+def dataset_name(source: str, split: str, subset: int) -> str:
+    """What the data is, by source and split: ``cifar10-official-train``, ``cifar10-jpeg-test``,
+    ``cifar10-jpeg-q25-train``; a subset adds its size (``cifar10-jpeg-train-300``)."""
+    if source == "official":
+        stem = "cifar10-official"
+    else:
+        stem = Path(source.rstrip("/")).name
+        for suffix in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip"):
+            stem = stem.removesuffix(suffix)
+    return f"{stem}-{split}" + (f"-{subset}" if subset else "")
+
+
 def dataset_input(record: dict[str, Any], context: str):
-    """The prepared CIFAR-10 arrays as an MLflow dataset input. MLflow keeps a digest of at
-    most 36 characters: the first 32 of the data sha256 (the whole one is the run's
-    `data.sha256` param)."""
+    """The prepared CIFAR-10 arrays as an MLflow dataset input, named by source and split, its
+    source the ``data.source`` as set (relative to the project: no machine's path), with the
+    arrays' schema. MLflow keeps a digest of at most 36 characters: the first 32 of the data
+    sha256 (the whole one is the run's `data.sha256` param)."""
+    import numpy as np
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.types import Schema, TensorSpec
 
     data = record["recipe"]["data"]
     source = data["source"]
     if source == "official":
         origin = HTTPDatasetSource(OFFICIAL_URL)
-    else:  # a local archive or folder, as prepare resolved it
+    else:  # MLflow's local-file source type, given the source as set rather than this machine's path
         import warnings
 
         from mlflow.data.dataset_source_registry import resolve_dataset_source
 
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": twice the same local source
             warnings.simplefilter("ignore", UserWarning)
-            origin = resolve_dataset_source(Path(source).resolve().as_uri())
+            local = type(resolve_dataset_source(Path(source).resolve().as_uri()))
+        origin = local(source)
     split = "train" if context == "training" else "test"
-    size = data[f"{split}_subset"] or (50000 if split == "train" else 10000)
-    dataset = MetaDataset(origin, name=f"cifar10-{split}-{size}", digest=record["provenance"]["data_sha256"][:32])
+    schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3), "image"),
+                     TensorSpec(np.dtype(np.int64), (-1,), "label")])
+    dataset = MetaDataset(origin, name=dataset_name(source, split, data[f"{split}_subset"]),
+                          digest=record["provenance"]["data_sha256"][:32], schema=schema)
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
 
 

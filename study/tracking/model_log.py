@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from study.common import StageError
+from study.tracking.naming import CHECKPOINT_TAG, UNCHECKED_TAG, model_name
 from study.training.batches import MEAN, STD
 
 
@@ -40,14 +41,6 @@ def preload() -> None:
     from mlflow.models import infer_signature  # noqa: F401
 
     from models import build_model  # noqa: F401
-
-
-# the logged model's tag naming the checkpoint it came from, set once its load-back check passed:
-# an evaluation run again finds it
-CHECKPOINT_TAG = "checkpoint_sha256"
-# set as it is logged: a model with this tag and not the one above was never checked (its process
-# stopped in between), and the next evaluation of the checkpoint replaces it
-UNCHECKED_TAG = "checkpoint_sha256_unchecked"
 
 
 def logged_model_id(client, run, checkpoint_sha256: str) -> str | None:
@@ -98,13 +91,13 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        _log_checked(client, run, model, example, logits, digest)
+        _log_checked(client, run, model, example, logits, digest, model_name(record["recipe"]))
     finally:
         mlflow.set_tracking_uri(previous_uri)
     return None
 
 
-def _log_checked(client, run, model: nn.Module, example, logits, digest: str) -> None:
+def _log_checked(client, run, model: nn.Module, example, logits, digest: str, name: str) -> None:
     """``log_model``'s logging into ``run`` and its load-back check."""
     import mlflow
     import numpy as np
@@ -115,7 +108,7 @@ def _log_checked(client, run, model: nn.Module, example, logits, digest: str) ->
         with mlflow.start_run(run_id=run_id, log_system_metrics=False):
             # MLflow's own check of the example only warns, and fails on CUDA machines (it
             # loads there, where exported CPU weights can't go): ours below raises instead
-            info = mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, logits),
+            info = mlflow.pytorch.log_model(model, name=name, signature=infer_signature(example, logits),
                                             input_example=example, validate_serving_input=False,
                                             tags={UNCHECKED_TAG: digest},
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
@@ -135,3 +128,5 @@ def _log_checked(client, run, model: nn.Module, example, logits, digest: str) ->
         raise StageError(f"the MLflow model logged in run {run_id} does not give the checkpoint's logits; "
                          "set mlflow.log_model: false to go on without it")
     client.set_logged_model_tags(info.model_id, {CHECKPOINT_TAG: digest})  # checked: found, not logged, next time
+    with contextlib.suppress(Exception):  # one tag per state: checked replaces unchecked
+        client.delete_logged_model_tag(info.model_id, UNCHECKED_TAG)

@@ -35,6 +35,20 @@ def run_name(recipe: dict[str, Any]) -> str:
     return "-".join([f"{recipe['model']}-e{recipe['epochs']}-s{recipe['seed']}", *distinctions(recipe)])
 
 
+# the logged model's tag naming the checkpoint it came from, set once its load-back check passed:
+# an evaluation run again finds it (study.tracking.model_log), and the registry registers it
+CHECKPOINT_TAG = "checkpoint_sha256"
+# set as it is logged, removed once checked: a model with this tag was never checked (its process
+# stopped in between), and the next evaluation of the checkpoint replaces it
+UNCHECKED_TAG = "checkpoint_sha256_unchecked"
+
+
+def model_name(recipe: dict[str, Any]) -> str:
+    """A logged model's name: what it is, network and recipe (``vgg16_bn-e40``,
+    ``vgg16-e40-init_kaiming``); the seed is its run's."""
+    return "-".join([f"{recipe['model']}-e{recipe['epochs']}", *distinctions(recipe)])
+
+
 def run_label(recipe: dict[str, Any]) -> str:
     """The run in words for a figure's title: ``alexnet, 40 epochs, seed 0, jpeg_q25``."""
     return ", ".join([f"{recipe['model']}, {plural(recipe['epochs'], 'epoch')}, seed {recipe['seed']}",
@@ -61,7 +75,8 @@ def run_tags(record: dict[str, Any]) -> dict[str, str]:
         "mlflow.source.git.commit": prov["git_commit"], "mlflow.source.type": "LOCAL",
         "mlflow.source.name": str(project_root()),  # the real repository, also for queued experiments
         "mlflow.runName": run_name(record["recipe"]),
-        "dvc_exp_name": record.get("dvc_exp_name", ""), "dvc_stage": f"train@{record['recipe']['model']}",
+        **({"dvc_exp_name": record["dvc_exp_name"]} if record.get("dvc_exp_name") else {}),  # only inside one
+        "dvc_stage": f"train@{record['recipe']['model']}",
         "device": record["runtime"]["device"], "device_name": prov["device_name"],
         "precision": record["runtime"]["precision"], "torch_version": prov["torch_version"],
         "data_sha256": prov["data_sha256"], "mlflow.note.content": description(record), **process_tags(),
@@ -93,7 +108,7 @@ def description(record: dict[str, Any]) -> str:
         f"{recipe['data']['train_subset'] or 'all'}, test subset {recipe['data']['test_subset'] or 'all'}.",
         f"**Ran on** {prov['device_name']} ({record['runtime']['precision']}), torch {prov['torch_version']}, "
         f"git {', then '.join(c[:10] for c in git_commits(record))}"
-        f"{' (resumed under a later commit; same training code)' if len(git_commits(record)) > 1 else ''}, "
-        f"DVC experiment `{record.get('dvc_exp_name') or '-'}`.",
+        f"{' (resumed under a later commit; same training code)' if len(git_commits(record)) > 1 else ''}"
+        + (f", DVC experiment `{record['dvc_exp_name']}`." if record.get("dvc_exp_name") else "."),
         result])
 

@@ -13,7 +13,7 @@ from study.outputs import bound_record
 from study.tracking.content import EVAL_MARK, log_evaluation, log_evaluation_artifacts
 from study.tracking.naming import run_name
 from study.tracking.runs import EPOCH_METRICS, SUMMARY_METRICS, TrainingRun, open_run, owned_by_live_process
-from study.tracking.store import connect, store_error, tracking_uri
+from study.tracking.store import connect, forbidden, store_error, tracking_uri
 
 
 def find_run(client, experiment_id: str, record_id: str, finished: bool = True):
@@ -125,6 +125,11 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
         except StageError:
             raise
         except Exception as err:
+            if forbidden(err):  # a READ member: the report shows what the store holds, and says what it lacks
+                lines.append(f"warning: {run_name(record['recipe'])} from {path} is not in MLflow, and this user "
+                             "may only read the experiment (403): the report leaves it out until a member with "
+                             "EDIT builds the report or reruns `dvc repro`")
+                continue
             raise store_error(tracking_uri(), err) from err
     return lines, record_ids
 

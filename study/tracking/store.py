@@ -57,6 +57,11 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def forbidden(err: Exception) -> bool:
+    """A server with authentication that refused this user's permission (403)."""
+    return getattr(err, "get_http_status_code", lambda: None)() == 403
+
+
 def _access_error(uri: str, err: Exception) -> StageError | None:
     """A server with authentication (``mlflow server --app-name basic-auth``) that refused the
     credentials (401) or this user's permission (403), as one line; None for any other error."""

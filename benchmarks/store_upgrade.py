@@ -1,0 +1,150 @@
+"""Bring a committed results store to what the current code logs, in place, without training:
+
+- logged models named for what they are (``vgg16_bn-e40``, not ``model``), one checkpoint tag
+  each; a model whose files the store left out is FAILED, not "Ready", its status message and
+  ``weights`` tag saying why and the command that brings it back;
+- datasets named by source and split (``cifar10-jpeg-train``, ``cifar10-jpeg-q25-test``), their
+  source the ``data.source`` the runs were given (no machine's or DVC's temporary path), with
+  the arrays' schema;
+- no empty ``dvc_exp_name`` tag and no "DVC experiment `-`" in a description;
+- the study's models in the Model Registry: one registered model per network, the seed-0
+  recipe run aliased ``reference`` (study.tracking.registry).
+
+    python -m benchmarks.store_upgrade results/h200-2026-11-27
+
+The database is changed in a temporary copy and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+from study.common import StageError, run_main
+
+WHY_NOT = ("weights left out of this results store (its README.md says why): `dvc repro evaluate@{model}` on a "
+           "GPU trains it again and logs a model that loads")
+
+
+def _models(con, lines: list[str]) -> None:
+    from mlflow.entities import LoggedModelStatus
+
+    from study.tracking.naming import CHECKPOINT_TAG, UNCHECKED_TAG
+
+    rows = con.execute("select m.model_id, m.experiment_id, m.name, t.value from logged_models m join tags t "
+                       "on t.run_uuid = m.source_run_id and t.key = 'mlflow.runName'").fetchall()
+    for model_id, experiment_id, name, run_name in rows:
+        new = re.sub(r"-s\d+(?=-|$)", "", run_name, count=1)  # the run's name less its seed
+        network = run_name.split("-e", 1)[0]
+        why = WHY_NOT.format(model=network)
+        con.execute("update logged_models set name = ?, status = ?, status_message = ? where model_id = ?",
+                    (new, LoggedModelStatus.FAILED.to_int(), why, model_id))
+        con.execute("insert or replace into logged_model_tags values (?, ?, 'weights', ?)",
+                    (model_id, experiment_id, why))
+        if con.execute("select count(*) from logged_model_tags where model_id = ? and tag_key = ?",
+                       (model_id, CHECKPOINT_TAG)).fetchone()[0]:
+            con.execute("delete from logged_model_tags where model_id = ? and tag_key = ?", (model_id, UNCHECKED_TAG))
+        con.execute("update logged_model_tags set tag_value = 'stages/evaluate.py' where model_id = ? and "
+                    "tag_key = 'mlflow.source.name'", (model_id,))  # was the logging machine's path
+        lines.append(f"model {model_id}: {name} -> {new}, FAILED (no weights here)")
+
+
+def _datasets(con, lines: list[str]) -> None:
+    import numpy as np
+    from mlflow.types import Schema, TensorSpec
+
+    from study.tracking.content import dataset_name
+
+    sources = {Path(value).name: value for (value,) in con.execute(
+        "select distinct value from params where key = 'data.source'")}
+    schema = json.dumps({"mlflow_colspec": Schema([  # as MetaDataset writes it (study.tracking.content)
+        TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3), "image"), TensorSpec(np.dtype(np.int64), (-1,), "label")
+    ]).to_dict()})
+    for uuid, name, source in con.execute("select dataset_uuid, name, dataset_source from datasets").fetchall():
+        if not re.fullmatch(r"cifar10-(train|test)-\d+", name):  # named by the current code: its schema
+            con.execute("update datasets set dataset_schema = ? where dataset_uuid = ?", (schema, uuid))
+            continue
+        old = json.loads(source).get("uri", "")
+        given = sources.get(Path(old).name)
+        if given is None:
+            raise StageError(f"dataset {name}: no run was given the source {Path(old).name}")
+        split, size = name.split("-")[1], int(name.split("-")[2])
+        subset = 0 if size in (50000, 10000) else size
+        new = dataset_name(given, split, subset)
+        con.execute("update datasets set name = ?, dataset_source = ?, dataset_schema = ? where dataset_uuid = ?",
+                    (new, json.dumps({"uri": given}), schema, uuid))
+        lines.append(f"dataset {name} ({Path(old).name}) -> {new}, source {given}")
+
+
+def _descriptions(con, lines: list[str]) -> None:
+    gone = con.execute("delete from tags where key = 'dvc_exp_name' and value = ''").rowcount
+    fixed = con.execute("update tags set value = replace(value, ', DVC experiment `-`.', '.') "
+                        "where key = 'mlflow.note.content' and value like '%DVC experiment `-`.%'").rowcount
+    lines.append(f"{gone} empty dvc_exp_name tags removed, {fixed} descriptions without 'DVC experiment `-`'")
+
+
+def _register(db: Path, params: Path, lines: list[str]) -> None:
+    import mlflow
+    import pandas as pd
+
+    from study.analysis.selection import Cell
+    from study.config import load_settings
+    from study.tracking.registry import register_study
+
+    settings = load_settings(params)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")  # the registry finds a version's logged model through it
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    study: dict[tuple[str, int], Cell] = {}
+    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'"):
+        name = run.data.tags.get("mlflow.runName", "")
+        if re.fullmatch(r"[a-z0-9_]+-e\d+-s\d+", name):  # the recipe's runs: no ablation, no JPEG variant
+            row = pd.Series({"run_id": run.info.run_id, "experiment_id": experiment.experiment_id,
+                             "params.seed": run.data.params["seed"]})
+            study.setdefault((run.data.params["model"], int(run.data.params["epochs"])), Cell(runs=[])).runs.append(row)
+    lines += register_study(client, settings.mlflow.experiment, study, settings.epochs, settings.seed, checked=False)
+    for registered in client.search_registered_models():
+        for version in client.search_model_versions(f"name = '{registered.name}'"):
+            client.set_model_version_tag(registered.name, version.version, "weights",
+                                         WHY_NOT.format(model=registered.name.rsplit("-", 1)[-1]))
+
+
+def upgrade(store: Path) -> list[str]:
+    db = Path(store) / "mlflow.db"
+    if not db.is_file():
+        raise StageError(f"{store} holds no mlflow.db; give the folder of a results store")
+    tmp = db.with_name(f".{db.name}.upgrade")
+    shutil.copyfile(db, tmp)
+    lines: list[str] = []
+    try:
+        with sqlite3.connect(tmp) as con:
+            _models(con, lines)
+            _datasets(con, lines)
+            _descriptions(con, lines)
+        con.close()
+        _register(tmp, db.parent / "params.yaml", lines)
+        tmp.replace(db)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Bring a committed results store's models, datasets, descriptions "
+                                     "and registry to what the current code logs, without training.")
+    parser.add_argument("store", type=Path, help="the folder of a results store (holding mlflow.db)")
+    args = parser.parse_args()
+
+    def work():
+        for line in upgrade(args.store):
+            print(line)
+
+    run_main(work)
+
+
+if __name__ == "__main__":
+    main()
