@@ -135,6 +135,21 @@ def test_the_store_names_its_models_and_datasets_and_registers_the_networks(stor
     assert not [r for r in runs if r.data.tags.get("dvc_exp_name") == ""]
 
 
+@pytest.mark.parametrize("store", [s for s in STORES if s.name in CONTENT], ids=lambda s: s.name)
+def test_the_store_upgrade_is_done_and_changes_nothing_more(store, tmp_path):
+    """Run again on the committed store, the upgrade renames, re-points and registers nothing."""
+    from benchmarks.store_upgrade import upgrade
+
+    copy = tmp_path / store.name
+    copy.mkdir()
+    for name in ("mlflow.db", "params.yaml"):
+        shutil.copy(store / name, copy / name)
+    lines = upgrade(copy)
+    assert not [line for line in lines if line.startswith(("dataset ", "registered "))], lines
+    assert all(line.split(": ", 1)[1].split(",")[0] in (f"{n} -> {n}" for n in (
+        "alexnet-e40", "vgg16-e40", "vgg16_bn-e40", "vgg8-e40")) for line in lines if line.startswith("model ")), lines
+
+
 def served_command(store) -> list[str]:
     """The one command the store's README gives to serve it (relative paths, from the repo root)."""
     readme = (store / "README.md").read_text()

@@ -329,7 +329,7 @@ def test_sigkills_at_random_moments_log_every_epoch_once_and_leave_nothing(tmp_p
     anywhere in a start's life, then the training's MLflow steps, weights and folders."""
     from benchmarks.sigkill_loop import loop
 
-    result = loop(tmp_path, prepared, kills=3, epochs=2, seed=3, subset=150, log=lambda line: None)
+    result = loop(tmp_path, prepared, kills=3, epochs=2, seed=3, subset=100, log=lambda line: None)
     assert len(result["kills"]) == 3
     for round_ in result["rounds"]:
         assert round_["steps_once"], round_["steps"]

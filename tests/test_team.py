@@ -185,15 +185,28 @@ def test_wrong_or_missing_credentials_are_refused_before_training(team, prepared
 
 
 def test_read_only_member_builds_the_report_but_cannot_train(team, prepared):
+    """A writer trains with the credentials in the URI (http://user:password@host), a READ member
+    cannot train but builds the report, also with a training the server lacks; no line any of them
+    prints holds a password, nor does the one-line error of a server that is down (before: MLflow's
+    "View run" lines and the project's "unreachable" error printed it)."""
     uri = {"MLFLOW_TRACKING_URI": team["uri"]}
-    sh([sys.executable, "-m", "stages.train", "--model", "vgg8"], prepared, **uri, **member("bob"))  # a writer's run
+    passwords = {user: member(user)["MLFLOW_TRACKING_PASSWORD"] for user in ("bob", "carol")}
+
+    def in_uri(user):  # the credentials in the URI alone: no variables, no credentials file
+        return {"MLFLOW_TRACKING_URI": team["uri"].replace("http://", f"http://{user}:{passwords[user]}@"),
+                "HOME": str(prepared / "home")}
+
+    printed = [sh([sys.executable, "-m", "stages.train", "--model", "vgg8"], prepared, **in_uri("bob")),
+               sh([sys.executable, "-m", "stages.evaluate", "--model", "vgg8"], prepared, **in_uri("bob"))]
+    assert "logged to MLflow run" in printed[1]
     before = set(server_runs(team["uri"]))
+    assert json.loads((prepared / "outputs/vgg8/record.json").read_text())["mlflow_run_id"] in before
     env = {**uri, **member("carol")}
     line = train_refused(prepared, "alexnet", **env)
     assert "denied user 'carol' permission (403) to runs/create" in line and "EDIT" in line
     assert set(server_runs(team["uri"])) == before, "a read-only member opened a run"
-    out = sh([sys.executable, "-m", "stages.report"], prepared, **env)
-    assert "Traceback" not in out
+    printed.append(sh([sys.executable, "-m", "stages.report"], prepared, **in_uri("carol")))
+    assert "Traceback" not in printed[-1] and "the runs in MLflow: http://127.0.0.1:" in printed[-1]
     table = pd.read_csv(prepared / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
     record = json.loads((prepared / "outputs/vgg8/record.json").read_text())
     assert table[NAMES["vgg8"]] == f"{record['summary']['final_test_acc']:.2f}"
@@ -205,6 +218,16 @@ def test_read_only_member_builds_the_report_but_cannot_train(team, prepared):
     assert len(warned) == 1 and "alexnet-e2-s0 from outputs/alexnet/record.json is not in MLflow" in warned[0], out
     assert "(403)" in warned[0] and "EDIT" in warned[0]
     assert set(server_runs(team["uri"])) == before
+
+    down = f"http://bob:{passwords['bob']}@127.0.0.1:{free_port()}"
+    # the stages' own path to a store that is down (connect, then run_main's one line), without a training
+    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=prepared, capture_output=True, text=True,
+                          env=subprocess_env(MLFLOW_TRACKING_URI=down, PYTHONPATH=str(ROOT)), timeout=300)
+    assert proc.returncode == 1 and "unreachable" in proc.stderr
+    assert down.replace(f"bob:{passwords['bob']}@", "") in proc.stderr  # the server named, without its user
+    for text in "\n".join([*printed, out, proc.stdout, proc.stderr]).splitlines():
+        assert not any(password in text for password in passwords.values()) and "bob:" not in text, text
 
 
 class BusyProxy(BaseHTTPRequestHandler):
@@ -281,28 +304,3 @@ def test_load_benchmark_finds_every_lost_metric(server, tmp_path, monkeypatch):
         TrainingRun(client, run_id).log_epoch({"epoch": epoch, **{k: 1.0 for k in EPOCH_METRICS}})
     lost = server_load.read_back(server, [run_id], epochs=3)["lost"]
     assert lost == {"epoch_metrics": 6, "summary_metrics": 6, "artifacts": 3, "unfinished_runs": 1}
-
-
-def test_a_password_in_the_tracking_uri_is_never_printed(team, prepared):
-    """A member may put the credentials in the URI (http://user:password@host): a training, its
-    evaluation and the report log as usual, and no line any of them prints holds the password,
-    nor does the one-line error of a server that is down (before: MLflow's "View run" lines and
-    the project's "unreachable" error printed it)."""
-    password = member("alice")["MLFLOW_TRACKING_PASSWORD"]
-    with_password = team["uri"].replace("http://", f"http://alice:{password}@")
-    env = {"MLFLOW_TRACKING_URI": with_password, "HOME": str(prepared / "home")}  # no credentials file either
-    printed = [sh([sys.executable, "-m", "stages.train", "--model", "vgg8"], prepared, **env),
-               sh([sys.executable, "-m", "stages.evaluate", "--model", "vgg8"], prepared, **env),
-               sh([sys.executable, "-m", "stages.report"], prepared, **env)]
-    record = json.loads((prepared / "outputs/vgg8/record.json").read_text())
-    assert record["mlflow_run_id"] in server_runs(team["uri"])  # the URI's credentials did log the run
-    assert "logged to MLflow run" in printed[1] and "the runs in MLflow: http://127.0.0.1:" in printed[2]
-    down = f"http://alice:{password}@127.0.0.1:{free_port()}"
-    # the stages' own path to a store that is down (connect, then run_main's one line), without a training
-    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=prepared, capture_output=True, text=True,
-                          env=subprocess_env(MLFLOW_TRACKING_URI=down, PYTHONPATH=str(ROOT)), timeout=300)
-    assert proc.returncode == 1 and "unreachable" in proc.stderr
-    assert down.replace(f"alice:{password}@", "") in proc.stderr  # the server named, without its user
-    for line in "\n".join([*printed, proc.stdout, proc.stderr]).splitlines():
-        assert password not in line and "alice:" not in line, line
