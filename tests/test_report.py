@@ -481,3 +481,18 @@ def test_readers_take_one_value_per_epoch_and_name_a_run_that_holds_more():
     logged.pop(2)
     assert metric_steps(client, "r2", "epoch_time_s") == [(1, 5.0), (2, 5.1), (3, 5.2)]
     assert REPEATED_STEPS == {"r1"}
+
+
+def test_the_signal_at_initialisation_is_computed_once_per_machine_and_code(tmp_path, monkeypatch):
+    """The init_signal stage and a report built from MLflow alone share one cache: the second
+    process reads what the first computed (identical), and a change to what decides it is a new key."""
+    from study.analysis import init_signal
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = init_signal.cached_signal("vgg8", "default", 0)
+    path = init_signal.signal_cache_file("vgg8", "default", 0)
+    assert path.is_file() and path.is_relative_to(tmp_path)
+    monkeypatch.setattr(init_signal, "layer_signal", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    pd.testing.assert_frame_equal(init_signal.cached_signal("vgg8", "default", 0), first)
+    monkeypatch.setattr(init_signal, "BATCH", init_signal.BATCH * 2)
+    assert init_signal.signal_cache_file("vgg8", "default", 0) != path

@@ -84,8 +84,44 @@ def plot_signal(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def signal_cache_file(model_name: str, init: str, seed: int) -> Path:
+    """Where one network's signal at initialisation is kept between processes: the user's cache
+    folder (as the compile cache), keyed by everything that decides it: the network, init, seed,
+    batch, torch version and the code of this module and of the models."""
+    import hashlib
+    import os
+
+    import torch
+
+    root = Path(__file__).resolve().parents[2]
+    code = hashlib.sha256()
+    for path in sorted([Path(__file__), *(root / "models").glob("*.py")]):
+        code.update(path.read_bytes())
+    key = hashlib.sha256(f"{model_name}|{init}|{seed}|{BATCH}|{torch.__version__}|{code.hexdigest()}".encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-vgg-cifar10" / "init_signal"
+    return cache / f"{model_name}-{init}-s{seed}-{key.hexdigest()[:16]}.csv"
+
+
+def cached_signal(model_name: str, init: str, seed: int) -> pd.DataFrame:
+    """``layer_signal``, computed once per machine for the same code (about 2 s a network on a CPU
+    core); a cache that cannot be read or written is computed around, never trusted half-written."""
+    path = signal_cache_file(model_name, init, seed)
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError):
+        pass
+    table = layer_signal(model_name, init, seed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+    except OSError:
+        pass
+    return table
+
+
 def analyse(models, seed: int = 0, out_dir: Path = INIT_SIGNAL_DIR) -> pd.DataFrame:
-    table = pd.concat([layer_signal(m, init, seed) for m in models for init in INITS], ignore_index=True)
+    table = pd.concat([cached_signal(m, init, seed) for m in models for init in INITS], ignore_index=True)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         table.to_csv(tmp / "signal.csv", index=False)
