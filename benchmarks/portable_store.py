@@ -15,9 +15,11 @@ and are left as they are. Only sqlite3 from the standard library: it runs on a b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -47,48 +49,56 @@ def _portable(uri: str) -> str | None:
     return PROXY + "/".join(parts[len(parts) - parts[::-1].index(ARTIFACT_DIR):])
 
 
+@contextlib.contextmanager
+def rewritten(store: Path, purpose: str) -> Iterator[Path]:
+    """A copy of ``store``'s mlflow.db to change, renamed onto the original only if the block
+    succeeds: a failure halfway leaves the store as it was."""
+    db = Path(store) / "mlflow.db"
+    if not db.is_file():
+        raise StageError(f"{store} holds no mlflow.db; give the folder of a results store")
+    tmp = db.with_name(f".{db.name}.{purpose}")
+    shutil.copyfile(db, tmp)
+    try:
+        yield tmp
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def make_portable(store: Path) -> list[str]:
     """Rewrite the store's artifact URIs in place (the database is written to a temporary
     copy and renamed); returns one line per experiment, run or model changed. Every
     finished run must have its artifacts in ``<store>/mlartifacts``."""
     store = Path(store)
-    db = store / "mlflow.db"
-    if not db.is_file():
-        raise StageError(f"{store} holds no mlflow.db; give the folder of a results store")
-    tmp = db.with_name(f".{db.name}.tmp")
-    shutil.copyfile(db, tmp)
     lines: list[str] = []
-    try:
-        with sqlite3.connect(tmp) as con:
-            for exp_id, name, location in con.execute("select experiment_id, name, artifact_location "
-                                                      "from experiments").fetchall():
-                if location.startswith(PROXY):
-                    continue
-                new = _portable(location) or f"{PROXY}{exp_id}"  # e.g. Default's mlruns/0: holds nothing
-                if _portable(location) is None and con.execute(
-                        "select count(*) from runs where experiment_id = ?", (exp_id,)).fetchone()[0]:
-                    raise StageError(f"experiment {name!r} keeps its artifacts at {location}, outside an "
-                                     f"{ARTIFACT_DIR}/ folder: copy them into {store / ARTIFACT_DIR} by hand")
-                con.execute("update experiments set artifact_location = ? where experiment_id = ?", (new, exp_id))
-                lines.append(f"experiment {name!r}: {location} -> {new}")
-            for table, key, column in (("runs", "run_uuid", "artifact_uri"),
-                                       ("logged_models", "model_id", "artifact_location")):
-                for row_id, uri, status in con.execute(
-                        f"select {key}, {column}, status from {table}").fetchall():  # noqa: S608 (fixed names)
-                    new = uri if uri.startswith(PROXY) else _portable(uri)
-                    if new is None:
-                        raise StageError(f"{table[:-1]} {row_id}: artifact URI {uri} is not inside an "
-                                         f"{ARTIFACT_DIR}/ folder; this store cannot be made portable")
-                    folder = store / ARTIFACT_DIR / new.removeprefix(PROXY)
-                    if table == "runs" and status == "FINISHED" and not folder.is_dir():
-                        raise StageError(f"run {row_id} finished but {folder} is missing: copy the logging "
-                                         f"machine's {ARTIFACT_DIR}/ into the store")
-                    if new != uri:
-                        con.execute(f"update {table} set {column} = ? where {key} = ?", (new, row_id))  # noqa: S608
-                        lines.append(f"{table[:-1]} {row_id}: {uri} -> {new}")
-        os.replace(tmp, db)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with rewritten(store, "tmp") as tmp, sqlite3.connect(tmp) as con:
+        for exp_id, name, location in con.execute("select experiment_id, name, artifact_location "
+                                                  "from experiments").fetchall():
+            if location.startswith(PROXY):
+                continue
+            new = _portable(location) or f"{PROXY}{exp_id}"  # e.g. Default's mlruns/0: holds nothing
+            if _portable(location) is None and con.execute(
+                    "select count(*) from runs where experiment_id = ?", (exp_id,)).fetchone()[0]:
+                raise StageError(f"experiment {name!r} keeps its artifacts at {location}, outside an "
+                                 f"{ARTIFACT_DIR}/ folder: copy them into {store / ARTIFACT_DIR} by hand")
+            con.execute("update experiments set artifact_location = ? where experiment_id = ?", (new, exp_id))
+            lines.append(f"experiment {name!r}: {location} -> {new}")
+        for table, key, column in (("runs", "run_uuid", "artifact_uri"),
+                                   ("logged_models", "model_id", "artifact_location")):
+            for row_id, uri, status in con.execute(
+                    f"select {key}, {column}, status from {table}").fetchall():  # noqa: S608 (fixed names)
+                new = uri if uri.startswith(PROXY) else _portable(uri)
+                if new is None:
+                    raise StageError(f"{table[:-1]} {row_id}: artifact URI {uri} is not inside an "
+                                     f"{ARTIFACT_DIR}/ folder; this store cannot be made portable")
+                folder = store / ARTIFACT_DIR / new.removeprefix(PROXY)
+                if table == "runs" and status == "FINISHED" and not folder.is_dir():
+                    raise StageError(f"run {row_id} finished but {folder} is missing: copy the logging "
+                                     f"machine's {ARTIFACT_DIR}/ into the store")
+                if new != uri:
+                    con.execute(f"update {table} set {column} = ? where {key} = ?", (new, row_id))  # noqa: S608
+                    lines.append(f"{table[:-1]} {row_id}: {uri} -> {new}")
+    con.close()
     return lines
 
 

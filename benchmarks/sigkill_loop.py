@@ -25,8 +25,9 @@ from pathlib import Path
 
 import yaml
 
+from study.tracking.runs import EPOCH_METRICS
+
 ROOT = Path(__file__).resolve().parents[1]
-EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
 
 
 def make_project(root: Path, data: Path, epochs: int, subset: int) -> Path:

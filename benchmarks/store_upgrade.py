@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sqlite3
 from pathlib import Path
 
+from benchmarks.portable_store import rewritten
 from study.common import StageError, run_main
 
 WHY_NOT = ("weights left out of this results store (its README.md says why): `dvc repro evaluate@{model}` on a "
@@ -54,16 +54,11 @@ def _models(con, lines: list[str]) -> None:
 
 
 def _datasets(con, lines: list[str]) -> None:
-    import numpy as np
-    from mlflow.types import Schema, TensorSpec
-
-    from study.tracking.content import dataset_name
+    from study.tracking.content import dataset_name, dataset_schema
 
     sources = {Path(value).name: value for (value,) in con.execute(
         "select distinct value from params where key = 'data.source'")}
-    schema = json.dumps({"mlflow_colspec": Schema([  # as MetaDataset writes it (study.tracking.content)
-        TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3), "image"), TensorSpec(np.dtype(np.int64), (-1,), "label")
-    ]).to_dict()})
+    schema = json.dumps({"mlflow_colspec": dataset_schema().to_dict()})  # as MetaDataset writes it
     for uuid, name, source in con.execute("select dataset_uuid, name, dataset_source from datasets").fetchall():
         if not re.fullmatch(r"cifar10-(train|test)-\d+", name):  # named by the current code: its schema
             con.execute("update datasets set dataset_schema = ? where dataset_uuid = ?", (schema, uuid))
@@ -114,22 +109,14 @@ def _register(db: Path, params: Path, lines: list[str]) -> None:
 
 
 def upgrade(store: Path) -> list[str]:
-    db = Path(store) / "mlflow.db"
-    if not db.is_file():
-        raise StageError(f"{store} holds no mlflow.db; give the folder of a results store")
-    tmp = db.with_name(f".{db.name}.upgrade")
-    shutil.copyfile(db, tmp)
     lines: list[str] = []
-    try:
+    with rewritten(store, "upgrade") as tmp:
         with sqlite3.connect(tmp) as con:
             _models(con, lines)
             _datasets(con, lines)
             _descriptions(con, lines)
         con.close()
-        _register(tmp, db.parent / "params.yaml", lines)
-        tmp.replace(db)
-    finally:
-        tmp.unlink(missing_ok=True)
+        _register(tmp, Path(store) / "params.yaml", lines)
     return lines
 
 

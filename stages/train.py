@@ -3,8 +3,8 @@
 Writes outputs/<model>/checkpoint.pt (weights and the record; DVC-cached), record.json
 (the training's full record: recipe, runtime, provenance, history, MLflow run id; the
 pipeline logs a run again from it when a store lacks one), metrics.json (the summary numbers
-and the record's id and digest: study.outputs) and history.csv (DVC plots). Every run is one MLflow run named like
-``vgg16_bn-e40-s0``.
+and the record's id and digest: study.outputs) and history.csv (DVC plots). Every run is one
+MLflow run named like ``vgg16_bn-e40-s0``.
 """
 
 from __future__ import annotations

@@ -54,16 +54,23 @@ def dataset_name(source: str, split: str, subset: int) -> str:
     return f"{stem}-{split}" + (f"-{subset}" if subset else "")
 
 
+def dataset_schema():
+    """The prepared arrays as MLflow sees them: uint8 NHWC images, int64 labels."""
+    import numpy as np
+    from mlflow.types import Schema, TensorSpec
+
+    return Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3), "image"),
+                   TensorSpec(np.dtype(np.int64), (-1,), "label")])
+
+
 def dataset_input(record: dict[str, Any], context: str):
     """The prepared CIFAR-10 arrays as an MLflow dataset input, named by source and split, its
     source the ``data.source`` as set (relative to the project: no machine's path), with the
     arrays' schema. MLflow keeps a digest of at most 36 characters: the first 32 of the data
     sha256 (the whole one is the run's `data.sha256` param)."""
-    import numpy as np
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
-    from mlflow.types import Schema, TensorSpec
 
     data = record["recipe"]["data"]
     source = data["source"]
@@ -79,10 +86,8 @@ def dataset_input(record: dict[str, Any], context: str):
             local = type(resolve_dataset_source(Path(source).resolve().as_uri()))
         origin = local(source)
     split = "train" if context == "training" else "test"
-    schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, 32, 32, 3), "image"),
-                     TensorSpec(np.dtype(np.int64), (-1,), "label")])
     dataset = MetaDataset(origin, name=dataset_name(source, split, data[f"{split}_subset"]),
-                          digest=record["provenance"]["data_sha256"][:32], schema=schema)
+                          digest=record["provenance"]["data_sha256"][:32], schema=dataset_schema())
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
 
 

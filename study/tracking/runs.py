@@ -86,7 +86,7 @@ class TrainingRun:
         self.client, self.run_id = client, run_id
         self.pending: list[dict] = []
         self.offline_since: int | None = None
-        self.problem = ""  # what the first failure said: a full disk, or a store unreachable
+        self.disk_full: str | None = None  # the first failure's line when it was a full disk (store.out_of_space)
 
     def _flush(self) -> bool:
         from mlflow.entities import Metric
@@ -101,9 +101,10 @@ class TrainingRun:
         except Exception as err:
             if self.offline_since is None:
                 self.offline_since = self.pending[0]["epoch"]
-                self.problem = out_of_space(tracking_uri(), err) or \
-                    f"MLflow store {store_label(tracking_uri())} unreachable ({type(err).__name__})"
-                print(f"warning: {self.problem} at epoch {self.offline_since}; training goes on, its metrics "
+                self.disk_full = out_of_space(tracking_uri(), err)
+                problem = self.disk_full or f"MLflow store {store_label(tracking_uri())} unreachable " \
+                                            f"({type(err).__name__})"
+                print(f"warning: {problem} at epoch {self.offline_since}; training goes on, its metrics "
                       "wait here", file=sys.stderr)
             return False
         if self.offline_since is not None:
@@ -139,10 +140,9 @@ class TrainingRun:
             for path in artifacts:
                 retry_busy(lambda path=path: self.client.log_artifact(self.run_id, str(path)))
         except Exception as err:
-            full = out_of_space(tracking_uri(), err) or (self.problem if self.offline_since is not None else None)
+            full = out_of_space(tracking_uri(), err) or self.disk_full
             problem = full or f"MLflow store {store_label(tracking_uri())} is unreachable ({type(err).__name__})"
-            again = "free space there and rerun `dvc repro`" if full and "disk space" in full else \
-                "rerun `dvc repro` once the store is back"
+            again = "free space there and rerun `dvc repro`" if full else "rerun `dvc repro` once the store is back"
             raise TrackingOffline(
                 f"{problem}, so run {self.run_id} is not complete there; the training is saved locally "
                 f"(outputs/{record['recipe']['model']} and its training state): {again} to log it without "

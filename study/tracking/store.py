@@ -57,15 +57,20 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _http_status(err: Exception) -> int | None:
+    """The HTTP status an MLflow error carries (a server's answer), else None."""
+    return getattr(err, "get_http_status_code", lambda: None)()
+
+
 def forbidden(err: Exception) -> bool:
     """A server with authentication that refused this user's permission (403)."""
-    return getattr(err, "get_http_status_code", lambda: None)() == 403
+    return _http_status(err) == 403
 
 
 def _access_error(uri: str, err: Exception) -> StageError | None:
     """A server with authentication (``mlflow server --app-name basic-auth``) that refused the
     credentials (401) or this user's permission (403), as one line; None for any other error."""
-    status = getattr(err, "get_http_status_code", lambda: None)()
+    status = _http_status(err)
     if status not in (401, 403):
         return None
     from mlflow.utils.credentials import read_mlflow_creds
