@@ -41,6 +41,21 @@ def missing_revisions(rows: list[dict], revisions: list[str]) -> list[str]:
     return [rev for rev in revisions if rev not in found]
 
 
+def why_missing(rev: str) -> str:
+    """Why a revision gave no learning curves, and what to do: a commit without a dvc.lock ran
+    nothing (main, whose reference run sits under a tag); else its outputs are not here."""
+    def git(*args: str) -> bool:
+        return subprocess.run(["git", *args], capture_output=True).returncode == 0
+
+    if rev != "workspace" and git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") \
+            and not git("cat-file", "-e", f"{rev}:dvc.lock"):
+        return (f"revision {rev} holds no run (no dvc.lock there: code only); name an experiment or a tag that "
+                "`dvc exp show -a -T` lists with metrics")
+    return (f"revision {rev} has no learning curves here (its outputs/<model>/history.csv are in neither the "
+            "workspace nor this clone's DVC cache); get them with `dvc pull` for a commit or "
+            f"`dvc exp pull origin {rev}` for an experiment, then rerun")
+
+
 def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
     """One panel per model, one line per revision: colour, line style and marker per revision
     (two revisions often coincide, e.g. VGG-16 at 10% in both), one legend under the panels."""
@@ -81,9 +96,7 @@ def main() -> None:
             raise StageError(f"--metric {args.metric!r} is not a history column; one of "
                              f"{', '.join(k for k in rows[0] if k not in ('rev', 'filename'))}")
         for rev in missing_revisions(rows, args.revisions):
-            print(f"warning: revision {rev} has no learning curves here (its outputs/<model>/history.csv are in "
-                  "neither the workspace nor this clone's DVC cache); get them with `dvc pull` for a commit or "
-                  f"`dvc exp pull origin {rev}` for an experiment, then rerun", file=sys.stderr)
+            print(f"warning: {why_missing(rev)}", file=sys.stderr)
         plot_comparison(rows, args.metric, args.out)
         print(f"wrote {args.out}: {args.metric} of {plural(len({r['filename'] for r in rows}), 'model')} in "
               f"{', '.join(dict.fromkeys(r['rev'] for r in rows))}")

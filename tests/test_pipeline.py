@@ -404,10 +404,23 @@ def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image
     assert_full_report(repo, 5)
 
 
-def test_compare_names_a_revision_that_gave_no_learning_curves():
-    """`dvc plots diff main tiny` on a fresh clone leaves `main` out without a word; compare says so."""
-    from stages.compare import missing_revisions
+def test_compare_names_a_revision_that_gave_no_learning_curves(tmp_path, monkeypatch):
+    """`dvc plots diff main tiny` on a fresh clone leaves `main` out without a word; compare says so,
+    and why: main ran nothing (no dvc.lock: the reference run sits under its tag), or a run's
+    outputs are not in this clone."""
+    from stages.compare import missing_revisions, why_missing
 
     rows = [{"rev": "tiny", "filename": "vgg8/history.csv", "epoch": "1", "test_acc": "10.0"}]
     assert missing_revisions(rows, ["main", "tiny"]) == ["main"]
     assert missing_revisions(rows, ["tiny"]) == []
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    sh(["git", "init", "-q", "-b", "main"], tmp_path)
+    sh(["git", "add", "-A"], tmp_path)
+    sh(["git", "commit", "-qm", "code only"], tmp_path)
+    assert "revision main holds no run (no dvc.lock there" in why_missing("main")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    sh(["git", "add", "-A"], tmp_path)
+    sh(["git", "commit", "-qm", "a run"], tmp_path)
+    assert "revision main has no learning curves here" in why_missing("main") and "`dvc pull`" in why_missing("main")
+    assert "`dvc exp pull origin tiny`" in why_missing("tiny")
