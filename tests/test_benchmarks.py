@@ -86,7 +86,8 @@ def test_reference_tag_keeps_a_run_with_the_params_and_code_it_ran_with(tmp_path
     head = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=repo, capture_output=True, text=True).stdout
     reference = tag_reference(run, ran, "ref", repo, date="2026-11-27T19:11:15Z")
     assert show("ref", "params.yaml") == "data:\n  source: ../mirror.tar.gz\n"
-    assert show("ref", "dvc.lock") == (run / "dvc.lock").read_text() and show("ref", "stages/prepare.py") == code.decode()
+    assert show("ref", "dvc.lock") == (run / "dvc.lock").read_text()
+    assert show("ref", "stages/prepare.py") == code.decode()
     parents = subprocess.run(["git", "rev-parse", f"{reference}^@"], cwd=repo, capture_output=True, text=True)
     assert parents.stdout.split() == [ran]
     assert subprocess.run(["git", "merge-base", "--is-ancestor", reference, "HEAD"], cwd=repo).returncode == 0

@@ -4,7 +4,8 @@
 # to an `mlflow server --serve-artifacts`, so its artifact URIs are mlflow-artifacts:/… and the
 # store serves its files wherever it is copied), packed as a results store.
 #   A. `dvc repro` of the recipe (40 epochs, seed 0) with the GPU to itself while its four
-#      trainings run: they are Table 6's timing runs, its dvc.lock and metrics.json go to main,
+#      trainings run: they are Table 6's timing runs, its dvc.lock, metrics.json and params.yaml
+#      become the reference tag (python -m benchmarks.reference_tag, docs/experiments.md),
 #      and its evaluate stages log the models (mlflow.log_model), the queued runs do not.
 #   B. from its first evaluate on, DVC's queue runs WORKERS experiments side by side on the one
 #      GPU (5 under NVIDIA MPS where the machine has it, else 3), most needed first: seeds 1 and 2
@@ -70,7 +71,7 @@ if [ -n "${STORE_IN:-}" ]; then  # an earlier call's store: its runs stay, the n
   cp "$STORE_IN/mlflow.db" . && cp -r "$STORE_IN/mlartifacts" . || { echo "no store in $STORE_IN"; exit 1; }
   [ -d "$STORE_IN/outputs" ] && cp -r "$STORE_IN/outputs" $S/
 fi
-# the mirror at the path the dev VM uses, so that main's dvc.lock names the data as its params.yaml would
+# the mirror at the path the dev VM uses, so that the reference tag's dvc.lock names the data as on the dev VM
 SRC=../shared/data/cifar10-jpeg.tar.gz
 [ -e $SRC ] || { mkdir -p ../shared/data && ln -s "$PWD/$CARRY/cifar10-jpeg.tar.gz" $SRC; }
 if want jpeg; then
