@@ -80,8 +80,8 @@ def training_records(models, output_root: Path) -> list[Path]:
 
 
 def fetch_runs(settings: Settings, output_root: Path, weights: bool = True):
-    """Log what the store lacks from the workspace's records; then every finished run, and the
-    record ids of the workspace's trainings."""
+    """Log what the store lacks from the workspace's records; then every finished run, the record
+    ids of the workspace's trainings, and the warnings (what could not be logged)."""
     import mlflow
 
     from study.tracking.restore import ensure_logged
@@ -96,12 +96,13 @@ def fetch_runs(settings: Settings, output_root: Path, weights: bool = True):
     lines, workspace = ensure_logged(records, settings.mlflow.experiment, settings.mlflow.log_model, weights=weights)
     for line in lines:
         print(line)
+    warnings = [line for line in lines if line.startswith("warning: ")]
     runs = finished_runs(settings.mlflow.experiment)
     if runs.empty:
         raise StageError(f"MLflow store {uri} has no finished runs in experiment {settings.mlflow.experiment!r}: "
                          f"fill it with `dvc repro` ({settings.epochs} epochs) and "
                          f"`dvc exp run -S epochs={settings.report.short_epochs}`")
-    return runs, workspace, mlflow.MlflowClient(uri), uri
+    return runs, workspace, mlflow.MlflowClient(uri), uri, warnings
 
 
 def register_models(client, settings: Settings, selection: Selection) -> list[str]:
@@ -192,7 +193,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
 
     models = list(settings.models)
     REPEATED_STEPS.clear()  # the runs of this report only
-    runs, workspace, client, uri = fetch_runs(settings, output_root, weights)
+    runs, workspace, client, uri, warnings = fetch_runs(settings, output_root, weights)
     # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
     # shows its own runs in the tables: the comparison against the mirror is a mirror report's
     on_variant = variant_quality(settings.data.source)
@@ -203,6 +204,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     if weights:  # a results store is read, never written
         for line in register_models(client, settings, selection):
             print(line)
+            warnings += [line] if line.startswith("warning: ") else []
     times = epoch_times(client, [r for cell in selection.study.values() for r in cell.runs])
     shared = device_sharing(runs)
     tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs,
@@ -257,7 +259,8 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         text = render(tables=tables, ablation=ablation, signal=signal, rf_tables=rf_tables, rf_diff=rf_diff,
                       provenance=provenance, short=short, long=long, selection=selection, store=store_name(uri),
                       settings=settings, curves=curves, pictures=pictures, jpeg=jpeg_lines,
-                      sources=figure_sources(pictures, output_root, client), sharing=sharing_note(runs, provenance))
+                      sources=figure_sources(pictures, output_root, client), sharing=sharing_note(runs, provenance),
+                      warnings=warnings)
         (tmp / "report.md").write_text(text)
     return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation,
             "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
@@ -294,7 +297,7 @@ FEATURE_MAPS = ("Each figure comes from one training, named under the model (not
 
 
 def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, store, settings,
-           curves, pictures, sources, sharing, jpeg) -> str:
+           curves, pictures, sources, sharing, jpeg, warnings=()) -> str:
     study_runs = provenance[provenance["used for"] == "Tables 5-7"] if len(provenance) else provenance
     shas = sorted(set(study_runs["data sha256"])) if len(study_runs) else []  # the study's, not the variants'
     devices = sorted(set(study_runs["device"].dropna())) if len(study_runs) else []
@@ -313,6 +316,8 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
         + "Table and section numbers are the paper's (its Tables 1 and 5-7 here; its Tables 2-4 are the "
         "receptive fields).",
         "",
+        # what the build could not record, here as on the console: a reader of the file alone must see it too
+        *[f"> **Warning:** {line.removeprefix('warning: ')}\n" for line in warnings],
         "## Table 1 (the paper's numbering): depth and parameters, from the models", "",
         md_table(tables["table1_parameters"]), "",
         "## Table 5 (the paper's numbering): test accuracy (%)", "",

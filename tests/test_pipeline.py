@@ -223,6 +223,12 @@ def compare_with_dvc(repo, first):
     rows = plots["content"]["data"]["values"]
     assert {(r["rev"], r["filename"].split("/")[0], r["epoch"]) for r in rows} == {
         (rev, m, str(e)) for rev, epochs in (("main", 1), ("e2", 2)) for m in MODELS for e in range(1, epochs + 1)}
+    # `dvc plots show`: the workspace's own curves (e2's, applied by `dvc exp run`)
+    shown = json.loads(dvc("plots", "show", "--json", cwd=repo))
+    assert not shown.get("errors"), shown["errors"]
+    rows = shown["data"]["learning_curves"][0]["content"]["data"]["values"]
+    assert {(r["rev"], r["filename"].split("/")[0], r["epoch"]) for r in rows} == {
+        ("workspace", m, str(e)) for m in MODELS for e in (1, 2)}
     out = sh([sys.executable, "-m", "stages.compare", "main", "e2"], repo)
     assert "wrote reports/compare.png: test_acc of 4 models in main, e2" in out
     assert (repo / "reports/compare.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,12 +1,14 @@
 """A team on three machines, simulated with real processes: a bare git repository as origin,
 a folder as the DVC remote, one `mlflow server` on 127.0.0.1 with MLflow's basic-auth app, as
-docs/team.md sets it up. A and B (members with EDIT) each train two models and push
-their experiments; C (a read-only member) trains nothing, pulls, and builds the full report.
-Wrong credentials and a read-only member's training are refused in one line before training."""
+docs/team.md sets it up, and its DVC blocks run line by line as written. A and B (members with
+EDIT) train and push their experiments; C (a read-only member) trains nothing, pulls, builds the
+full report and reruns A's recipe from the run-cache. Wrong credentials and a read-only member's
+training are refused in one line before training."""
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,12 +92,11 @@ def team(tmp_path, image_tarball, server):
     sh(["git", "init", "-q", "-b", "main"], seed)
     dvc("init", "-q", cwd=seed)
     dvc("config", "core.analytics", "false", cwd=seed)
-    dvc("remote", "add", "-d", "storage", remote, cwd=seed)
     sh(["git", "add", "-A"], seed)
     sh(["git", "commit", "-qm", "the study"], seed)
     sh(["git", "remote", "add", "origin", origin], seed)
     sh(["git", "push", "-q", "origin", "main"], seed)
-    return {"origin": origin, "uri": server, "root": tmp_path}
+    return {"origin": origin, "uri": server, "root": tmp_path, "remote": remote}
 
 
 def clone(team, name):
@@ -123,26 +124,57 @@ def train_refused(repo, model: str, **env) -> str:
     return lines[0]
 
 
+# docs/team.md as run here: a folder for the bucket (no plugin to install), one model a member (the quickest)
+AS_HERE = {"pip install dvc-s3 && ": "", "s3://bucket/alexnet-vgg": "{remote}",
+           "models=[alexnet,vgg8]": "models=[alexnet]", "models=[vgg16,vgg16_bn]": "models=[vgg8]"}
+
+
+def team_blocks(remote) -> list[list[str]]:
+    """The command lines of docs/team.md's three DVC blocks, as they run here (AS_HERE)."""
+    section = (ROOT / "docs/team.md").read_text().split("## The DVC remote, and working together")[1]
+    blocks = re.findall(r"```bash\n(.*?)```", section.split("\n## ")[0], re.S)
+    assert len(blocks) == 3, "docs/team.md's DVC section changed: change this test with it"
+    text = "\n\n".join(blocks)
+    assert all(old in text for old in AS_HERE), "a line this test adapts is no longer in docs/team.md"
+    for old, new in AS_HERE.items():
+        text = text.replace(old, new.format(remote=remote))
+    return [[line for line in block.splitlines() if line.strip()] for block in text.split("\n\n")]
+
+
+def run_line(line, repo, **env):
+    return sh(["bash", "-c", f"set -eo pipefail; {line}"], repo, **env)
+
+
 @pytest.mark.long  # the suite's longest test after the study: started early, not left for last
-def test_three_machines_one_study(team):
+def test_team_block_runs_as_written(team):
     uri = {"MLFLOW_TRACKING_URI": team["uri"]}
+    setup, members, reader = team_blocks(team["remote"])
     before = set(server_runs(team["uri"]))
-    trained = {}
-    for machine, user, models in (("a", "alice", ["alexnet"]), ("b", "bob", ["vgg8"])):  # one each: the quickest
-        repo = clone(team, machine)
-        dvc("exp", "run", "-n", f"team-{machine}", "-S", f"models=[{','.join(models)}]", cwd=repo, **uri,
-            **member(user))
-        dvc("exp", "push", "origin", f"team-{machine}", cwd=repo)  # git refs, params, metrics, and the cache
-        for model in models:
-            trained[model] = json.loads((repo / "outputs" / model / "record.json").read_text())
+
+    admin = clone(team, "admin")  # "once, in the repository": the remote, committed alone
+    (admin / "stray.txt").write_text("not for git")
+    for line in setup:
+        run_line(line, admin)
+    assert "stray.txt" in sh(["git", "status", "--porcelain"], admin), "git add .dvc/config committed more"
+
+    trained, repos = {}, {}
+    for line in members:  # "on machine A" / "on machine B": each line on the machine of its experiment
+        machine, user = ("a", "alice") if "team-a" in line else ("b", "bob")
+        if machine not in repos:
+            repos[machine] = clone(team, machine)
+        run_line(line, repos[machine], **uri, **member(user))
+    for machine in repos:
+        for record in repos[machine].glob("outputs/*/record.json"):
+            trained[record.parent.name] = json.loads(record.read_text())
+    assert set(trained) == {"alexnet", "vgg8"}
 
     c = clone(team, "c")
-    for machine in ("a", "b"):
-        dvc("exp", "pull", "origin", f"team-{machine}", cwd=c)
+    pulled, report, rerun, applied = reader
+    run_line(pulled, c)
     shown = dvc("exp", "show", "--csv", "--no-pager", cwd=c)
     assert "team-a" in shown and "team-b" in shown
     # C, a read-only member, builds the whole report from the server, trained nothing, needs no path of A or B
-    out = sh([sys.executable, "-m", "stages.report"], c, **uri, **member("carol"))
+    out = run_line(report, c, **uri, **member("carol"))
     assert "Traceback" not in out
     table = pd.read_csv(c / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
     runs = {r.data.tags["mlflow.runName"]: r for i, r in server_runs(team["uri"]).items() if i not in before}
@@ -152,14 +184,22 @@ def test_three_machines_one_study(team):
         assert run.info.run_id == record["mlflow_run_id"]
         assert table[NAMES[model]] == f"{record['summary']['final_test_acc']:.2f}"
     assert not (c / "outputs").exists(), "C trained nothing"
-    report = (c / "reports/report.md").read_text()
-    assert str(team["root"] / "a") not in report and str(team["root"] / "b") not in report
-
+    report_text = (c / "reports/report.md").read_text()
+    assert str(team["root"] / "a") not in report_text and str(team["root"] / "b") not in report_text
     assert not (c / "mlflow.db").exists(), "C's report came from the server alone: C has no local store"
 
-    # a pulled checkpoint evaluates on C, with the data pulled too (prepare ran on A only)
-    dvc("exp", "apply", "team-a", cwd=c)
-    dvc("pull", cwd=c)
+    # C, READ only, reruns A's recipe: every training and evaluation restored from the run-cache, the report built
+    out = run_line(rerun, c, **uri, **member("carol"))
+    assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out, out[-3000:]
+    assert "Stage 'train@alexnet' is cached - skipping run" in out and "Running stage 'report'" in out
+    warned = [line for line in out.splitlines() if line.startswith("warning:") and "not registered" not in line]
+    assert "Traceback" not in out and not warned, out[-3000:]
+    restored = json.loads((c / "outputs/alexnet/record.json").read_text())
+    assert restored["record_id"] == trained["alexnet"]["record_id"]
+    assert set(server_runs(team["uri"])) == before | {r.info.run_id for r in runs.values()}, "C logged a run"
+
+    # a pulled checkpoint evaluates on C with EDIT, with the data pulled too (prepare ran on A only)
+    run_line(applied, c)
     out = sh([sys.executable, "-m", "stages.evaluate", "--model", "alexnet"], c, **uri, **member("alice"))
     assert "test accuracy" in out and f"logged to MLflow run {trained['alexnet']['mlflow_run_id']}" in out
 
@@ -217,6 +257,8 @@ def test_read_only_member_builds_the_report_but_cannot_train(team, prepared):
     warned = [line for line in out.splitlines() if line.startswith("warning: ")]
     assert len(warned) == 1 and "alexnet-e2-s0 from outputs/alexnet/record.json is not in MLflow" in warned[0], out
     assert "(403)" in warned[0] and "EDIT" in warned[0]
+    # and the report itself says so, for a reader of the file alone
+    assert f"> **Warning:** {warned[0].removeprefix('warning: ')}" in (prepared / "reports/report.md").read_text()
     assert set(server_runs(team["uri"])) == before
 
     down = f"http://bob:{passwords['bob']}@127.0.0.1:{free_port()}"
