@@ -1,14 +1,14 @@
 """Bring a committed results store to what the current code logs, in place, without training:
 
 - logged models named for what they are (``vgg16_bn-e40``, not ``model``), one checkpoint tag
-  each; a model whose files the store left out is FAILED, not "Ready", its status message and
-  ``weights`` tag saying why and the command that brings it back;
+  each; a model whose files the store left out is FAILED, not "Ready", its description, status
+  message and ``weights`` tag saying why and the command that brings it back;
 - datasets named by source and split (``cifar10-jpeg-train``, ``cifar10-jpeg-q25-test``), their
   source the ``data.source`` the runs were given (no machine's or DVC's temporary path), with
   the arrays' schema;
 - no empty ``dvc_exp_name`` tag and no "DVC experiment `-`" in a description;
 - the study's models in the Model Registry: one registered model per network, the seed-0
-  recipe run aliased ``reference`` (study.tracking.registry).
+  recipe run aliased ``reference``, each logged model naming its version (study.tracking.registry).
 
     python -m benchmarks.store_upgrade results/h200-2026-11-27
 
@@ -45,6 +45,9 @@ def _models(con, lines: list[str]) -> None:
                     (new, LoggedModelStatus.FAILED.to_int(), why, model_id))
         con.execute("insert or replace into logged_model_tags values (?, ?, 'weights', ?)",
                     (model_id, experiment_id, why))
+        # the model page's Description: the why where the UI shows it first (the status hides it)
+        con.execute("insert or replace into logged_model_tags values (?, ?, 'mlflow.note.content', ?)",
+                    (model_id, experiment_id, f"**Does not load here:** {why}."))
         if con.execute("select count(*) from logged_model_tags where model_id = ? and tag_key = ?",
                        (model_id, CHECKPOINT_TAG)).fetchone()[0]:
             con.execute("delete from logged_model_tags where model_id = ? and tag_key = ?", (model_id, UNCHECKED_TAG))
@@ -104,8 +107,11 @@ def _register(db: Path, params: Path, lines: list[str]) -> None:
     lines += register_study(client, settings.mlflow.experiment, study, settings.epochs, settings.seed, checked=False)
     for registered in client.search_registered_models():
         for version in client.search_model_versions(f"name = '{registered.name}'"):
-            client.set_model_version_tag(registered.name, version.version, "weights",
-                                         WHY_NOT.format(model=registered.name.rsplit("-", 1)[-1]))
+            why = WHY_NOT.format(model=registered.name.rsplit("-", 1)[-1])
+            client.set_model_version_tag(registered.name, version.version, "weights", why)
+            said = f"**Does not load here:** {why}. "
+            if not (version.description or "").startswith(said):  # the versions table's Description column
+                client.update_model_version(registered.name, version.version, said + (version.description or ""))
 
 
 def upgrade(store: Path) -> list[str]:

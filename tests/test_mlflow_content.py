@@ -110,6 +110,8 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
             assert "registered test-exp-alexnet: version 1; @reference = version 1" in report.stdout
             version = client.get_model_version_by_alias("test-exp-alexnet", "reference")
             assert version.source == f"models:/{model.model_id}" and version.run_id == run_id
+            linked = client.get_logged_model(model.model_id).tags["mlflow.modelVersions"]  # the model page's link
+            assert json.loads(linked) == [{"name": "test-exp-alexnet", "version": "1"}]
             (scratch / "again").mkdir()
             again = mlflow.pyfunc.load_model("models:/test-exp-alexnet@reference", dst_path=str(scratch / "again"))
             assert again.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"

@@ -112,6 +112,9 @@ def test_the_store_names_its_models_and_datasets_and_registers_the_networks(stor
         assert model.status.to_int() == mlflow.entities.LoggedModelStatus.FAILED.to_int()
         assert f"`dvc repro evaluate@{network}`" in model.status_message == model.tags["weights"]
         assert "checkpoint_sha256_unchecked" not in model.tags
+        assert model.tags["mlflow.note.content"] == f"**Does not load here:** {model.status_message}."  # Description
+        assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": f"alexnet-vgg-cifar10-{network}",
+                                                                   "version": "1"}]  # its page: the version
     with sqlite3.connect(store / "mlflow.db") as con:
         datasets = con.execute("select name, dataset_source, dataset_schema from datasets").fetchall()
     con.close()
@@ -130,6 +133,7 @@ def test_the_store_names_its_models_and_datasets_and_registers_the_networks(stor
         model = by_network[name.removeprefix("alexnet-vgg-cifar10-")]
         assert reference.source == f"models:/{model.model_id}" and reference.run_id == model.source_run_id
         assert "dvc repro evaluate@" in reference.tags["weights"]
+        assert reference.description.startswith(f"**Does not load here:** {reference.tags['weights']}. ")
     runs = client.search_runs([experiment.experiment_id])
     assert not [r for r in runs if "DVC experiment `-`" in r.data.tags["mlflow.note.content"]]
     assert not [r for r in runs if r.data.tags.get("dvc_exp_name") == ""]

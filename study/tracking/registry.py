@@ -8,11 +8,22 @@ stage registers them; loading one is a single line:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from study.tracking.naming import CHECKPOINT_TAG
 
 REFERENCE_ALIAS = "reference"
+VERSIONS_TAG = "mlflow.modelVersions"  # what the logged model's page lists as its registered versions
+
+
+def link_version(client, found, name: str, version: str) -> None:
+    """Name the version on its logged model, as ``mlflow.register_model`` does: without it the
+    model's page says "Not registered" and its experiment's Models tab shows no registered model."""
+    linked = json.loads(found.tags.get(VERSIONS_TAG) or "[]")
+    if {"name": name, "version": str(version)} not in linked:
+        client.set_logged_model_tags(found.model_id, {VERSIONS_TAG: json.dumps(
+            [*linked, {"name": name, "version": str(version)}])})
 
 
 def registered_name(experiment: str, model: str) -> str:
@@ -55,6 +66,7 @@ def register_study(client, experiment: str, study: dict[tuple[str, int], Any], e
         added = []
         for run_id, found in sorted(mine.items(), key=lambda item: item[1].creation_timestamp):
             if found.model_id in versions:
+                link_version(client, found, name, versions[found.model_id].version)  # a store registered before
                 continue
             _, run_epochs, run_seed = runs[run_id]
             versions[found.model_id] = client.create_model_version(
@@ -62,6 +74,7 @@ def register_study(client, experiment: str, study: dict[tuple[str, int], Any], e
                 tags={"epochs": str(run_epochs), "seed": str(run_seed)},
                 description=f"{found.name}, seed {run_seed}: MLflow run {run_id}")
             added.append(versions[found.model_id].version)
+            link_version(client, found, name, added[-1])
         reference = next((versions[found.model_id] for run_id, found in mine.items()
                           if runs[run_id][1:] == (epochs, seed)), None)
         aliased = ""
