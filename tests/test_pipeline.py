@@ -382,6 +382,11 @@ def run_queue(repo, log: Path, wanted: set[str]) -> str:
 @pytest.mark.long
 def test_queued_experiments_differing_in_runtime_fill_one_report(tmp_path, image_tarball):
     repo = fresh_project(tmp_path / "repo", image_tarball)  # needs no earlier run: runs beside the study
+    # the data prepared first, as after a user's `dvc repro`: two workers that both run the same stage
+    # race on its run-cache entry (DVC's: "No such file or directory: .dvc/cache/runs/…/….tmp")
+    dvc("repro", "prepare", cwd=repo)
+    sh(["git", "add", "dvc.lock"], repo)
+    sh(["git", "commit", "-qm", "data prepared"], repo)
     for name in QUEUED:
         queue_experiment(repo, name)
     wanted = {f"{m}-e{e}-s1" for m in LIGHT for e in (4, 5)}
