@@ -147,23 +147,34 @@ def run_line(line, repo, **env):
 
 
 @pytest.mark.long  # the suite's longest test after the study: started early, not left for last
-def test_team_block_runs_as_written(team):
+def test_team_block_runs_as_written(team, tmp_path):
+    """docs/team.md as a team lives it. Besides its DVC blocks: B, a writer, with the credentials in
+    the URI alone; C, READ only, refused a training in one line (and so are a wrong password and no
+    credentials); C's report with a training the server lacks says in one line, and in report.md,
+    what it could not log; no line anyone prints holds a password, nor does the one-line error of a
+    server that is down (before: MLflow's "View run" lines and the "unreachable" error printed it)."""
     uri = {"MLFLOW_TRACKING_URI": team["uri"]}
+    passwords = {user: member(user)["MLFLOW_TRACKING_PASSWORD"] for user in MEMBERS}
+
+    def in_uri(user):  # the credentials in the URI alone: no variables, no credentials file
+        return {"MLFLOW_TRACKING_URI": team["uri"].replace("http://", f"http://{user}:{passwords[user]}@"),
+                "HOME": str(tmp_path / "home")}
+
     setup, members, reader = team_blocks(team["remote"])
     before = set(server_runs(team["uri"]))
-
     admin = clone(team, "admin")  # "once, in the repository": the remote, committed alone
     (admin / "stray.txt").write_text("not for git")
     for line in setup:
         run_line(line, admin)
     assert "stray.txt" in sh(["git", "status", "--porcelain"], admin), "git add .dvc/config committed more"
 
-    trained, repos = {}, {}
+    trained, repos, printed = {}, {}, []
     for line in members:  # "on machine A" / "on machine B": each line on the machine of its experiment
-        machine, user = ("a", "alice") if "team-a" in line else ("b", "bob")
+        machine = "a" if "team-a" in line else "b"
         if machine not in repos:
             repos[machine] = clone(team, machine)
-        run_line(line, repos[machine], **uri, **member(user))
+        env = {**uri, **member("alice")} if machine == "a" else in_uri("bob")
+        printed.append(run_line(line, repos[machine], **env))
     for machine in repos:
         for record in repos[machine].glob("outputs/*/record.json"):
             trained[record.parent.name] = json.loads(record.read_text())
@@ -175,7 +186,7 @@ def test_team_block_runs_as_written(team):
     shown = dvc("exp", "show", "--csv", "--no-pager", cwd=c)
     assert "team-a" in shown and "team-b" in shown
     # C, a read-only member, builds the whole report from the server, trained nothing, needs no path of A or B
-    out = run_line(report, c, **uri, **member("carol"))
+    printed.append(out := run_line(report, c, **uri, **member("carol")))
     assert "Traceback" not in out
     table = pd.read_csv(c / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
     runs = {r.data.tags["mlflow.runName"]: r for i, r in server_runs(team["uri"]).items() if i not in before}
@@ -190,87 +201,51 @@ def test_team_block_runs_as_written(team):
     assert not (c / "mlflow.db").exists(), "C's report came from the server alone: C has no local store"
 
     # C, READ only, reruns A's recipe: every training and evaluation restored from the run-cache, the report built
-    out = run_line(rerun, c, **uri, **member("carol"))
+    printed.append(out := run_line(rerun, c, **uri, **member("carol")))
     assert "Running stage 'train@" not in out and "Running stage 'evaluate@" not in out, out[-3000:]
     assert "Stage 'train@alexnet' is cached - skipping run" in out and "Running stage 'report'" in out
     warned = [line for line in out.splitlines() if line.startswith("warning:") and "not registered" not in line]
     assert "Traceback" not in out and not warned, out[-3000:]
     restored = json.loads((c / "outputs/alexnet/record.json").read_text())
     assert restored["record_id"] == trained["alexnet"]["record_id"]
-    assert set(server_runs(team["uri"])) == before | {r.info.run_id for r in runs.values()}, "C logged a run"
+    server_held = before | {r.info.run_id for r in runs.values()}
+    assert set(server_runs(team["uri"])) == server_held, "C logged a run"
+
+    # C may not train, and neither may a wrong password or no credentials: one line each, before any epoch
+    line = train_refused(c, "vgg8", **uri, **member("carol"))
+    assert "denied user 'carol' permission (403) to runs/create" in line and "EDIT" in line
+    line = train_refused(c, "vgg8", **uri, **member("alice", "not-alices-password"))
+    assert "refused authentication (401: wrong password for user 'alice'" in line
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+    line = train_refused(c, "vgg8", **uri, HOME=str(tmp_path / "home"))  # no ~/.mlflow/credentials either
+    assert "refused authentication (401: no credentials were given)" in line
+    # a training the server lacks (here trained without MLflow; in a team, one a run-cache restored from
+    # a member's store): C's report builds from what the server holds and says what it could not log
+    sh([sys.executable, "-m", "stages.train", "--model", "alexnet", "--no-mlflow"], c)
+    shutil.rmtree(c / "outputs/alexnet/eval")  # A's evaluation, of the training this one replaced
+    printed.append(out := sh([sys.executable, "-m", "stages.report"], c, **in_uri("carol")))
+    assert "Traceback" not in out and "the runs in MLflow: http://127.0.0.1:" in out
+    warned = [line for line in out.splitlines() if line.startswith("warning: ") and "not registered" not in line]
+    assert len(warned) == 1 and "alexnet-e2-s0 from outputs/alexnet/record.json is not in MLflow" in warned[0], out
+    assert "(403)" in warned[0] and "EDIT" in warned[0]
+    assert f"> **Warning:** {warned[0].removeprefix('warning: ')}" in (c / "reports/report.md").read_text()
+    assert set(server_runs(team["uri"])) == server_held, "a refused member opened a run"
+
+    down = f"http://bob:{passwords['bob']}@127.0.0.1:{free_port()}"
+    # the stages' own path to a store that is down (connect, then run_main's one line), without a training
+    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=c, capture_output=True, text=True,
+                          env=subprocess_env(MLFLOW_TRACKING_URI=down, PYTHONPATH=str(ROOT)), timeout=300)
+    assert proc.returncode == 1 and "unreachable" in proc.stderr
+    assert down.replace(f"bob:{passwords['bob']}@", "") in proc.stderr  # the server named, without its user
+    for text in "\n".join([*printed, proc.stdout, proc.stderr]).splitlines():
+        assert not any(password in text for password in passwords.values()) and "bob:" not in text, text
 
     # A's checkpoint and data pulled to C (prepare ran on A only): what an evaluate with EDIT would read
     run_line(applied, c)
     checkpoint = torch.load(c / "outputs/alexnet/checkpoint.pt", weights_only=True)
     assert checkpoint["record"]["record_id"] == trained["alexnet"]["record_id"]
     assert (c / "data/cifar10/meta.json").exists()
-
-
-@pytest.fixture()
-def prepared(team):
-    """A member's clone with the data prepared: the next thing its training does is open its run."""
-    repo = clone(team, "member")
-    sh([sys.executable, "-m", "stages.prepare"], repo)
-    return repo
-
-
-def test_wrong_or_missing_credentials_are_refused_before_training(team, prepared, tmp_path):
-    before = set(server_runs(team["uri"]))
-    uri = {"MLFLOW_TRACKING_URI": team["uri"]}
-    line = train_refused(prepared, "vgg8", **uri, **member("alice", "not-alices-password"))
-    assert "refused authentication (401: wrong password for user 'alice'" in line
-    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
-    # no credentials at all (and no ~/.mlflow/credentials file: HOME is empty)
-    line = train_refused(prepared, "vgg8", **uri, HOME=str(tmp_path / "home"))
-    assert "refused authentication (401: no credentials were given)" in line
-    assert set(server_runs(team["uri"])) == before, "a refused member opened a run"
-
-
-def test_read_only_member_builds_the_report_but_cannot_train(team, prepared):
-    """A writer trains with the credentials in the URI (http://user:password@host), a READ member
-    cannot train but builds the report, also with a training the server lacks; no line any of them
-    prints holds a password, nor does the one-line error of a server that is down (before: MLflow's
-    "View run" lines and the project's "unreachable" error printed it)."""
-    uri = {"MLFLOW_TRACKING_URI": team["uri"]}
-    passwords = {user: member(user)["MLFLOW_TRACKING_PASSWORD"] for user in ("bob", "carol")}
-
-    def in_uri(user):  # the credentials in the URI alone: no variables, no credentials file
-        return {"MLFLOW_TRACKING_URI": team["uri"].replace("http://", f"http://{user}:{passwords[user]}@"),
-                "HOME": str(prepared / "home")}
-
-    printed = [sh([sys.executable, "-m", "stages.train", "--model", "vgg8"], prepared, **in_uri("bob")),
-               sh([sys.executable, "-m", "stages.evaluate", "--model", "vgg8"], prepared, **in_uri("bob"))]
-    assert "logged to MLflow run" in printed[1]
-    before = set(server_runs(team["uri"]))
-    assert json.loads((prepared / "outputs/vgg8/record.json").read_text())["mlflow_run_id"] in before
-    env = {**uri, **member("carol")}
-    line = train_refused(prepared, "alexnet", **env)
-    assert "denied user 'carol' permission (403) to runs/create" in line and "EDIT" in line
-    assert set(server_runs(team["uri"])) == before, "a read-only member opened a run"
-    # a training the server lacks (here trained without MLflow; in a team, one a run-cache restored):
-    # the READ member's report still builds from what the server holds, and says in one line what it could not log
-    sh([sys.executable, "-m", "stages.train", "--model", "alexnet", "--no-mlflow"], prepared, **env)
-    printed.append(out := sh([sys.executable, "-m", "stages.report"], prepared, **in_uri("carol")))
-    assert "Traceback" not in out and "the runs in MLflow: http://127.0.0.1:" in out
-    table = pd.read_csv(prepared / "reports/tables/table5_accuracy.csv", dtype=str).set_index("model")["ours (2 ep)"]
-    record = json.loads((prepared / "outputs/vgg8/record.json").read_text())
-    assert table[NAMES["vgg8"]] == f"{record['summary']['final_test_acc']:.2f}"
-    warned = [line for line in out.splitlines() if line.startswith("warning: ")]
-    assert len(warned) == 1 and "alexnet-e2-s0 from outputs/alexnet/record.json is not in MLflow" in warned[0], out
-    assert "(403)" in warned[0] and "EDIT" in warned[0]
-    # and the report itself says so, for a reader of the file alone
-    assert f"> **Warning:** {warned[0].removeprefix('warning: ')}" in (prepared / "reports/report.md").read_text()
-    assert set(server_runs(team["uri"])) == before
-
-    down = f"http://bob:{passwords['bob']}@127.0.0.1:{free_port()}"
-    # the stages' own path to a store that is down (connect, then run_main's one line), without a training
-    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=prepared, capture_output=True, text=True,
-                          env=subprocess_env(MLFLOW_TRACKING_URI=down, PYTHONPATH=str(ROOT)), timeout=300)
-    assert proc.returncode == 1 and "unreachable" in proc.stderr
-    assert down.replace(f"bob:{passwords['bob']}@", "") in proc.stderr  # the server named, without its user
-    for text in "\n".join([*printed, proc.stdout, proc.stderr]).splitlines():
-        assert not any(password in text for password in passwords.values()) and "bob:" not in text, text
 
 
 class BusyProxy(BaseHTTPRequestHandler):
