@@ -70,7 +70,11 @@ def disagreements(files: Path, commit: str, repo: Path) -> list[str]:
 def tag_reference(files: Path, commit: str, tag: str, repo: Path, merge: bool = True, date: str | None = None) -> str:
     """The tagged commit (commit + the run's three files, dated ``date``: when the run ended),
     merged into the current branch with ``-s ours``; its sha."""
-    commit = git("rev-parse", "--verify", f"{commit}^{{commit}}", cwd=repo)
+    try:
+        commit = git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", cwd=repo)
+    except StageError:
+        raise StageError(f"no commit {commit!r} in {repo}; give the commit whose code ran (its records' "
+                         "git_commit), fetched into this clone") from None
     if wrong := disagreements(files, commit, repo):
         raise StageError(f"{files} does not tell one story with {commit[:12]}: {'; '.join(wrong[:3])}"
                          + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""))
