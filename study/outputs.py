@@ -127,7 +127,7 @@ def bound_record(model: str, output_root: Path = OUTPUT_ROOT, *, checkpoint: boo
     if checkpoint:
         check_record(paths["record"], record, checkpoint_record(paths["checkpoint"], restore_hint(model)),
                      paths["checkpoint"], model)
-    missing = {"record_id", "recipe", "summary"} - set(record)
+    missing = {"record_id", "recipe", "runtime", "provenance", "history", "summary"} - set(record)
     if missing:
         raise StageError(f"{paths['record']} is not a training record of this project (no "
                          f"{', '.join(sorted(missing))}); {restore_hint(model)}")

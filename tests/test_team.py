@@ -78,7 +78,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture()
 def team(tmp_path, image_tarball, server):
-    """origin (bare git), the DVC remote (a folder), and the project pushed to origin."""
+    """origin (bare git) with the project pushed to it, and where the DVC remote (a folder) goes:
+    docs/team.md's first block adds it (test_team_block_runs_as_written)."""
     origin, remote = tmp_path / "origin.git", tmp_path / "dvc-remote"
     sh(["git", "init", "-q", "--bare", "-b", "main", origin], tmp_path)
     seed = tmp_path / "seed"
@@ -135,11 +136,14 @@ def team_blocks(remote) -> list[list[str]]:
     section = (ROOT / "docs/team.md").read_text().split("## The DVC remote, and working together")[1]
     blocks = re.findall(r"```bash\n(.*?)```", section.split("\n## ")[0], re.S)
     assert len(blocks) == 3, "docs/team.md's DVC section changed: change this test with it"
-    text = "\n\n".join(blocks)
-    assert all(old in text for old in AS_HERE), "a line this test adapts is no longer in docs/team.md"
-    for old, new in AS_HERE.items():
-        text = text.replace(old, new.format(remote=remote))
-    return [[line for line in block.splitlines() if line.strip()] for block in text.split("\n\n")]
+    assert all(old in "".join(blocks) for old in AS_HERE), "a line this test adapts is no longer in docs/team.md"
+
+    def here(block: str) -> str:
+        for old, new in AS_HERE.items():
+            block = block.replace(old, new.format(remote=remote))
+        return block
+
+    return [[line for line in here(block).splitlines() if line.strip()] for block in blocks]
 
 
 def run_line(line, repo, **env):

@@ -90,10 +90,6 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
     for path in record_paths:
         # its checkpoint, metrics and evaluation checked to be of this training: never log an edited file
         record = bound_record(path.parent.name, path.parent.parent, checkpoint=weights, metrics=weights)
-        missing = {"runtime", "provenance", "history"} - set(record)
-        if missing:
-            raise StageError(f"{path} is not a training record of this project (no {', '.join(sorted(missing))}); "
-                             f"restore it with `dvc checkout train@{path.parent.name}`")
         record_ids.add(record["record_id"])
         eval_dir, checkpoint = path.with_name("eval"), path.with_name("checkpoint.pt")
         try:
