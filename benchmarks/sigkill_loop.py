@@ -93,6 +93,21 @@ def epochs_saved(project: Path) -> int:
         return 0
 
 
+def logged_as_recorded(project: Path, history: list[dict]) -> bool:
+    """Whether the finished run holds, per epoch metric, exactly the values of the record's history
+    (what the report's tables and curves are drawn from), one per epoch in order."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sigkill")
+    finished = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    if len(finished) != 1:
+        return False
+    run_id = finished[0].info.run_id
+    return all(sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+               == [(h["epoch"], float(h[name])) for h in history] for name in EPOCH_METRICS)
+
+
 def check_round(project: Path, reference: Path, epochs: int) -> dict:
     import torch
 
@@ -104,6 +119,7 @@ def check_round(project: Path, reference: Path, epochs: int) -> dict:
     expected = [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in theirs["record"]["history"]]
     return {"steps_once": all(s == list(range(1, epochs + 1)) for s in steps.values()), "steps": steps,
             "run_statuses": statuses, "weights_equal": same, "history_equal": history == expected,
+            "logged_as_recorded": logged_as_recorded(project, ours["record"]["history"]),
             "leftovers": leftovers(project)}
 
 
@@ -152,6 +168,7 @@ def loop(workdir: Path, data: Path, kills: int, epochs: int, seed: int, subset: 
             "steps_once": all(r["steps_once"] for r in rounds),
             "weights_equal": all(r["weights_equal"] for r in rounds),
             "history_equal": all(r["history_equal"] for r in rounds),
+            "logged_as_recorded": all(r["logged_as_recorded"] for r in rounds),
             "leftovers": [x for r in rounds for x in r["leftovers"]]}
 
 
@@ -172,9 +189,11 @@ def main() -> None:
         result = loop(args.workdir or Path(tmp), args.data, args.kills, args.epochs, args.seed, args.subset)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sigkill_loop.json").write_text(json.dumps(result, indent=2) + "\n")
-    verdict = result["steps_once"] and result["weights_equal"] and not result["leftovers"]
+    verdict = (result["steps_once"] and result["weights_equal"] and result["logged_as_recorded"]
+               and not result["leftovers"])
     print(f"{len(result['kills'])} kills in {len(result['rounds'])} rounds: every step once {result['steps_once']}, "
-          f"weights equal {result['weights_equal']}, leftovers {result['leftovers'] or 'none'} -> "
+          f"weights equal {result['weights_equal']}, MLflow's values the record's {result['logged_as_recorded']}, "
+          f"leftovers {result['leftovers'] or 'none'} -> "
           f"{args.out / 'sigkill_loop.json'}")
     sys.exit(0 if verdict else 1)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.analysis.claims import discussion, epoch_columns
+from study.analysis.claims import discussion, epoch_columns, judge
 from study.analysis.init_signal import summary as init_signal_summary
 from study.analysis.jpeg_cost import cost_table, plot_cost, step_words, variant_cells, variant_quality
 from study.analysis.jpeg_cost import section as jpeg_section
@@ -244,6 +244,9 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
             table.to_csv(tmp / "tables" / f"receptive_field_{model}.csv", index=False)
         rf_diff.to_csv(tmp / "tables" / "receptive_field_paper_differences.csv", index=False)
         provenance.to_csv(tmp / "tables" / "provenance_runs.csv", index=False)
+        claims = judge(selection.study, short, long)
+        pd.DataFrame(claims, columns=list(claims[0]) if claims else None).to_csv(tmp / "tables" / "claims.csv",
+                                                                              index=False)
         curves = plot_learning_curves(client, models, selection.study, (short, long),
                                       tmp / "figures" / "learning_curves.png")
         (tmp / "figures" / "receptive_field_growth.png").write_bytes(growth)
@@ -257,7 +260,8 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
                     shutil.copy(source / f"{kind}.png", tmp / "figures" / f"{model}_{kind}.png")
                     pictures.setdefault(model, []).append(kind)
         text = render(tables=tables, ablation=ablation, signal=signal, rf_tables=rf_tables, rf_diff=rf_diff,
-                      provenance=provenance, short=short, long=long, selection=selection, store=store_name(uri),
+                      provenance=provenance, claims=claims, short=short, long=long, selection=selection,
+                      store=store_name(uri),
                       settings=settings, curves=curves, pictures=pictures, jpeg=jpeg_lines,
                       sources=figure_sources(pictures, output_root, client), sharing=sharing_note(runs, provenance),
                       warnings=warnings)
@@ -296,7 +300,7 @@ FEATURE_MAPS = ("Each figure comes from one training, named under the model (not
                 "seed's untrained network), under each model and in its filter figure's title.")
 
 
-def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, long, selection, store, settings,
+def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, short, long, selection, store, settings,
            curves, pictures, sources, sharing, jpeg, warnings=()) -> str:
     study_runs = provenance[provenance["used for"] == "Tables 5-7"] if len(provenance) else provenance
     shas = sorted(set(study_runs["data sha256"])) if len(study_runs) else []  # the study's, not the variants'
@@ -337,7 +341,7 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, short, l
          else "No runs to draw yet."), "",
         *(["![learning curves](figures/learning_curves.png)", ""] if curves else []),
         "## Discussion: what this rerun reproduces", "",
-        *discussion(selection.study, short, long, data), "",
+        *discussion(claims, short, long, data), "",
         "## Ablation: one setting changed", "",
     ]
     if len(ablation):

@@ -11,6 +11,7 @@ The prepare stage writes the arrays (``PREPARED_DIR``); train, evaluate and the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -83,9 +84,17 @@ def _torchvision_splits(root: Path, checked_whole_archive: bool) -> dict[str, tu
 def load_official_download(download_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from torchvision.datasets import CIFAR10
 
+    made = [folder for folder in (download_dir, *download_dir.parents) if folder.name and not folder.exists()]
+    archive = download_dir / CIFAR10.filename
+    had_archive = archive.exists()
     try:
         CIFAR10(root=str(download_dir), train=True, download=True)
     except Exception as err:  # network errors come in many types (URLError, OSError, ...)
+        if not had_archive:  # no half-downloaded archive, no empty folder left behind
+            archive.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise StageError(f"could not download CIFAR-10 from {CIFAR10.url} ({err}); without internet, "
                          "set data.source to a local cifar-10-python.tar.gz or an image-folder tarball") from err
     return _torchvision_splits(download_dir, checked_whole_archive=False)

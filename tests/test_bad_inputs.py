@@ -203,12 +203,20 @@ def test_unreachable_server_opens_no_run_and_writes_nothing(workdir):
 
 
 def test_no_run_was_left_failed_or_running(workdir):
-    """The table above leaves no store behind; a store that exists gains no FAILED run."""
+    """The table above leaves no store behind; a store that exists gains no run, neither from a
+    setting refused before the store opens nor from bad input found after it has (a subset larger
+    than the prepared data, a file where the resumable state goes): one line each."""
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     mlflow.set_experiment("test-exp")
     for params in (with_params(epochs=5.0), with_params(train={"batch_size": 64.0}),
                    with_params(runtime={"device": "gpu"})):
         assert run_stage(workdir, "train", params).returncode == 1
+    assert_one_line_error(run_stage(workdir, "train", with_params(data={"train_subset": 10_000})),
+                          "data.train_subset is 10000, but the prepared split holds only 40 images; set it to 0")
+    (workdir / ".train_state").write_text("a file where the state's folder goes")
+    proc = run_stage(workdir, "train", with_params())
+    assert_one_line_error(proc, "cannot keep the training's resumable state in")
+    assert "move what is at" in proc.stderr and not (workdir / "outputs").exists()
     runs = mlflow.search_runs(experiment_names=["test-exp"])
     assert runs.empty
 

@@ -32,8 +32,22 @@ def test_study_benchmark_runs_without_mlflow_or_dvc(tmp_path, image_tree):
 
 
 def test_dataloader_baseline_trains(tmp_path, image_tree):
+    """The baseline loop does the study's work: every image once an epoch, normalised and cropped to
+    32x32, and an optimizer step that moves the weights (a loop that only times would pass on times)."""
+    import torch
+
+    from benchmarks.baseline import BaselineLoop
+
     prepare(source=str(image_tree), out_dir=tmp_path / "data")
     arrays, _ = load_prepared(tmp_path / "data")
+    loop = BaselineLoop("alexnet", arrays["train_images"], arrays["train_labels"], workers=0, batch_size=16)
+    batches = list(loop.loader)
+    assert sum(len(y) for _, y in batches) == len(arrays["train_labels"]) == 40
+    assert batches[0][0].shape == (16, 3, 32, 32) and batches[0][0].dtype == torch.float32
+    assert -3 < float(torch.cat([x for x, _ in batches]).mean()) < 3 and float(batches[0][0].min()) < 0  # normalised
+    before = {k: v.clone() for k, v in loop.model.state_dict().items()}
+    assert loop.epoch() > 0
+    assert not torch.equal(before["features.0.weight"], loop.model.state_dict()["features.0.weight"])
     times = baseline_epoch_seconds("alexnet", arrays["train_images"], arrays["train_labels"], workers=0, epochs=2)
     assert len(times) == 2 and all(t > 0 for t in times)
 

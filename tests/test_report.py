@@ -24,8 +24,9 @@ ACC_5 = {"alexnet": 55.5, "vgg8": 25.25}
 PARAMETERS = {"alexnet": 23_238_474, "vgg16": 33_638_218, "vgg16_bn": 33_646_666, "vgg8": 13_119_050}
 
 
-def log_run(model, epochs, acc, seconds, seed=0, device="test device", record_id="", **override):
-    """A finished run as the train stage logs it: recipe and data params, the runtime that ran."""
+def log_run(model, epochs, acc, seconds, seed=0, device="test device", record_id="", status="FINISHED", **override):
+    """A run as the train stage logs it: recipe and data params, the runtime that ran; finished
+    unless ``status`` says otherwise (a failed, killed or still running training with metrics)."""
     params = {"model": model, "epochs": epochs, "seed": seed, "num_parameters": PARAMETERS[model],
               **expected_params(SETTINGS, None), "runtime.device": device, "runtime.precision": "bf16", **override}
     with mlflow.start_run(run_name=f"{model}-e{epochs}-s{seed}") as run:
@@ -36,6 +37,8 @@ def log_run(model, epochs, acc, seconds, seed=0, device="test device", record_id
                                 "epoch_time_s": seconds + (5.0 if epoch == 1 else 0.0)}, step=epoch)
         mlflow.set_tags({"device_name": device, "torch_version": "x", "git_commit": "abc", "data_sha256": "f" * 64,
                          "record_id": record_id})
+    if status != "FINISHED":
+        mlflow.MlflowClient().update_run(run.info.run_id, status=status)
     time.sleep(0.01)  # distinct start times: "latest" must be well defined
     return run.info.run_id
 
@@ -69,6 +72,9 @@ def store(tmp_path, monkeypatch):
         ids[f"{model}-5"] = log_run(model, 5, acc, 2.0, device="cuda:1")
     ids["other momentum"] = log_run("alexnet", 40, 99.99, 1.0, **{"train.momentum": "0.5"})  # newest, another recipe
     ids["other data"] = log_run("alexnet", 40, 77.77, 1.0, **{"data.train_subset": "2000"})
+    # the recipe, newest, with metrics, but not finished: a second seed if any of them were taken
+    for status, acc in (("FAILED", 66.66), ("KILLED", 55.55), ("RUNNING", 44.44)):
+        ids[status] = log_run("alexnet", 40, acc, 1.0, seed=1, status=status)
     return tmp_path, ids
 
 
@@ -89,6 +95,9 @@ def test_tables_show_exactly_the_matching_runs(store, analyses):
     assert t6.loc["VGG-8", "device shared (40 ep)"] == "cannot tell"  # these runs record no host
     assert t7.loc["VGG-8", "params per point (K)"] == f"{13_119_050 / 88.0 / 1e3:.0f}" == "149"
     assert "99.99" not in text and "11.11" not in text and "77.77" not in text
+    assert not {"66.66", "55.55", "44.44"} & set(text.replace("|", " ").split()), "an unfinished run was shown"
+    assert not {ids[s] for s in ("FAILED", "KILLED", "RUNNING")} & set(
+        pd.read_csv(tmp_path / "reports/tables/seed_values.csv")["run_id"])
     # what was left out, and why
     assert "- 1 finished run with train.momentum=0.5" in text
     assert "- 1 finished run with data.train_subset=2000" in text
@@ -170,7 +179,7 @@ def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkey
 
 
 def test_a_rerun_of_one_epoch_count_says_which():
-    text = "\n".join(discussion({}, None, 3, "official"))
+    text = "\n".join(discussion([], None, 3, "official"))
     assert "*These runs are 3 epochs, not the study's 5 and 40:" in text
 
 
@@ -496,3 +505,69 @@ def test_the_signal_at_initialisation_is_computed_once_per_machine_and_code(tmp_
     pd.testing.assert_frame_equal(init_signal.cached_signal("vgg8", "default", 0), first)
     monkeypatch.setattr(init_signal, "BATCH", init_signal.BATCH * 2)
     assert init_signal.signal_cache_file("vgg8", "default", 0) != path
+
+
+def cell(*accuracies: float):
+    from study.analysis.selection import Cell
+
+    return Cell([pd.Series({"metrics.final_test_acc": a, "params.seed": s}) for s, a in enumerate(accuracies)])
+
+
+@pytest.mark.parametrize(("vgg16", "bn", "fails", "outperforms"), [
+    ((10.0, 10.2, 9.9), (88.0, 88.5, 88.2), "reproduced (categorical: every seed at chance)",
+     "reproduced (categorical: at chance vs far above)"),
+    ((45.0, 50.0, 48.0), (88.0, 88.5, 88.2), "**not reproduced** (categorical: no seed at chance)", None),
+    ((10.0, 45.0, 10.1), (88.0, 88.5, 88.2), "not decided (seeds disagree)", None),
+    ((10.0, 10.1, 9.9), (10.0, 10.3, 9.8), "reproduced (categorical: every seed at chance)",
+     "**not reproduced** (categorical: VGG-16 with BN at chance too)"),
+])
+def test_the_categorical_rule_reaches_every_verdict(vgg16, bn, fails, outperforms):
+    """Each branch of the stated rule; a VGG-16 that is not at chance leaves "dramatically
+    outperforms" to Welch's test, in the paper's family."""
+    from study.analysis.claims import judge
+
+    rows = {r["where"]: r for r in judge({("vgg16", 40): cell(*vgg16), ("vgg16_bn", 40): cell(*bn)}, None, 40)}
+    assert rows["§6.1.2"]["verdict"] == fails and rows["§6.1.2"]["p (Holm, family size)"] == "- (categorical)"
+    if outperforms:
+        assert rows["§8, 1"]["verdict"] == outperforms and rows["§8, 1"]["95% interval"] == "- (categorical rule)"
+    else:  # tested: the Welch p against 0, a family of one
+        expected = stats.ttest_ind(bn, vgg16, equal_var=False).pvalue
+        assert rows["§8, 1"]["p (Holm, family size)"] == f"{fmt_p(expected)} (1)"
+        assert rows["§8, 1"]["verdict"].startswith("reproduced (Holm-corrected)" if expected < 0.05 else "not decided")
+
+
+def test_the_reference_alias_picks_its_version_moves_with_the_recipe_and_versions_are_never_doubled(tmp_path,
+                                                                                                    monkeypatch):
+    """Three checked models of one network (40 epochs seeds 0 and 1, 5 epochs seed 0) and one
+    unchecked: three versions, `@reference` on the long run of the recipe's seed; a new seed in
+    params.yaml moves it without a version more; a second registration adds nothing."""
+    from study.analysis.selection import Cell
+    from study.tracking.naming import CHECKPOINT_TAG
+    from study.tracking.registry import REFERENCE_ALIAS, register_study
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # models:/ resolved there
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment("exp", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def trained(epochs, seed, checked=True):
+        run_id = client.create_run(experiment).info.run_id
+        model = client.create_logged_model(experiment, name=f"vgg8-e{epochs}", source_run_id=run_id,
+                                           tags={CHECKPOINT_TAG: "f" * 64} if checked else {})
+        return pd.Series({"run_id": run_id, "experiment_id": experiment, "params.seed": str(seed)}), model.model_id
+
+    (long0, m_long0), (long1, m_long1), (short0, m_short0) = trained(40, 0), trained(40, 1), trained(5, 0)
+    unchecked, _ = trained(40, 2, checked=False)
+    study = {("vgg8", 40): Cell([long0, long1, unchecked]), ("vgg8", 5): Cell([short0])}
+
+    def versions():
+        return {v.source.removeprefix("models:/"): v.version for v in client.search_model_versions("name = 'exp-vgg8'")}
+
+    assert register_study(client, "exp", study, epochs=40, seed=0) == [
+        "registered exp-vgg8: version 1, 2, 3; @reference = version 1"]
+    assert set(versions()) == {m_long0, m_long1, m_short0}  # the unchecked model is never registered
+    assert client.get_model_version_by_alias("exp-vgg8", REFERENCE_ALIAS).source == f"models:/{m_long0}"
+    assert register_study(client, "exp", study, epochs=40, seed=1) == [
+        f"registered exp-vgg8: no new version; @reference = version {versions()[m_long1]}"]
+    assert client.get_model_version_by_alias("exp-vgg8", REFERENCE_ALIAS).source == f"models:/{m_long1}"
+    assert register_study(client, "exp", study, epochs=40, seed=1) == []
+    assert len(client.search_model_versions("name = 'exp-vgg8'")) == 3

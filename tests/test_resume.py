@@ -1,12 +1,14 @@
 """No work lost: real training processes killed (SIGKILL, SIGINT, SIGTERM) and resumed, runs of
-dead processes swept, and a real `mlflow server` that dies mid-run and comes back."""
+dead processes swept, and a real `mlflow server` that goes away mid-run and comes back."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
@@ -37,20 +39,22 @@ def prepared(tmp_path_factory):
     return prepared_images(tmp_path_factory, "resume", 30, 4)
 
 
-def make_project(root: Path, prepared: Path, epochs: int = EPOCHS) -> Path:
+def make_project(root: Path, prepared: Path, epochs: int = EPOCHS, experiment: str = "test-exp") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
     os.symlink(prepared, root / "data" / "cifar10")
-    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "epochs": epochs}))
+    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "epochs": epochs,
+                                                      "mlflow": {**PARAMS["mlflow"], "experiment": experiment}}))
     return root
 
 
 def start_training(project: Path, model: str = "alexnet", **env) -> subprocess.Popen:
-    # Ctrl-C as in a terminal, even under a runner that started the tests with SIGINT ignored
-    # (a background job of a non-interactive shell), which the child would inherit
+    """The training as a terminal's foreground job: a process group of its own (its MLflow helper
+    in it), with Ctrl-C's default action even under a runner that started the tests with SIGINT
+    ignored (a background job of a non-interactive shell), which the child would inherit."""
     return subprocess.Popen([sys.executable, "-m", "stages.train", "--model", model], cwd=project, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(**env),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def command_line(process: psutil.Process) -> str:
@@ -106,6 +110,18 @@ def runs(project: Path):
     return client, client.search_runs([experiment.experiment_id]) if experiment else []
 
 
+def assert_logged_as_recorded(client, run_id: str, project: Path, model: str = "alexnet") -> None:
+    """Every per-epoch metric of the run, value by value, is the finished training's record: the
+    report draws its curves and Table 6 from these values, so a resume that logs the wrong epoch's
+    numbers (or a default) must fail here, not only one that logs a step twice."""
+    from study.tracking.runs import EPOCH_METRICS
+
+    history = json.loads((project / "outputs" / model / "record.json").read_text())["history"]
+    for name in EPOCH_METRICS:
+        logged = [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)]
+        assert logged == [(h["epoch"], float(h[name])) for h in history], name
+
+
 def test_sigkill_mid_epoch_then_rerun_gives_the_same_history_weights_and_run(tmp_path, prepared):
     reference = make_project(tmp_path / "reference", prepared)
     code, _, err = finish(start_training(reference, "alexnet"))
@@ -149,6 +165,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_history_weights_and_run(tmp
     by_id = {r.info.run_id: r for r in found}
     assert by_id[killed_run].info.status == "FINISHED", "the resumed training goes on in its own run"
     assert [m.step for m in client.get_metric_history(killed_run, "test_acc")] == [1, 2, 3]
+    assert_logged_as_recorded(client, killed_run, project)
     assert by_id[killed_run].data.tags["resumed_after_epoch"] in ("1", "2")
     assert by_id[dead].info.status == "KILLED" and "died" in by_id[dead].data.tags["ended_by"]
     assert by_id[live].info.status == "RUNNING", "a live process's run is never touched"
@@ -181,15 +198,18 @@ def test_a_training_outlives_its_mlflow_helper_and_the_rerun_logs_it(tmp_path, p
     client, found = runs(project)
     assert [r.info.status for r in found] == ["FINISHED"]
     assert [m.step for m in client.get_metric_history(found[0].info.run_id, "test_acc")] == [1, 2, 3, 4]
+    assert_logged_as_recorded(client, found[0].info.run_id, project)
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_training_ends_its_run_killed_and_resumes(tmp_path, prepared, sig, code):
-    # epochs to spare: the signal lands in epoch 2, about a second after epoch 1's state is found
-    project = make_project(tmp_path, prepared, epochs=4)
+def interrupt(project: Path, sig: int, code: int) -> str:
+    """Start (or resume) the training, signal its process group once it has saved an epoch of its
+    own, as a terminal's Ctrl-C (or a scheduler's SIGTERM to the job) does: the MLflow helper gets
+    it too, and must outlive the training to end its run KILLED. Returns the run's id."""
+    states = (project / ".train_state").glob("*.pt")
+    saved = [torch.load(state, weights_only=True)["trainer"]["epochs_done"] for state in states]
     proc = start_training(project, "alexnet")
-    wait_for_state(project, 1, proc)
-    proc.send_signal(sig)
+    wait_for_state(project, max(saved, default=0) + 1, proc)
+    os.killpg(proc.pid, sig)
     returncode, _, err = finish(proc)
     assert returncode == code
     lines = [line for line in err.strip().splitlines() if " INFO mlflow" not in line]  # store creation
@@ -197,13 +217,22 @@ def test_an_interrupted_training_ends_its_run_killed_and_resumes(tmp_path, prepa
     assert "rerun `dvc repro` to resume" in lines[0]
     client, found = runs(project)
     assert [r.info.status for r in found] == ["KILLED"]
-    if sig == signal.SIGTERM:
-        return
+    return found[0].info.run_id
+
+
+def test_an_interrupted_training_ends_its_run_killed_and_resumes(tmp_path, prepared):
+    """Ctrl-C, then SIGTERM in the resumed training: each ends the one run KILLED, and the second
+    resume finishes it with every epoch once, as recorded."""
+    # epochs to spare: each signal lands in the epoch after the state it waits for
+    project = make_project(tmp_path, prepared, epochs=5)
+    run_id = interrupt(project, signal.SIGINT, 130)
+    assert interrupt(project, signal.SIGTERM, 143) == run_id  # resumed in the same run
     returncode, out, err = finish(start_training(project, "alexnet"))
     assert returncode == 0 and "resuming after epoch" in out, err
     client, again = runs(project)
-    assert [(r.info.run_id, r.info.status) for r in again] == [(found[0].info.run_id, "FINISHED")]
-    assert [m.step for m in client.get_metric_history(found[0].info.run_id, "test_acc")] == list(range(1, 5))
+    assert [(r.info.run_id, r.info.status) for r in again] == [(run_id, "FINISHED")]
+    assert [m.step for m in client.get_metric_history(run_id, "test_acc")] == list(range(1, 6))
+    assert_logged_as_recorded(client, run_id, project)
 
 
 def test_a_different_recipe_never_resumes(tmp_path, prepared):
@@ -221,39 +250,120 @@ def test_a_different_recipe_never_resumes(tmp_path, prepared):
     assert sorted(r.info.status for r in found) == ["FINISHED", "KILLED"], "the orphan is swept, a new run made"
 
 
-def test_a_tracking_server_that_dies_mid_run_loses_nothing(tmp_path, prepared):
-    server_dir = tmp_path / "server"
-    server_dir.mkdir()
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    project = make_project(tmp_path / "project", prepared)
-    server = start_server(server_dir, port)
-    try:
-        proc = start_training(project, "alexnet", MLFLOW_TRACKING_URI=uri)
-        wait_for_state(project, 1, proc)
-        stop_server(server)
-        code, out, err = finish(proc)
-        # training went on to the end, wrote its outputs, and says in one line what is missing
-        assert code == 1 and "Traceback" not in err, err
-        errors = [line for line in err.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "rerun `dvc repro` once the store is back" in errors[0], err
-        assert len(outputs(project)[0]) == EPOCHS
-        assert list((project / ".train_state").glob("*.pt")), "the state stays until the run is complete"
+class Gateway:
+    """The address the trainings know the tracking server by, in front of one real ``mlflow
+    server``: ``down()`` closes its port (a client then gets "connection refused", as from a server
+    that died), ``up()`` opens it again at once, where restarting the server itself costs seconds."""
 
-        server = start_server(server_dir, port)
-        code, out, err = finish(start_training(project, "alexnet", MLFLOW_TRACKING_URI=uri))
-        assert code == 0 and "Traceback" not in err, err
-        assert "resuming after epoch 3/3" in out and "epoch 1/3:" not in out, "nothing is trained again"
-        client = mlflow.MlflowClient(uri)
-        found = client.search_runs([client.get_experiment_by_name("test-exp").experiment_id])
-        assert [r.info.status for r in found] == ["FINISHED"]
-        run_id = found[0].info.run_id
-        assert [m.step for m in client.get_metric_history(run_id, "test_acc")] == [1, 2, 3]
-        assert "final_test_acc" in found[0].data.metrics
-        assert {a.path for a in client.list_artifacts(run_id)} >= {"record.json", "history.csv", "metrics.json"}
-        assert not list((project / ".train_state").glob("*.pt"))
+    def __init__(self, target: str):
+        import requests
+
+        session = requests.Session()
+
+        class Forward(BaseHTTPRequestHandler):  # HTTP/1.0: one request per connection, none left open
+            def forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = session.request(self.command, target + self.path, data=body, headers=headers, timeout=60)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.handler, self.port, self.httpd = Forward, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    folder, port = tmp_path_factory.mktemp("server"), free_port()
+    server = start_server(folder, port)
+    yield f"http://127.0.0.1:{port}"
+    stop_server(server)
+
+
+@pytest.fixture()
+def gateway(tracking_server):
+    gateway = Gateway(tracking_server)
+    gateway.up()
+    yield gateway
+    if gateway.httpd is not None:
+        gateway.down()
+
+
+def server_runs(uri: str, experiment: str):
+    client = mlflow.MlflowClient(uri)
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_a_tracking_server_that_dies_mid_run_loses_nothing(tmp_path, prepared, gateway):
+    """The server goes away after epoch 1 and stays away: the training goes on to its end, exits 1
+    in one line with its outputs and state kept; once the server is back the rerun logs every
+    epoch, once, without training again."""
+    project = make_project(tmp_path / "project", prepared, experiment="dies")
+    proc = start_training(project, "alexnet", MLFLOW_TRACKING_URI=gateway.uri)
+    wait_for_state(project, 1, proc)
+    gateway.down()
+    code, out, err = finish(proc)
+    # training went on to the end, wrote its outputs, and says in one line what is missing
+    assert code == 1 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rerun `dvc repro` once the store is back" in errors[0], err
+    assert len(outputs(project)[0]) == EPOCHS
+    assert list((project / ".train_state").glob("*.pt")), "the state stays until the run is complete"
+
+    gateway.up()
+    code, out, err = finish(start_training(project, "alexnet", MLFLOW_TRACKING_URI=gateway.uri))
+    assert code == 0 and "Traceback" not in err, err
+    assert "resuming after epoch 3/3" in out and "epoch 1/3:" not in out, "nothing is trained again"
+    client, found = server_runs(gateway.uri, "dies")
+    assert [r.info.status for r in found] == ["FINISHED"]
+    run_id = found[0].info.run_id
+    assert [m.step for m in client.get_metric_history(run_id, "test_acc")] == [1, 2, 3]
+    assert_logged_as_recorded(client, run_id, project)
+    assert "final_test_acc" in found[0].data.metrics
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"record.json", "history.csv", "metrics.json"}
+    assert not list((project / ".train_state").glob("*.pt"))
+
+
+def test_a_tracking_server_that_comes_back_mid_training_gets_every_epoch_in_the_same_run(tmp_path, prepared,
+                                                                                          gateway):
+    """Down after epoch 1, back before the last epoch ends (the training held still meanwhile, so a
+    fast machine cannot finish first): the waiting epochs go in once it answers, the training ends
+    0 with its run FINISHED, each epoch logged once with the record's values."""
+    project = make_project(tmp_path / "project", prepared, experiment="back")
+    proc = start_training(project, "alexnet", MLFLOW_TRACKING_URI=gateway.uri)
+    wait_for_state(project, 1, proc)
+    gateway.down()
+    wait_for_state(project, 2, proc)  # epoch 2 ended with the server down: it waits in memory
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        gateway.up()
     finally:
-        stop_server(server)
+        proc.send_signal(signal.SIGCONT)
+    code, out, err = finish(proc)
+    assert code == 0 and "Traceback" not in err, err
+    assert "training goes on, its metrics wait here" in err and "MLflow store is back: logged epochs " in err
+    client, found = server_runs(gateway.uri, "back")
+    assert [r.info.status for r in found] == ["FINISHED"]
+    assert_logged_as_recorded(client, found[0].info.run_id, project)
+    assert found[0].data.metrics["final_test_acc"] == json.loads(
+        (project / "outputs/alexnet/record.json").read_text())["summary"]["final_test_acc"]
+    assert not list((project / ".train_state").glob("*.pt")), "a complete run keeps no state"
 
 
 def test_an_epoch_is_logged_only_once_its_state_is_on_disk(tmp_path, prepared, monkeypatch):
@@ -310,8 +420,14 @@ def test_a_second_process_of_the_same_state_stops_and_names_the_owner(tmp_path, 
     project = make_project(tmp_path / "p", prepared)
     first = start_training(project, "alexnet")
     wait_for_state(project, 1, first)
-    second = subprocess.run([sys.executable, "-m", "stages.train", "--model", "alexnet"], cwd=project,
-                            capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    # the first held still, lock and all, while the second runs: on a loaded machine it could
+    # otherwise finish its last epochs before the second reaches the lock
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = subprocess.run([sys.executable, "-m", "stages.train", "--model", "alexnet"], cwd=project,
+                                capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 1, second.stderr
     [line] = second.stderr.strip().splitlines()
     assert line.startswith("error: alexnet-") and f"by process {first.pid} on {socket.gethostname()}" in line
@@ -333,6 +449,6 @@ def test_sigkills_at_random_moments_log_every_epoch_once_and_leave_nothing(tmp_p
     assert len(result["kills"]) == 2
     for round_ in result["rounds"]:
         assert round_["steps_once"], round_["steps"]
-        assert round_["weights_equal"] and round_["history_equal"]
+        assert round_["weights_equal"] and round_["history_equal"] and round_["logged_as_recorded"]
         assert round_["leftovers"] == []
         assert round_["run_statuses"].count("FINISHED") == 1

@@ -121,8 +121,21 @@ def train_refused(repo, model: str, **env) -> str:
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: MLflow server "), proc.stderr
+    assert "@127.0.0.1" not in proc.stdout + proc.stderr, "a URI printed with its user (and password)"
     assert not list(repo.glob(f".train_state/{model}-*")), "an epoch was trained"
     assert not (repo / "outputs" / model / "record.json").exists()
+    return lines[0]
+
+
+def connect_refused(repo, **env) -> str:
+    """The stages' own path to the store (connect, then run_main's one line on failure), without a
+    training: the one line, after asserting exit 1, one line on stderr and no URI with its user."""
+    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                          env=subprocess_env(PYTHONPATH=str(ROOT), **env), timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: MLflow "), proc.stderr
+    assert "@127.0.0.1" not in proc.stdout + proc.stderr, "a URI printed with its user (and password)"
     return lines[0]
 
 
@@ -216,12 +229,16 @@ def test_team_block_runs_as_written(team, tmp_path):
     assert set(server_runs(team["uri"])) == server_held, "C logged a run"
 
     # C may not train, and neither may a wrong password or no credentials: one line each, before any epoch
-    line = train_refused(c, "vgg8", **uri, **member("carol"))
+    # (the refusals go through the password check at the end too: carol's in her URI, alice's wrong one)
+    passwords["alice (wrong)"] = "not-alices-password"
+    printed.append(line := train_refused(c, "vgg8", **in_uri("carol")))
     assert "denied user 'carol' permission (403) to runs/create" in line and "EDIT" in line
-    line = train_refused(c, "vgg8", **uri, **member("alice", "not-alices-password"))
+    # the store's answer to a wrong password or none comes at connect, before the stage does anything
+    # else: checked there (the stages' own path, run_main's one line), without a training's imports
+    printed.append(line := connect_refused(c, **uri, **member("alice", passwords["alice (wrong)"])))
     assert "refused authentication (401: wrong password for user 'alice'" in line
     assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
-    line = train_refused(c, "vgg8", **uri, HOME=str(tmp_path / "home"))  # no ~/.mlflow/credentials either
+    printed.append(line := connect_refused(c, **uri, HOME=str(tmp_path / "home")))  # no credentials file either
     assert "refused authentication (401: no credentials were given)" in line
     # a training the server lacks (here trained without MLflow; in a team, one a run-cache restored from
     # a member's store): C's report builds from what the server holds and says what it could not log
@@ -236,14 +253,11 @@ def test_team_block_runs_as_written(team, tmp_path):
     assert set(server_runs(team["uri"])) == server_held, "a refused member opened a run"
 
     down = f"http://bob:{passwords['bob']}@127.0.0.1:{free_port()}"
-    # the stages' own path to a store that is down (connect, then run_main's one line), without a training
-    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=c, capture_output=True, text=True,
-                          env=subprocess_env(MLFLOW_TRACKING_URI=down, PYTHONPATH=str(ROOT)), timeout=300)
-    assert proc.returncode == 1 and "unreachable" in proc.stderr
-    assert down.replace(f"bob:{passwords['bob']}@", "") in proc.stderr  # the server named, without its user
-    for text in "\n".join([*printed, proc.stdout, proc.stderr]).splitlines():
-        assert not any(password in text for password in passwords.values()) and "bob:" not in text, text
+    printed.append(line := connect_refused(c, MLFLOW_TRACKING_URI=down))  # a store that is down
+    assert "unreachable" in line and down.replace(f"bob:{passwords['bob']}@", "") in line  # named without its user
+    for text in "\n".join(printed).splitlines():
+        assert not any(password in text for password in passwords.values()), text
+        assert "bob:" not in text and "carol:" not in text, text
 
     # A's checkpoint and data pulled to C (prepare ran on A only): what an evaluate with EDIT would read
     run_line(applied, c)

@@ -106,11 +106,33 @@ def test_the_training_process_never_imports_mlflow_or_the_compiler_and_owns_its_
     assert run.data.metrics["final_test_acc"] == pytest.approx(record["summary"]["final_test_acc"])
 
 
-def test_same_seed_same_numbers(project):
-    one_epoch = project_settings(**{**TINY, "epochs": 1})
-    a = run_training(model="alexnet", settings=one_epoch, track=False, progress=False)
-    b = run_training(model="alexnet", settings=one_epoch, track=False, progress=False)
-    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+def test_same_seed_same_numbers_in_two_processes_and_another_seed_differs(project):
+    """Two trainings of seed 0, each in a process of its own, agree bit for bit in every weight and
+    every number of their history; seed 1 (trained here, in this process) differs in both."""
+    procs = {}
+    for name in ("a", "b"):
+        folder = project / name
+        folder.mkdir()
+        (folder / "data").symlink_to(project / "data")
+        (folder / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
+        procs[name] = subprocess.Popen([sys.executable, "-m", "stages.train", "--model", "alexnet", "--no-mlflow"],
+                                       cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       env=subprocess_env())
+    other = run_training(model="alexnet", settings=project_settings(**{**TINY, "seed": 1}), track=False,
+                         progress=False)
+    trained = {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        trained[name] = torch.load(project / name / "outputs/alexnet/checkpoint.pt", weights_only=True)
+    (weights, again), other_weights = [trained[n]["state_dict"] for n in "ab"], torch.load(
+        project / "outputs/alexnet/checkpoint.pt", weights_only=True)["state_dict"]
+    history, history_again = ([{k: v for k, v in h.items() if k != "epoch_time_s"} for h in trained[n]["record"][
+        "history"]] for n in "ab")
+    assert len(history) == TINY["epochs"] and history == history_again
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    assert [h["train_loss"] for h in other["history"]] != [h["train_loss"] for h in history]
+    assert not torch.equal(weights["features.0.weight"], other_weights["features.0.weight"])
 
 
 def test_unreachable_tracking_server_fails_fast_before_any_output(project):

@@ -215,8 +215,9 @@ def epoch_columns(short: int | None, long: int) -> str:
     return f"{short} and {long}" if short else f"{long}"
 
 
-def discussion(study: dict[tuple[str, int], Cell], short: int | None, long: int, data: str) -> list[str]:
-    """The claims section: the rule, the caveats that apply, the table. ``data``: the data's name."""
+def discussion(rows: list[dict], short: int | None, long: int, data: str) -> list[str]:
+    """The claims section: the rule, the caveats that apply, the table of ``judge``'s ``rows``.
+    ``data``: the data's name."""
     lines = [STATISTIC, ""]
     if (short, long) != paper.EPOCHS:
         lines.append(f"*These runs are {epoch_columns(short, long)} epochs, not the study's 5 and 40: the verdicts "
@@ -224,7 +225,6 @@ def discussion(study: dict[tuple[str, int], Cell], short: int | None, long: int,
     if data != "official":
         lines.append(f"*Data: `{data}`, not the official CIFAR-10 archive. On the JPEG mirror expect "
                      "accuracies up to a couple of points lower than on official CIFAR-10.*")
-    rows = judge(study, short, long)
     if rows:
         columns = list(rows[0])
         lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * 4 + "---:|" * 4 + "---|"]

@@ -73,9 +73,12 @@ def _access_error(uri: str, err: Exception) -> StageError | None:
     status = _http_status(err)
     if status not in (401, 403):
         return None
+    from urllib.parse import urlsplit
+
     from mlflow.utils.credentials import read_mlflow_creds
 
-    user = read_mlflow_creds().username
+    # the credentials MLflow sent: its variables or credentials file, else the URI's own user
+    user = read_mlflow_creds().username or urlsplit(tracking_uri()).username
     if status == 401:
         who = f"wrong password for user {user!r}, or no such user" if user else "no credentials were given"
         return StageError(f"MLflow server {uri} refused authentication (401: {who}); set MLFLOW_TRACKING_USERNAME "

@@ -83,7 +83,11 @@ class StateOwner:
 
         self.created = not state.parent.exists()  # made for this lock: removed again if no state is saved
         self.saved = False  # set once a state save is under way: the folder is then the state's
-        state.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            state.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file in its place, a folder that may not be written
+            raise StageError(f"cannot keep the training's resumable state in {state.parent}/ ({err.strerror}); "
+                             f"move what is at {state.parent} out of the way (or make it writable) and rerun") from None
         self.lock, self.note = FileLock(state.with_suffix(".lock")), state.with_suffix(".owner")
         try:
             self.lock.acquire(timeout=0)
