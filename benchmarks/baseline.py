@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from models import build_model
+from models.network import build_model
 from study.training.batches import MEAN, STD
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from models import MODEL_NAMES
 from study.analysis import paper
 from study.common import device_name
 from study.data import arrays_sha256, load_arrays, load_prepared
@@ -329,7 +328,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
     parser.add_argument("--out", default="benchmarks/results/latest")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    parser.add_argument("--models", nargs="+", default=list(paper.PAPER_MODELS))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--warmup", type=int, default=20, help="calibrate: warm-up steps")
     parser.add_argument("--steps", type=int, default=60, help="calibrate: timed steps")

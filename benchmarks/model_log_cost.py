@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models import MODEL_NAMES, build_model
+from models.architectures import MODEL_NAMES
+from models.network import build_model
+from study.analysis.paper import PAPER_MODELS
 from study.common import device_name
 from study.figures import md_table
 
@@ -78,7 +80,7 @@ def measure(model: str, workdir: Path, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--models", nargs="+", default=list(PAPER_MODELS), choices=MODEL_NAMES)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process

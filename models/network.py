@@ -1,14 +1,23 @@
-"""The one builder: a network of ``models.architectures``' tables as torch modules."""
+"""The one builder: a network of ``models.architectures``' tables as torch modules, each
+``features`` then ``classifier``."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from models.architectures import ARCHITECTURES, FEATURES, INITS, MODEL_NAMES, NUM_CLASSES, classifier_input
+from models.architectures import (
+    INITS,
+    MODEL_NAMES,
+    NETWORKS,
+    NUM_CLASSES,
+    Plain,
+    Residual,
+    classifier_input,
+)
 
 
-def make_features(cfg: list[int | str], batch_norm: bool) -> nn.Sequential:
+def make_features(cfg: tuple[int | str, ...], batch_norm: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = 3
     for item in cfg:
@@ -23,7 +32,48 @@ def make_features(cfg: list[int | str], batch_norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def make_classifier(in_features: int, hidden: list[int], dropout: float = 0.5) -> nn.Sequential:
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with BN, added to the input (through a 1x1 projection where the width or
+    the stride changes), then ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def make_residual_features(network: Residual, in_channels: int = 3,
+                           widths: tuple[int, ...] | None = None) -> nn.Sequential:
+    """The stem's conv, BN and ReLU as the first three layers (where the analyses look for the
+    first layer), one Sequential of blocks per stage, global average pooling. ``widths``
+    overrides the network's (the receptive-field probe builds a one-channel twin)."""
+    widths = widths or network.widths
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                               nn.ReLU(inplace=True)]
+    channels = widths[0]
+    for stage, (blocks, width) in enumerate(zip(network.blocks, widths, strict=True)):
+        strides = [2 if stage > 0 else 1] + [1] * (blocks - 1)
+        stage_blocks = []
+        for stride in strides:
+            stage_blocks.append(BasicBlock(channels, width, stride))
+            channels = width
+        layers.append(nn.Sequential(*stage_blocks))
+    layers.append(nn.AdaptiveAvgPool2d(1))
+    return nn.Sequential(*layers)
+
+
+def make_classifier(in_features: int, hidden: tuple[int, ...], dropout: float = 0.5) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     for width in hidden:
         layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
@@ -51,7 +101,8 @@ def _kaiming_init(model: nn.Module, linear_std: float | None = None) -> None:
                 nn.init.normal_(module.weight, 0, linear_std)
             else:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:  # a conv followed by BN has none
+                nn.init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -62,12 +113,16 @@ def build_model(name: str, init: str = "default") -> Net:
     which is what the study used; ``"kaiming"`` (every conv and linear layer, fan-out) and
     ``"torchvision"`` (torchvision's VGG: conv Kaiming fan-out, linear N(0, 0.01)) are there for
     ablations."""
-    if name not in ARCHITECTURES:
+    if name not in NETWORKS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
-    cfg_name, batch_norm, hidden = ARCHITECTURES[name]
-    model = Net(make_features(FEATURES[cfg_name], batch_norm), make_classifier(classifier_input(name), hidden))
+    network = NETWORKS[name]
+    if isinstance(network, Plain):
+        model = Net(make_features(network.features, network.batch_norm),
+                    make_classifier(classifier_input(name), network.hidden))
+    else:
+        model = Net(make_residual_features(network), make_classifier(classifier_input(name), ()))
     if init == "kaiming":
         _kaiming_init(model)
     elif init == "torchvision":
@@ -78,7 +133,7 @@ def build_model(name: str, init: str = "default") -> Net:
 def skeleton(name: str) -> Net:
     """``name``'s architecture on PyTorch's meta device: every layer and shape, no weights.
     For counting parameters, walking the layers, or loading a state_dict with ``assign=True``:
-    it skips the initialisation (0.4-0.6 s for all four networks on the dev VM's CPU)."""
+    it skips the initialisation, which costs tenths of a second per network."""
     with torch.device("meta"):
         return build_model(name)
 

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models import MODEL_NAMES
+from models.architectures import MODEL_NAMES
 from study.common import (
     OUTPUT_ROOT,
     Interrupted,
@@ -52,7 +52,7 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
     never code; a corrupt, foreign or mismatched file is one clear error."""
     import torch
 
-    from models import skeleton
+    from models.network import skeleton
 
     path = output_paths(model, root)["checkpoint"]
     if not path.exists():
@@ -126,14 +126,13 @@ def init_correlation(model: str, recipe: dict, trained) -> float:
     hardly moved. The first layer is built first, so every network starts it from the same
     weights at one seed."""
     import torch
-    from torch import nn
 
-    from models import build_model
+    from models.network import build_model
 
     with torch.random.fork_rng(devices=[]):  # this process's own random state stays as it was
         torch.manual_seed(recipe["seed"])  # as study.training.engine.Trainer: the seed, then the model
         net = build_model(model, init=recipe["train"]["init"])
-    start = next(m for m in net.features if isinstance(m, nn.Conv2d))
+    start = first_conv(net)
     a = trained.detach().float().cpu().flatten(1)
     b = start.weight.detach().float().flatten(1)
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
@@ -190,14 +189,9 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
 def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int = 0, device: str = "auto",
                    data_dir: Path = PREPARED_DIR, output_root: Path = OUTPUT_ROOT) -> dict:
     import numpy as np
-    import pandas as pd
     import torch
-    from torch import nn
 
-    from models import count_parameters
     from study.data import load_prepared
-    from study.figures import plot_feature_maps
-    from study.tracking.naming import run_label
     from study.training.batches import Normalizer, balanced_subset, to_device_images
     from study.training.device import pick_device, precision_choice
     from study.training.engine import predict
@@ -214,54 +208,76 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     # the very test images the training stage scored: same subset rule, same seed
     test_idx = balanced_subset(arrays["test_labels"], recipe["data"]["test_subset"], recipe["seed"],
                                setting="data.test_subset")
-    classes = meta["classes"]
-    channels_last = runtime["channels_last"]
-    if channels_last:
+    if runtime["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     # as trained, where this device has native bf16 (a GPU-trained model evaluated on an older CPU runs fp32)
     autocast = torch.bfloat16 if precision_choice(device, runtime["precision"])[0] == "bf16" else None
-    normalize = Normalizer(device, channels_last)
-    images = to_device_images(arrays["test_images"][test_idx], device)
+    normalize = Normalizer(device, runtime["channels_last"])
     labels = arrays["test_labels"][test_idx]
-    predicted = predict(net, images, normalize, autocast).argmax(1).cpu().numpy()
-
-    n_classes = len(classes)
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    predicted = predict(net, to_device_images(arrays["test_images"][test_idx], device), normalize,
+                        autocast).argmax(1).cpu().numpy()
+    matrix = np.zeros((len(meta["classes"]), len(meta["classes"])), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
-    per_class = per_class_accuracy(matrix)
-    accuracy = 100.0 * np.trace(matrix) / matrix.sum()
-    params = count_parameters(net)
-    metrics = {  # the training evaluated, by id and digest (study.outputs), then the numbers
-        **binding(record), "test_acc": accuracy, "num_parameters": params, "test_images": int(len(labels)),
-        "params_per_accuracy_point": params / accuracy if accuracy > 0 else 0.0,
-        "per_class_acc": {cls: acc for cls, acc in zip(classes, per_class.tolist(), strict=True) if np.isfinite(acc)},
-    }
-
+    metrics = evaluation_metrics(net, record, matrix, meta["classes"])
     sample = sample_indices(len(arrays["test_labels"]), feature_map_images, sample_seed)
-    sample_images = arrays["test_images"][sample]
     with torch.inference_mode():
-        maps = first_layer_maps(net.float(), normalize(to_device_images(sample_images, device)))
-    first_conv = next(m for m in net.features if isinstance(m, nn.Conv2d))
-    init_corr = init_correlation(model, recipe, first_conv.weight)
-    metrics["first_layer_init_corr"] = init_corr
-    label = f"{run_label(recipe)}, test acc {accuracy:.2f}%"  # a data variant or ablation named in it
+        maps = first_layer_maps(net.float(), normalize(to_device_images(arrays["test_images"][sample], device)))
+    metrics["first_layer_init_corr"] = init_correlation(model, recipe, first_conv(net).weight)
 
     out = eval_dir(model, output_root)
     sweep_torn_entries(out.parent)  # what a killed write left
     with atomic_path(out) as tmp:
-        (tmp / "figures").mkdir(parents=True)
-        pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}).to_csv(
-            tmp / "confusion.csv", index=False)
-        pd.DataFrame({"class": classes, "accuracy": per_class}).to_csv(tmp / "per_class.csv", index=False)
-        plot_confusion(matrix, classes, tmp / "figures" / "confusion.png", f"Confusion matrix: {label}")
-        plot_filters(first_conv.weight, tmp / "figures" / "filters.png",
-                     f"First-layer filters: {label}\nmean correlation with this seed's initial filters: "
-                     f"{init_corr:.2f} (every network starts its first layer from the same weights at one seed)")
-        metrics["feature_maps_clipped"] = plot_feature_maps(
-            sample_images, maps, tmp / "figures" / "feature_maps.png",
-            f"First-layer feature maps (after ReLU), test images {sample.tolist()}: {label}")
-        write_json(tmp / "metrics.json", metrics)
+        write_evaluation(tmp, net, recipe, metrics, matrix, meta["classes"], labels, predicted,
+                         (sample, arrays["test_images"][sample], maps))
     return metrics
+
+
+def first_conv(net):
+    from torch import nn
+
+    return next(m for m in net.features.modules() if isinstance(m, nn.Conv2d))
+
+
+def evaluation_metrics(net, record: dict, matrix, classes: list[str]) -> dict:
+    """The evaluation's numbers from the confusion matrix, bound to the training it evaluated by id
+    and digest (study.outputs)."""
+    import numpy as np
+
+    from models.network import count_parameters
+
+    per_class = per_class_accuracy(matrix)
+    accuracy = 100.0 * np.trace(matrix) / matrix.sum()
+    params = count_parameters(net)
+    return {**binding(record), "test_acc": accuracy, "num_parameters": params, "test_images": int(matrix.sum()),
+            "params_per_accuracy_point": params / accuracy if accuracy > 0 else 0.0,
+            "per_class_acc": {cls: acc for cls, acc in zip(classes, per_class.tolist(), strict=True)
+                              if np.isfinite(acc)}}
+
+
+def write_evaluation(folder: Path, net, recipe: dict, metrics: dict, matrix, classes: list[str], labels, predicted,
+                     sample) -> None:
+    """outputs/<model>/eval/: the confusion and per-class tables, the figures, metrics.json."""
+    import pandas as pd
+
+    from study.figures import plot_feature_maps
+    from study.tracking.naming import run_label
+
+    indices, images, maps = sample
+    label = f"{run_label(recipe)}, test acc {metrics['test_acc']:.2f}%"  # a data variant or ablation named in it
+    (folder / "figures").mkdir(parents=True)
+    pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}).to_csv(
+        folder / "confusion.csv", index=False)
+    pd.DataFrame({"class": classes, "accuracy": per_class_accuracy(matrix)}).to_csv(folder / "per_class.csv",
+                                                                                  index=False)
+    plot_confusion(matrix, classes, folder / "figures" / "confusion.png", f"Confusion matrix: {label}")
+    plot_filters(first_conv(net).weight, folder / "figures" / "filters.png",
+                 f"First-layer filters: {label}\nmean correlation with this seed's initial filters: "
+                 f"{metrics['first_layer_init_corr']:.2f} (every network starts its first layer from the same "
+                 "weights at one seed)")
+    metrics["feature_maps_clipped"] = plot_feature_maps(
+        images, maps, folder / "figures" / "feature_maps.png",
+        f"First-layer feature maps (after ReLU), test images {indices.tolist()}: {label}")
+    write_json(folder / "metrics.json", metrics)
 
 
 def log_to_training_run(model: str, experiment: str, log_model: bool, output_root: Path = OUTPUT_ROOT) -> str:
@@ -295,7 +311,7 @@ def log_to_training_run(model: str, experiment: str, log_model: bool, output_roo
 
 class EvaluationLog(Helper):
     """The MLflow logging, the model's included, in a helper process that imports MLflow and
-    torch.export (about 4 s of one core) while this one evaluates. ``log`` once the outputs are
+    torch.export (seconds of one core) while this one evaluates. ``log`` once the outputs are
     written: only then does it touch the store."""
 
     def __init__(self, model: str, experiment: str, log_model: bool):

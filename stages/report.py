@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.architectures import NETWORKS, Residual
 from study.analysis.claims import discussion, epoch_columns, judge
 from study.analysis.init_signal import summary as init_signal_summary
 from study.analysis.jpeg_cost import cost_table, plot_cost, step_words, variant_cells, variant_quality
 from study.analysis.jpeg_cost import section as jpeg_section
 from study.analysis.paper import NAMES
-from study.analysis.selection import REPEATED_STEPS, Selection, metric_steps, select
-from study.analysis.speed import TABLE6, device_sharing, epoch_times, sharing_note
+from study.analysis.selection import Selection, StepReader, select
+from study.analysis.speed import device_sharing, epoch_times, sharing_note
 from study.analysis.tables import ablation_gaps, ablation_table, seed_values, study_tables
 from study.common import (
     INIT_SIGNAL_DIR,
@@ -52,7 +53,7 @@ def choose_epochs(cells: dict, epochs: int, short_epochs: int) -> tuple[int | No
 
 
 # ---------------------------------------------------------------- figures
-def plot_learning_curves(client, models, study: dict, epoch_counts, path: Path) -> bool:
+def plot_learning_curves(steps: StepReader, models, study: dict, epoch_counts, path: Path) -> bool:
     """Every seed of every model, one row per epoch count: colour per model, line style and
     marker per seed (so seeds that coincide, like VGG-16's at 10%, both show)."""
     rows = []
@@ -61,7 +62,7 @@ def plot_learning_curves(client, models, study: dict, epoch_counts, path: Path) 
         for model in models:
             cell = study.get((model, epochs))
             for i, run in enumerate(cell.runs if cell else []):
-                history = {name: metric_steps(client, run["run_id"], name)
+                history = {name: steps(run["run_id"], name)
                            for name in ("test_acc", "train_loss")}
                 curves.append({"epochs": [s for s, _ in history["test_acc"]],
                                "test_acc": [v for _, v in history["test_acc"]],
@@ -192,8 +193,8 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     from study.tracking.store import runs_table_link
 
     models = list(settings.models)
-    REPEATED_STEPS.clear()  # the runs of this report only
     runs, workspace, client, uri, warnings = fetch_runs(settings, output_root, weights)
+    steps = StepReader(client)  # each run's metrics per epoch, and which runs held an epoch twice
     # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
     # shows its own runs in the tables: the comparison against the mirror is a mirror report's
     on_variant = variant_quality(settings.data.source)
@@ -205,196 +206,115 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         for line in register_models(client, settings, selection):
             print(line)
             warnings += [line] if line.startswith("warning: ") else []
-    times = epoch_times(client, [r for cell in selection.study.values() for r in cell.runs])
+    times = epoch_times(steps, [r for cell in selection.study.values() for r in cell.runs])
     shared = device_sharing(runs)
     tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs,
                           times, shared)
-    ablation = ablation_table(client, selection)
-
-    with tempfile.TemporaryDirectory() as scratch:
-        if not (rf_dir / "paper_differences.csv").exists():  # python -m stages.report on MLflow alone
-            from study.analysis.receptive_field import analyse as analyse_receptive_fields  # torch: only here
-
-            rf_dir = Path(scratch)
-            analyse_receptive_fields(models, rf_dir)
-        rf_tables = {m: pd.read_csv(rf_dir / f"{m}.csv", keep_default_na=False) for m in models}
-        rf_diff = pd.read_csv(rf_dir / "paper_differences.csv")
-        growth = (rf_dir / "growth.png").read_bytes()
-        if not (signal_dir / "signal.csv").exists():  # likewise: a few seconds on a CPU
-            from study.analysis.init_signal import analyse as analyse_init_signal
-
-            signal_dir = Path(scratch) / "signal"
-            analyse_init_signal(models, settings.seed, signal_dir)
-        signal = init_signal_summary(pd.read_csv(signal_dir / "signal.csv"))
-        signal_png = (signal_dir / "signal.png").read_bytes()
-
-    provenance = provenance_table(selection, short, long, models, shared, variants)
+    report = {"tables": tables, "ablation": ablation_table(steps, selection), "selection": selection,
+              "short": short, "long": long, "claims": judge(selection.study, short, long),
+              "provenance": provenance_table(selection, short, long, models, shared, variants)}
+    report.update(model_analyses(models, settings.seed, rf_dir, signal_dir))
     with atomic_entries(report_dir, ("report.md", "figures", "tables")) as tmp:
         (tmp / "figures").mkdir(parents=True)
         (tmp / "tables").mkdir()
-        for name, table in tables.items():
-            table.to_csv(tmp / "tables" / f"{name}.csv", index=False)
-        seed_values(selection.study, times).to_csv(tmp / "tables" / "seed_values.csv", index=False)
-        ablation.to_csv(tmp / "tables" / "ablation.csv", index=False)
+        write_tables(tmp / "tables", report, seed_values(selection.study, times))
         jpeg = cost_table(selection.study, variants)
         jpeg.to_csv(tmp / "tables" / "jpeg_cost.csv", index=False)
         jpeg_lines = jpeg_section(jpeg, plot_cost(selection.study, variants, tmp / "figures" / "jpeg_cost.png"),
                                   step_words(selection.study, variants, jpeg), on_variant)
-        for model, table in rf_tables.items():
-            table.to_csv(tmp / "tables" / f"receptive_field_{model}.csv", index=False)
-        rf_diff.to_csv(tmp / "tables" / "receptive_field_paper_differences.csv", index=False)
-        provenance.to_csv(tmp / "tables" / "provenance_runs.csv", index=False)
-        claims = judge(selection.study, short, long)
-        pd.DataFrame(claims, columns=list(claims[0]) if claims else None).to_csv(tmp / "tables" / "claims.csv",
-                                                                              index=False)
-        curves = plot_learning_curves(client, models, selection.study, (short, long),
+        curves = plot_learning_curves(steps, models, selection.study, (short, long),
                                       tmp / "figures" / "learning_curves.png")
-        (tmp / "figures" / "receptive_field_growth.png").write_bytes(growth)
-        (tmp / "figures" / "init_signal.png").write_bytes(signal_png)
-        signal.to_csv(tmp / "tables" / "init_signal.csv", index=False)
-        pictures = {}
-        for model in models:
-            source = output_root / model / "eval" / "figures"
-            for kind in ("filters", "feature_maps", "confusion"):
-                if (source / f"{kind}.png").exists():
-                    shutil.copy(source / f"{kind}.png", tmp / "figures" / f"{model}_{kind}.png")
-                    pictures.setdefault(model, []).append(kind)
-        text = render(tables=tables, ablation=ablation, signal=signal, rf_tables=rf_tables, rf_diff=rf_diff,
-                      provenance=provenance, claims=claims, short=short, long=long, selection=selection,
-                      store=store_name(uri),
-                      settings=settings, curves=curves, pictures=pictures, jpeg=jpeg_lines,
-                      sources=figure_sources(pictures, output_root, client), sharing=sharing_note(runs, provenance),
-                      warnings=warnings)
+        (tmp / "figures" / "receptive_field_growth.png").write_bytes(report.pop("growth_png"))
+        (tmp / "figures" / "init_signal.png").write_bytes(report.pop("signal_png"))
+        pictures = copy_pictures(models, output_root, tmp / "figures")
+        text = render(**report, store=store_name(uri), settings=settings, curves=curves, pictures=pictures,
+                      jpeg=jpeg_lines, sources=figure_sources(pictures, output_root, client),
+                      sharing=sharing_note(runs, report["provenance"]), repeated=steps.repeated, warnings=warnings)
         (tmp / "report.md").write_text(text)
-    return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": ablation,
+    return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": report["ablation"],
             "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
 
 
-SIGNAL = ("Without training: the standard deviation of each conv/linear layer's output (forward) and of the loss "
-          "gradient at it (backward), for one seeded batch of standard-normal images, each network in training "
-          "mode, PyTorch's default init (solid) against Kaiming's (dashed; `study/analysis/init_signal.py`). Where the "
-          "gradient reaching the first layers is orders of magnitude below the last layer's, those layers barely "
-          "move. The loss at initialisation is ln 10 = 2.303 for a network whose logits are all alike (a uniform "
-          "guess). Kaiming's init here (fan-out mode, as torchvision's VGG) also sets the last linear layer, whose "
-          "fan-out is only the 10 classes: its weights get a standard deviation of sqrt(2/10) = 0.45, tens of times "
-          "what would keep the variance over its hundreds or thousands of inputs, so wherever the signal survives "
-          "to it the logits start large (`logit std`) and the first batch's loss is that of confident random "
-          "guesses (10 to 37). Torchvision's VGG init (dotted) keeps Kaiming's conv layers but draws the linear "
-          "layers from N(0, 0.01), so its logits start small. In plain VGG-16 the signal has faded before the "
-          "classifier (`logit std` about 1), so its loss stays under 3. The first steps shrink the logits; it is "
-          "no failure of training by itself.")
-FEATURE_MAPS = ("Each figure comes from one training, named under the model (not the mean of the seeds). A first "
-                "layer's feature maps show edges and colour blobs whether or not the network learned: random 3×3 "
-                "filters already respond to edges and colours, and plain VGG-16's first layer hardly moved from its "
-                "initialisation (the gradient reaching it is about 1e-10, see the signal section). What tells a "
-                "network that learned from one that did not is its test accuracy, in each figure's title, and its "
-                "confusion matrix: a network that learned nothing puts every test image in one class (one full "
-                f"column). The `evaluate` stage draws every model's feature maps on one colour scale, 0 to "
-                f"{FEATURE_MAP_TOP:g} (brighter values clipped; the bar says what share), so two models' figures "
-                "compare directly; a figure whose bar does not say so comes from an older `evaluate` that scaled "
-                "each model on its own, and its brightness compares nothing across models. The filters: at one "
-                "seed every network starts its first layer from the same weights (it is the first layer built "
-                "after seeding), so filters that look alike across models partly show a shared start, not what "
-                "each learned. How far each moved is measured: the mean correlation of its trained filters with "
-                "that seed's initial ones (1: unchanged; computed by `evaluate` from the checkpoint and the same "
-                "seed's untrained network), under each model and in its filter figure's title.")
+def model_analyses(models: list[str], seed: int, rf_dir: Path, signal_dir: Path) -> dict:
+    """The receptive fields and the signal at initialisation, as their stages wrote them, or computed
+    here where they did not (`python -m stages.report` on MLflow alone; a few seconds on a CPU)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        if not (rf_dir / "paper_differences.csv").exists():
+            from study.analysis.receptive_field import analyse as analyse_receptive_fields  # torch: only here
+
+            rf_dir = Path(scratch)
+            analyse_receptive_fields(models, rf_dir)
+        if not (signal_dir / "signal.csv").exists():
+            from study.analysis.init_signal import analyse as analyse_init_signal
+
+            signal_dir = Path(scratch) / "signal"
+            analyse_init_signal(models, seed, signal_dir)
+        return {"rf_tables": {m: pd.read_csv(rf_dir / f"{m}.csv", keep_default_na=False) for m in models},
+                "rf_diff": pd.read_csv(rf_dir / "paper_differences.csv"),
+                "growth_png": (rf_dir / "growth.png").read_bytes(),
+                "signal": init_signal_summary(pd.read_csv(signal_dir / "signal.csv")),
+                "signal_png": (signal_dir / "signal.png").read_bytes()}
+
+
+def write_tables(folder: Path, report: dict, seeds: pd.DataFrame) -> None:
+    """Every table of the report as CSV (`reports/tables/`)."""
+    for name, table in report["tables"].items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+    seeds.to_csv(folder / "seed_values.csv", index=False)
+    report["ablation"].to_csv(folder / "ablation.csv", index=False)
+    for model, table in report["rf_tables"].items():
+        table.to_csv(folder / f"receptive_field_{model}.csv", index=False)
+    report["rf_diff"].to_csv(folder / "receptive_field_paper_differences.csv", index=False)
+    report["provenance"].to_csv(folder / "provenance_runs.csv", index=False)
+    claims = report["claims"]
+    pd.DataFrame(claims, columns=list(claims[0]) if claims else None).to_csv(folder / "claims.csv", index=False)
+    report["signal"].to_csv(folder / "init_signal.csv", index=False)
+
+
+def copy_pictures(models: list[str], output_root: Path, figures: Path) -> dict[str, list[str]]:
+    """The evaluate stage's figures of each model, as the report shows them: per model, the kinds found."""
+    pictures: dict[str, list[str]] = {}
+    for model in models:
+        source = output_root / model / "eval" / "figures"
+        for kind in ("filters", "feature_maps", "confusion"):
+            if (source / f"{kind}.png").exists():
+                shutil.copy(source / f"{kind}.png", figures / f"{model}_{kind}.png")
+                pictures.setdefault(model, []).append(kind)
+    return pictures
+
+
+TEMPLATE = Path(__file__).with_name("report.md.j2")  # the report's prose; its numbers come from render
 
 
 def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, short, long, selection, store, settings,
-           curves, pictures, sources, sharing, jpeg, warnings=()) -> str:
+           curves, pictures, sources, sharing, jpeg, repeated=(), warnings=()) -> str:
+    """report.md: the numbers and tables computed here, the words in ``TEMPLATE``."""
+    import jinja2
+
     study_runs = provenance[provenance["used for"] == "Tables 5-7"] if len(provenance) else provenance
-    shas = sorted(set(study_runs["data sha256"])) if len(study_runs) else []  # the study's, not the variants'
-    devices = sorted(set(study_runs["device"].dropna())) if len(study_runs) else []
     data = data_name(settings.data.source)
-    out = [
-        "# AlexNet and VGG on CIFAR-10: the study, rerun",
-        "",
-        f"Built by `python -m stages.report` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the MLflow store "
-        f"`{store}` (experiment `{settings.mlflow.experiment}`): for each model and epoch count, every finished run "
-        "whose recipe and data match the current `params.yaml` (whatever its device or precision), the latest per "
-        "seed; "
-        "several seeds show as mean ± sd (n). "
-        f"Columns: short run = {f'{short} epochs' if short else 'not run yet'}, long run = {long} epochs. "
-        f"Data: `{data}`" + (f" (arrays sha256 {', '.join(shas)}…)" if shas else "") + ". "
-        + (f"Devices: {'; '.join(devices)}. " if devices else "")
-        + "Table and section numbers are the paper's (its Tables 1 and 5-7 here; its Tables 2-4 are the "
-        "receptive fields).",
-        "",
-        # what the build could not record, here as on the console: a reader of the file alone must see it too
-        *[f"> **Warning:** {line.removeprefix('warning: ')}\n" for line in warnings],
-        "## Table 1 (the paper's numbering): depth and parameters, from the models", "",
-        md_table(tables["table1_parameters"]), "",
-        "## Table 5 (the paper's numbering): test accuracy (%)", "",
-        "The short run is a training of its own, as in the study: its cosine schedule anneals the learning rate "
-        "from its start to 0 over its own epochs, so it is not the first epochs of the long run.", "",
-        md_table(tables["table5_accuracy"]), "",
-        "## Table 6 (the paper's numbering): seconds per training epoch", "", TABLE6,
-        *(["", sharing] if sharing else []), "",
-        md_table(tables["table6_seconds_per_epoch"]), "",
-        "## Table 7 (the paper's numbering): parameters per percentage point of test accuracy", "",
-        "From each run's logged parameter count and its final test accuracy.", "",
-        md_table(tables["table7_parameter_efficiency"]), "",
-        "## Learning dynamics", "",
-        ("Every seed of every model, one row per epoch count: colour for the model, line style and marker for the "
-         "seed (a model's first seed solid with circles, its second dashed with crosses, its third dotted with "
-         "triangles; the legend names each), so seeds that coincide all show." if curves
-         else "No runs to draw yet."), "",
-        *(["![learning curves](figures/learning_curves.png)", ""] if curves else []),
-        "## Discussion: what this rerun reproduces", "",
-        *discussion(claims, short, long, data), "",
-        "## Ablation: one setting changed", "",
-    ]
-    if len(ablation):
-        out += ["Runs that differ from the recipe in exactly one of "
-                f"{', '.join(f'`{k}`' for k in settings.report.ablation_keys)}, beside the recipe's own runs "
-                "(their run ids: Provenance). A training loss flat at 2.303 (ln 10) is a network that outputs the "
-                "same guess for every image.", "", md_table(ablation), ""]
-    else:
-        out += ["No runs yet. For example: `dvc exp run -S train.init=kaiming -S 'models=[vgg16]'`.", ""]
-    out += ablation_gaps(selection, long)
-    out += ["## What the JPEG mirror costs: accuracy against JPEG quality", "", *jpeg]
-    out += ["## Why plain VGG-16 does not learn: the signal at initialisation", "", SIGNAL, "",
-            "![signal at initialisation](figures/init_signal.png)", "", md_table(signal), ""]
-    out += ["## Runs left out", ""]
-    out += [f"- {line}" for line in selection.left_out] or ["None: every finished run in the experiment is shown."]
-    if REPEATED_STEPS:  # one value per epoch was taken; say which runs held more
-        out += ["", f"{plural(len(REPEATED_STEPS), 'run')} logged an epoch more than once (a kill between an epoch's "
-                "log and its saved state, under code that logged before saving): the tables and curves take one "
-                f"value per epoch, the last logged: {', '.join(sorted(REPEATED_STEPS))}."]
-    out += ["", "## Receptive fields (the paper's Tables 2-4)", "",
-            "Computed by walking each model's `features` (r_out = r_in + (k-1)·j_in, j_out = j_in·s), and checked "
-            "against a gradient measurement (the input region with non-zero gradient for one central output unit, "
-            "on an input large enough that padding never clips it): the `measured` column. VGG-16 and VGG-16 with "
-            "BN share their conv and pool geometry, so their fields are identical (one line in the figure).", "",
-            "![receptive field growth](figures/receptive_field_growth.png)", ""]
-    for model, table in rf_tables.items():
-        out += [f"### {NAMES[model]}", "", md_table(table), ""]
-    out += ["### Where the paper's receptive fields differ from the computed ones", ""]
-    if len(rf_diff):
-        out += ["The study's arithmetic slips (e.g. Pool1 of AlexNet: 3 + (2-1)·1 = 4, not 6), and the errors "
-                "carry forward; the paper's Section 4.2 text gives a second, different AlexNet list, and its "
-                "Section 4.3 text a third, per-block list for VGG-16 (a block's field is its last conv's).", "",
-                md_table(rf_diff), ""]
-    else:
-        out += ["None.", ""]
-    out += ["## Learned filters and feature maps (the paper's section 7)", ""]
-    if pictures:
-        out.append("From the workspace's trainings (the `evaluate` stage; the same seeded test images for every "
-                   "model). " + FEATURE_MAPS)
-        for model, kinds in pictures.items():
-            out += ["", f"### {NAMES[model]}", "", f"From one training: {sources.get(model, 'record not found')}.",
-                    ""]
-            out += [f"![{model} {kind}](figures/{model}_{kind}.png)" for kind in kinds]
-    else:
-        out.append("Not built yet: `dvc repro` runs the `evaluate` stages.")
-    out += ["", "## Provenance", "", "Every run this report uses: the numbers of Tables 5-7 (each seed's value: "
-            "`tables/seed_values.csv`), the ablation's and the JPEG variants'. `device shared`: how many other "
-            "finished trainings ran on the same host and device while it ran." + (
-                " `run name` is as logged: runs logged before names carried the ablation setting share the "
-                "recipe run's name; `used for` and `run id` tell them apart."
-                if len(provenance) and provenance["run name"].duplicated().any() else ""), "",
-            md_table(provenance) if len(provenance) else "No matching runs.", ""]
-    return "\n".join(out) + "\n"
+    gaps = ablation_gaps(selection, long)
+    environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                     undefined=jinja2.StrictUndefined, autoescape=False)
+    return environment.from_string(TEMPLATE.read_text()).render(
+        built=time.strftime("%Y-%m-%d %H:%M %Z"), store=store, experiment=settings.mlflow.experiment, short=short,
+        long=long, data=data,
+        shas=sorted(set(study_runs["data sha256"])) if len(study_runs) else [],  # the study's, not the variants'
+        devices=sorted(set(study_runs["device"].dropna())) if len(study_runs) else [],
+        warnings=[line.removeprefix("warning: ") for line in warnings],
+        tables={name: md_table(table) for name, table in tables.items()}, sharing=sharing, curves=curves,
+        discussion="\n".join(discussion(claims, short, long, data)),
+        ablation=md_table(ablation) if len(ablation) else "",
+        ablation_keys=", ".join(f"`{k}`" for k in settings.report.ablation_keys),
+        ablation_gaps="\n".join(gaps[:-1]) if gaps else "", jpeg="\n".join(jpeg), signal=md_table(signal),
+        left_out=selection.left_out, repeated=sorted(repeated),
+        residual=any(isinstance(NETWORKS[model], Residual) for model in rf_tables),
+        rf_tables=[(NAMES[model], md_table(table)) for model, table in rf_tables.items()],
+        rf_diff=md_table(rf_diff) if len(rf_diff) else "", feature_map_top=f"{FEATURE_MAP_TOP:g}",
+        pictures=[(model, NAMES[model], sources.get(model, "record not found"), kinds)
+                  for model, kinds in pictures.items()],
+        duplicated_names=bool(len(provenance) and provenance["run name"].duplicated().any()),
+        provenance=md_table(provenance) if len(provenance) else "No matching runs.")
 
 
 def main() -> None:

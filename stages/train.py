@@ -39,8 +39,9 @@ from study.config import MODEL_NAMES, Settings, load_settings
 from study.data import PREPARED_DIR
 from study.outputs import training_metrics
 from study.tracking.process import TrackingProcess
+from study.tracking.runs import EPOCH_METRICS
 
-HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
+HISTORY_FIELDS = ("epoch", *EPOCH_METRICS)  # history.csv's columns: the per-epoch metrics, declared once
 
 
 def engine_recipe(settings: Settings):
@@ -82,7 +83,7 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = PREPARED_DI
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     started = time.perf_counter()
     # MLflow is imported and its store opened in a helper process while this one imports torch and
-    # builds the model: on two cores that overlaps about 2 s of each start (study.tracking.process)
+    # builds the model: on two cores the two overlap (study.tracking.process)
     tracker = TrackingProcess(settings.mlflow.experiment, settings.mlflow.system_metrics) if track else None
     try:
         with contextlib.ExitStack() as held:  # the saved state's lock, let go however the training ends
@@ -93,139 +94,175 @@ def run_training(*, model: str, settings: Settings, data_dir: Path = PREPARED_DI
             tracker.close()
 
 
+class Phases:
+    """Where a stage's wall time goes, beside the training itself: ``mark(phase)`` adds the time
+    since the last mark to ``phase``."""
+
+    def __init__(self, started: float):
+        self.clock, self.seconds = started, {}
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.clock
+        self.clock = now
+
+
 def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path, tracker: TrackingProcess | None,
            progress: bool | None, log, started: float, held: contextlib.ExitStack) -> dict:
     """``run_training``'s work, its MLflow run kept by ``tracker`` (None: not logged)."""
-    clock = started
-    timings: dict[str, float] = {}
-
-    def mark(phase: str) -> None:  # where a stage's wall time goes, beside the training itself
-        nonlocal clock
-        now = time.perf_counter()
-        timings[phase] = timings.get(phase, 0.0) + now - clock
-        clock = now
-
-    import torch
-
+    phases = Phases(started)
     from study.data import load_prepared
     from study.tracking.runs import NullRun
-    from study.training.device import (
-        compile_cache_dir,
-        load_compile_cache,
-        pick_device,
-        precision_choice,
-        save_compile_cache,
-    )
-    from study.training.engine import Trainer, train
-    from study.training.resume import StateOwner, StateWriter, code_hashes, fingerprint, load_resumable, state_path
+    from study.training.device import compile_cache_dir, load_compile_cache, pick_device, precision_choice
+    from study.training.engine import Trainer
 
-    mark("imports_s")
+    phases.mark("imports_s")
     arrays, data_meta = load_prepared(data_dir)
     arrays = select_subsets(arrays, settings.data.train_subset, settings.data.test_subset, settings.seed)
-    mark("data_load_s")
-    recipe = settings.recipe(model)
-    recipe["data"]["source"] = data_meta["source"]  # what prepare really read
+    phases.mark("data_load_s")
     pick_device(settings.runtime.device)  # a bad one fails before the store is touched
     if tracker is not None:
         tracker.connect()  # while the model builds
     trainer = Trainer(model, engine_recipe(settings))
-    mark("model_and_device_s")
+    phases.mark("model_and_device_s")
     log(f"{model}: {precision_choice(trainer.device, settings.runtime.precision)[1]}")
     if trainer.recipe.compile:  # kernels an earlier process of this torch and device compiled: seconds, not a minute
         log(f"{model}: {load_compile_cache(compile_cache_dir(), trainer.device)}")
-    prov = provenance(device=trainer.device, data_sha256=data_meta["sha256"])
-    record = {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime, "provenance": prov,
-              "num_parameters": trainer.num_parameters, "experiment": settings.mlflow.experiment,
-              "code_sha256": code_hashes(),
-              "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "started_ms": int(time.time() * 1000)}
-    fingerprint_hex = fingerprint(record)
-    owner = held.enter_context(StateOwner(state_path(model, fingerprint_hex)))  # before the state is read
-    state, line = load_resumable(model, record)
-    if line:
-        log(line)
-    history: list[dict] = []
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])  # same code and recipe (the fingerprint): it fits
-        history = state["history"]
-        # the training's identity goes on; where it resumed is recorded beside it
-        record = {**state["record"], "resumed": [*state["record"].get("resumed", []), {
-            "after_epoch": len(history), "git_commit": prov["git_commit"], "at_ms": int(time.time() * 1000)}]}
-    writer = StateWriter(state_path(model, fingerprint_hex))
+    record, history, state = _resume(model, new_record(model, settings, trainer, data_meta), trainer, held, log)
     resumed_epochs = len(history)  # trained by an earlier process: not part of this one's time
-    mark("resume_check_s")
+    phases.mark("resume_check_s")
 
     paths = output_paths(model, output_root)
     sweep_torn_entries(paths["checkpoint"].parent)  # what a killed write of the outputs left (we own the state)
     with tracker.training_run(record, history, log) if tracker else contextlib.nullcontext(NullRun()) as run:
         record["mlflow_run_id"] = run.run_id
-        mark("mlflow_open_s")
-
-        saved_epochs = len(history)  # what the state on disk holds once the writer is done
-        unlogged: list[dict] = []  # epochs whose state is still being written: logged once it lands
-
-        def log_saved() -> None:
-            """Log to MLflow the epochs whose state is on disk, never one whose state is not: a kill
-            then leaves the run without that epoch, and the rerun, resuming from the state, logs it once."""
-            writer.wait()
-            while unlogged:
-                run.log_epoch(unlogged.pop(0))
-
-        def end_of_epoch(epoch_record: dict) -> None:
-            nonlocal saved_epochs
-            history.append(epoch_record)
-            log_saved()  # the last epoch's write is done (and logged), its buffers free for state_dict()
-            writer.save({"fingerprint": fingerprint_hex, "trainer": trainer.state_dict(), "history": list(history),
-                         "record": record, "saved_ms": int(time.time() * 1000)})
-            saved_epochs = len(history)
-            owner.saved = True
-            unlogged.append(epoch_record)
-
-        try:
-            result = train(model, arrays, trainer.recipe, trainer=trainer, history=list(history),
-                           on_epoch=end_of_epoch, progress=progress, log=log)
-        except Diverged:
-            log_saved()  # the epochs before it stay in the run, which ends FAILED
-            writer.remove()  # a rerun from a saved epoch would diverge again: start it fresh
-            raise
-        except KeyboardInterrupt as err:
-            log_saved()  # the last finished epoch's state lands before the process goes, then its log
-            # the epochs saved, not those finished: a Ctrl-C between an epoch's end and its save
-            # leaves that epoch to the rerun, which resumes from the state on disk
-            done = saved_epochs
-            saved = (f"{epochs_upto(done)} saved; rerun `dvc repro` to resume" if done
-                     else "no epoch was saved; rerun `dvc repro` to start again")
-            raise Interrupted(f"{model}: interrupted at epoch {done + 1}/{settings.epochs} ({saved})",
-                              143 if isinstance(err, Terminated) else 130) from err
-        except Exception:
-            with contextlib.suppress(Exception):  # the error that stopped the training is the one to see
-                log_saved()  # the state save under way lands whole: a rerun resumes from it
-            raise
-        log_saved()
-        mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
-        if trainer.recipe.compile:
-            log(f"{model}: {save_compile_cache(compile_cache_dir(), trainer.device)}")
-        summary = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+        phases.mark("mlflow_open_s")
+        result = _epochs(model, settings, arrays, trainer, run, state, record, history, progress, log)
+        phases.mark("training_loop_s")  # epochs, evaluation after each, state saves, per-epoch logging
         epochs_s = sum(h["epoch_time_s"] for h in result["history"][resumed_epochs:])
-        record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000),
-                      timings_s={**timings, "epochs_s": epochs_s})
-        metrics = training_metrics(record)  # bound to the record by its id and digest (study.outputs)
-        try:  # all four land together, or none: a full disk leaves the old set whole
-            with atomic_entries(paths["checkpoint"].parent, tuple(p.name for p in paths.values())) as tmp:
-                torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record},
-                           tmp / paths["checkpoint"].name)
-                write_json(tmp / paths["record"].name, record)
-                write_history(tmp / paths["history"].name, result["history"])
-                write_json(tmp / paths["metrics"].name, metrics)
-        except (OSError, RuntimeError) as err:
-            raise write_failure(f"{model}'s outputs", paths["checkpoint"].parent,
-                                tensor_bytes(trainer.model.state_dict()), err,
-                                "the training state is kept, so the rerun only writes the outputs") from err
-        mark("outputs_s")
+        _write_outputs(model, trainer, record, result, paths, {**phases.seconds, "epochs_s": epochs_s}, log)
+        phases.mark("outputs_s")
         run.finish(record, [paths["record"], paths["metrics"], paths["history"]])
-    writer.remove()  # complete everywhere: nothing left to resume
-    mark("mlflow_finish_s")
-    return {**result, "record": record, "paths": paths, "timings_s": timings, "epochs_s": epochs_s,
+    state.writer.remove()  # complete everywhere: nothing left to resume
+    phases.mark("mlflow_finish_s")
+    return {**result, "record": record, "paths": paths, "timings_s": phases.seconds, "epochs_s": epochs_s,
             "resumed_epochs": resumed_epochs}
+
+
+def new_record(model: str, settings: Settings, trainer, data_meta: dict) -> dict:
+    """A new training's record: what it is (recipe, data as prepare read it), where and how it runs,
+    its provenance and the code it runs."""
+    from study.training.resume import code_hashes
+
+    recipe = settings.recipe(model)
+    recipe["data"]["source"] = data_meta["source"]  # what prepare really read
+    return {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime,
+            "provenance": provenance(device=trainer.device, data_sha256=data_meta["sha256"]),
+            "num_parameters": trainer.num_parameters, "experiment": settings.mlflow.experiment,
+            "code_sha256": code_hashes(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+            "started_ms": int(time.time() * 1000)}
+
+
+class SavedState:
+    """The training's resumable state on disk: its lock (``owner``), its writer, its fingerprint."""
+
+    def __init__(self, model: str, record: dict, held: contextlib.ExitStack):
+        from study.training.resume import StateOwner, StateWriter, fingerprint, state_path
+
+        self.fingerprint = fingerprint(record)
+        self.owner = held.enter_context(StateOwner(state_path(model, self.fingerprint)))  # before it is read
+        self.writer = StateWriter(state_path(model, self.fingerprint))
+
+
+def _resume(model: str, record: dict, trainer, held: contextlib.ExitStack, log) -> tuple[dict, list, SavedState]:
+    """The saved state of the same recipe, data, runtime and code, if any, loaded into ``trainer``:
+    the record (the training's identity goes on, where it resumed recorded beside it) and the
+    epochs already trained."""
+    from study.training.resume import load_resumable
+
+    state = SavedState(model, record, held)
+    saved, line = load_resumable(model, record)
+    if line:
+        log(line)
+    if saved is None:
+        return record, [], state
+    trainer.load_state_dict(saved["trainer"])  # same code and recipe (the fingerprint): it fits
+    history = saved["history"]
+    resumed = {"after_epoch": len(history), "git_commit": record["provenance"]["git_commit"],
+               "at_ms": int(time.time() * 1000)}
+    return {**saved["record"], "resumed": [*saved["record"].get("resumed", []), resumed]}, history, state
+
+
+def _epochs(model: str, settings: Settings, arrays: dict, trainer, run, state: SavedState, record: dict,
+            history: list[dict], progress: bool | None, log) -> dict:
+    """The epochs left, each saved, then logged to MLflow once its state has landed (never before:
+    a kill then leaves the run without that epoch, and the rerun, resuming from the state, logs it
+    once). An interrupt or a failure lets the state save under way land first."""
+    from study.training.engine import train
+
+    saved_epochs = len(history)  # what the state on disk holds once the writer is done
+    unlogged: list[dict] = []  # epochs whose state is still being written: logged once it lands
+
+    def log_saved() -> None:
+        state.writer.wait()
+        while unlogged:
+            run.log_epoch(unlogged.pop(0))
+
+    def end_of_epoch(epoch_record: dict) -> None:
+        nonlocal saved_epochs
+        history.append(epoch_record)
+        log_saved()  # the last epoch's write is done (and logged), its buffers free for state_dict()
+        state.writer.save({"fingerprint": state.fingerprint, "trainer": trainer.state_dict(),
+                           "history": list(history), "record": record, "saved_ms": int(time.time() * 1000)})
+        saved_epochs = len(history)
+        state.owner.saved = True
+        unlogged.append(epoch_record)
+
+    try:
+        result = train(model, arrays, trainer.recipe, trainer=trainer, history=list(history),
+                       on_epoch=end_of_epoch, progress=progress, log=log)
+    except Diverged:
+        log_saved()  # the epochs before it stay in the run, which ends FAILED
+        state.writer.remove()  # a rerun from a saved epoch would diverge again: start it fresh
+        raise
+    except KeyboardInterrupt as err:
+        log_saved()  # the last finished epoch's state lands before the process goes, then its log
+        # the epochs saved, not those finished: a Ctrl-C between an epoch's end and its save
+        # leaves that epoch to the rerun, which resumes from the state on disk
+        saved = (f"{epochs_upto(saved_epochs)} saved; rerun `dvc repro` to resume" if saved_epochs
+                 else "no epoch was saved; rerun `dvc repro` to start again")
+        raise Interrupted(f"{model}: interrupted at epoch {saved_epochs + 1}/{settings.epochs} ({saved})",
+                          143 if isinstance(err, Terminated) else 130) from err
+    except Exception:
+        with contextlib.suppress(Exception):  # the error that stopped the training is the one to see
+            log_saved()  # the state save under way lands whole: a rerun resumes from it
+        raise
+    log_saved()
+    return result
+
+
+def _write_outputs(model: str, trainer, record: dict, result: dict, paths: dict, timings: dict, log) -> None:
+    """checkpoint.pt, record.json, history.csv and metrics.json: all four land together, or none (a
+    full disk leaves the old set whole)."""
+    import torch
+
+    from study.training.device import compile_cache_dir, save_compile_cache
+
+    if trainer.recipe.compile:
+        log(f"{model}: {save_compile_cache(compile_cache_dir(), trainer.device)}")
+    summary = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000), timings_s=timings)
+    metrics = training_metrics(record)  # bound to the record by its id and digest (study.outputs)
+    try:
+        with atomic_entries(paths["checkpoint"].parent, tuple(p.name for p in paths.values())) as tmp:
+            torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record},
+                       tmp / paths["checkpoint"].name)
+            write_json(tmp / paths["record"].name, record)
+            write_history(tmp / paths["history"].name, result["history"])
+            write_json(tmp / paths["metrics"].name, metrics)
+    except (OSError, RuntimeError) as err:
+        raise write_failure(f"{model}'s outputs", paths["checkpoint"].parent, tensor_bytes(trainer.model.state_dict()),
+                            err, "the training state is kept, so the rerun only writes the outputs") from err
 
 
 def main() -> None:

@@ -259,8 +259,8 @@ def run_main(func) -> None:
 
 def exit_now(code: int) -> None:
     """End the process once its work is done, without tearing the interpreter down: the exit
-    handlers run and the streams are flushed, but the teardown of the modules (0.5 s with torch
-    loaded, 1.5 s with torch, MLflow and matplotlib, on one core) is skipped. Every output is
+    handlers run and the streams are flushed, but the teardown of the modules (a second or more
+    with torch, MLflow and matplotlib loaded) is skipped. Every output is
     written and closed by now; MLflow's calls are synchronous. Threads still running are not
     waited for: a stage waits for its own first (the training for its state save, on every path
     out). Waiting for every thread that is not a daemon could hang on a thread pool's idle worker."""

@@ -3,8 +3,9 @@
 Every stage calls ``load_settings`` first, before it opens a tracking run or writes a file:
 unknown keys, wrong types and out-of-range values become one ``StageError`` naming the
 key, what is valid and the fix. One pydantic model per section: strict types (5.0 is no
-integer, "0.1" no number), finite floats, extra keys forbidden. The defaults live in
-params.yaml alone; nothing here invents a value.
+integer, "0.1" no number), finite floats, extra keys forbidden. The values live in
+params.yaml; the one exception is a recipe key added after the study, whose default here is
+the value every earlier run had (``recipe_defaults``).
 
 The *recipe* (what changes the result: models, epochs, seed, ``data.*``, ``train.*``) is
 kept apart from the *runtime* (``runtime.*``: where and how fast it runs). The report
@@ -15,20 +16,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from models.architectures import INITS, MODEL_NAMES
 from study.common import StageError
 
 PARAMS_FILE = "params.yaml"
-# as models/architectures.py has them (a test checks): not imported, so that prepare and summary
-# need not depend on the architecture tables
-ModelName = Literal["alexnet", "vgg16", "vgg16_bn", "vgg8"]
-Init = Literal["default", "kaiming", "torchvision"]
-MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
-INITS: tuple[str, ...] = get_args(Init)
+ModelName = Literal[MODEL_NAMES]  # the registry's networks (models/architectures.py), torch-free
+Init = Literal[INITS]
+OPTIMIZERS = ("sgd", "adamw")
 MODEL_CLASSES = 10  # CIFAR-10
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 FIX = "fix it in params.yaml or with `dvc exp run -S`"
@@ -75,6 +74,8 @@ class Train(Section):
     momentum: Finite = _valid("a number in [0, 1)", ge=0, lt=1)
     weight_decay: Finite = _valid("a number >= 0", ge=0)
     init: Init = _valid(f"one of {', '.join(INITS)}")
+    # a key added after the study: its default is the value every earlier run had (see recipe_defaults)
+    optimizer: Literal[OPTIMIZERS] = _valid(f"one of {', '.join(OPTIMIZERS)}", default="sgd")
 
 
 class Runtime(Section):
@@ -125,6 +126,15 @@ class Settings(Section):
         """What one training run is, as nested plain data (saved in checkpoints, logged to MLflow)."""
         return {"model": model, "epochs": self.epochs, "seed": self.seed, "data": self.data.model_dump(),
                 "train": self.train.model_dump()}
+
+
+def recipe_defaults() -> dict[str, str]:
+    """The recipe keys added after the study, as MLflow params (``train.optimizer``), with the value
+    every run logged before them had. A run that lacks one is read as having it, so a new key
+    leaves every earlier run, a committed store and DVC's run-cache valid; a params.yaml without
+    it means the same."""
+    return {f"train.{name}": str(field.default) for name, field in Train.model_fields.items()
+            if not field.is_required()}
 
 
 def _field_path(loc: tuple) -> tuple[type[BaseModel] | None, list[str]]:

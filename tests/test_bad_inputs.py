@@ -19,7 +19,7 @@ import torch
 import yaml
 from conftest import TINY, project_params, subprocess_env
 
-from models import build_model
+from models.network import build_model
 from stages.prepare import prepare
 from study.common import StageError
 

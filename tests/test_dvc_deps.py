@@ -73,8 +73,8 @@ def test_every_imported_project_module_is_a_dependency(stage, module, deps):
 
 def test_the_closure_is_followed():
     assert {"study/analysis/paper.py", "study/analysis/selection.py", "study/config.py",
-            "study/analysis/receptive_field.py", "study/tracking/store.py", "models/__init__.py",
-            "models/architectures.py", "models/network.py"} <= closure("stages.report")
+            "study/analysis/receptive_field.py", "study/tracking/store.py", "models/architectures.py",
+            "models/network.py"} <= closure("stages.report")
 
 
 def test_the_resume_fallback_names_the_training_loop_code():

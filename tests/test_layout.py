@@ -91,3 +91,34 @@ def test_no_module_over_450_lines():
     too_long = {str(p.relative_to(ROOT)): n for package in ("models", "stages", "study", "benchmarks")
                 for p in (ROOT / package).rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not too_long, too_long
+
+
+def library_files():
+    return [p for package in ("models", "stages", "study") for p in sorted((ROOT / package).rglob("*.py"))]
+
+
+def test_no_function_over_60_lines():
+    too_long = {f"{p.relative_to(ROOT)}:{node.name}": node.end_lineno - node.lineno + 1 for p in library_files()
+                for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60}
+    assert not too_long, too_long
+
+
+def test_networks_are_named_where_they_are_registered_or_the_paper_speaks_of_them():
+    """A network's name as a string lives in the registry (models/), the paper's values and the
+    paper's claims; everything else reads the registry, so a new network needs no other edit."""
+    from models.architectures import MODEL_NAMES
+
+    allowed = {"models/architectures.py", "study/analysis/paper.py", "study/analysis/claims.py"}
+    spelled = {f"{p.relative_to(ROOT)}:{node.lineno}": node.value for p in library_files()
+               if p.relative_to(ROOT).as_posix() not in allowed for node in ast.walk(ast.parse(p.read_text()))
+               if isinstance(node, ast.Constant) and node.value in MODEL_NAMES}
+    assert not spelled, spelled
+
+
+def test_code_comments_say_why_not_which_issue():
+    import re
+
+    history = {f"{p.relative_to(ROOT)}:{i}": line.strip() for p in library_files()
+               for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\b[Ii]ssue \d+", line)}
+    assert not history, history

@@ -15,7 +15,7 @@ import torch
 import yaml
 from conftest import TINY, free_port, project_params, start_server, stop_server, subprocess_env
 
-from models import build_model
+from models.network import build_model
 from stages.prepare import prepare
 from study.data import CLASSES, load_prepared
 from study.training.batches import Normalizer

@@ -2,18 +2,22 @@ import pytest
 import torch
 from torch import nn
 
-from models import MODEL_NAMES, build_model, count_parameters, skeleton
-from models.architectures import conv_count, fc_count, parameter_count
+from models.architectures import MODEL_NAMES, conv_count, fc_count, parameter_count
+from models.network import build_model, count_parameters, skeleton
 
-EXPECTED_PARAMETERS = {"alexnet": 23_238_474, "vgg16": 33_638_218, "vgg16_bn": 33_646_666, "vgg8": 13_119_050}
-EXPECTED_CONVS = {"alexnet": 5, "vgg16": 13, "vgg16_bn": 13, "vgg8": 8}
+# ResNet-18 for CIFAR: 11,173,962 as the common implementations count it (3x3 stem, no max-pool)
+EXPECTED_PARAMETERS = {"alexnet": 23_238_474, "vgg16": 33_638_218, "vgg16_bn": 33_646_666, "vgg8": 13_119_050,
+                       "resnet18": 11_173_962}
+EXPECTED_CONVS = {"alexnet": 5, "vgg16": 13, "vgg16_bn": 13, "vgg8": 8, "resnet18": 17}  # 3x3 convs, main path
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_parameter_count_depth_and_output_shape(name):
     model = build_model(name)
     assert count_parameters(model) == EXPECTED_PARAMETERS[name] == parameter_count(name)  # built == from the tables
-    assert sum(isinstance(m, nn.Conv2d) for m in model.features) == EXPECTED_CONVS[name] == conv_count(name)
+    convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == EXPECTED_CONVS[name] == conv_count(name)
+    assert model.features[0] is convs[0]  # the first layer, where the filter and feature-map figures look
     assert list(model.children()) == [model.features, model.classifier]
     assert sum(isinstance(m, nn.Linear) for m in model.classifier) == fc_count(name)
     shape = skeleton(name)  # the same layers on the meta device, no weights to initialise
@@ -45,17 +49,31 @@ def test_default_init_is_pytorch_own_and_kaiming_differs():
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="alexnet, vgg16, vgg16_bn, vgg8"):
-        build_model("resnet18")
+    with pytest.raises(ValueError, match="alexnet, vgg16, vgg16_bn, vgg8, resnet18"):
+        build_model("resnet50")
     with pytest.raises(ValueError, match="default, kaiming"):
         build_model("vgg8", init="xavier")
 
 
-def test_config_names_the_same_models_and_inits_without_importing_torch():
-    from models import INITS, MODEL_NAMES
-    from study import config
+def test_every_list_of_networks_follows_the_registry():
+    """The registry (models/architectures.py) is the one list: params.yaml's default `models` is the
+    paper's four, dvc.yaml's plots name exactly those, and the paper's tables key only networks
+    the registry has."""
+    import yaml
+    from conftest import ROOT
 
-    assert config.MODEL_NAMES == MODEL_NAMES and config.INITS == INITS
+    from study.analysis import paper
+    from study.config import parse_settings
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert tuple(params["models"]) == paper.PAPER_MODELS and set(paper.PAPER_MODELS) <= set(MODEL_NAMES)
+    for table in (paper.DEPTH, paper.PARAMS_M, paper.ACCURACY, paper.SECONDS, paper.PER_POINT_K):
+        assert tuple(table) == paper.PAPER_MODELS
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    for plot in plots:
+        [(_, spec)] = plot.items()
+        assert [path.split("/")[1] for path in spec["y"]] == params["models"], spec["y"]
+    assert parse_settings({**params, "models": ["alexnet", "resnet18"]}).models == ("alexnet", "resnet18")
 
 
 def test_the_report_and_the_settings_import_no_torch():

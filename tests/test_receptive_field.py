@@ -1,6 +1,6 @@
 import pytest
 
-from models import MODEL_NAMES
+from models.architectures import MODEL_NAMES
 from study.analysis.receptive_field import (
     PAPER,
     analyse,
@@ -27,6 +27,17 @@ def test_walk_matches_hand_worked_values(model):
     assert table.iloc[0]["layer"] == "Input" and table.iloc[0]["receptive_field"] == 1
     got = [(r.layer, r.receptive_field, r.cum_stride) for r in table.iloc[1:].itertuples()]
     assert got == HAND_WORKED[model]
+
+
+def test_a_residual_network_gives_each_stages_field_along_its_main_path():
+    """ResNet-18: 3x3 stem, then two blocks of two 3x3 convs per stage, the first conv of stages
+    2-4 with stride 2. By hand: 3; 3 + 4*2*1 = 11; 11 + 2*1 + 3*2*2 = 25; 25 + 2*2 + 3*2*4 = 53;
+    53 + 2*4 + 3*2*8 = 109. The gradient through the real blocks (shortcuts too) agrees."""
+    table = receptive_field_table("resnet18")
+    assert list(table["layer"]) == ["Input", "Stem", "Stage1", "Stage2", "Stage3", "Stage4"]
+    assert list(table["receptive_field"]) == [1, 3, 11, 25, 53, 109]
+    assert list(table["cum_stride"]) == [1, 1, 1, 2, 4, 8]
+    assert measured_receptive_fields("resnet18") == [3, 11, 25, 53, 109]
 
 
 def test_vgg16_with_and_without_bn_have_the_same_receptive_fields():

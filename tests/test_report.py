@@ -445,7 +445,7 @@ def test_the_filter_to_init_number_is_one_for_an_untrained_network_and_shared_ac
     import torch
     from torch import nn
 
-    from models import build_model
+    from models.network import build_model
     from stages.evaluate import init_correlation
 
     recipe = {"seed": 3, "train": {"init": "default"}}
@@ -479,17 +479,17 @@ def test_readers_take_one_value_per_epoch_and_name_a_run_that_holds_more():
     counts each epoch once, the last value logged, and is named for the report."""
     from types import SimpleNamespace
 
-    from study.analysis.selection import REPEATED_STEPS, metric_steps
+    from study.analysis.selection import StepReader
 
     logged = [(1, 5.0, 100), (2, 5.1, 200), (2, 8.3, 300), (3, 5.2, 400)]  # step, value, timestamp
     client = SimpleNamespace(get_metric_history=lambda run_id, key: [
         SimpleNamespace(step=s, value=v, timestamp=ts) for s, v, ts in logged])
-    REPEATED_STEPS.clear()
-    assert metric_steps(client, "r1", "epoch_time_s") == [(1, 5.0), (2, 8.3), (3, 5.2)]
-    assert REPEATED_STEPS == {"r1"}
+    steps = StepReader(client)
+    assert steps("r1", "epoch_time_s") == [(1, 5.0), (2, 8.3), (3, 5.2)]
+    assert steps.repeated == {"r1"}
     logged.pop(2)
-    assert metric_steps(client, "r2", "epoch_time_s") == [(1, 5.0), (2, 5.1), (3, 5.2)]
-    assert REPEATED_STEPS == {"r1"}
+    assert steps("r2", "epoch_time_s") == [(1, 5.0), (2, 5.1), (3, 5.2)]
+    assert steps.repeated == {"r1"} and StepReader(client).repeated == set()  # one reader per report
 
 
 def test_the_signal_at_initialisation_is_computed_once_per_machine_and_code(tmp_path, monkeypatch):
@@ -546,8 +546,8 @@ def test_the_reference_alias_picks_its_version_moves_with_the_recipe_and_version
     from study.tracking.registry import REFERENCE_ALIAS, register_study
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # models:/ resolved there
-    client = mlflow.MlflowClient()
-    experiment = client.create_experiment("exp", artifact_location=(tmp_path / "artifacts").as_uri())
+    monkeypatch.chdir(tmp_path)
+    client, experiment = connect("exp")  # the store made as the stages make it (MLflow's creation, locked)
 
     def trained(epochs, seed, checked=True):
         run_id = client.create_run(experiment).info.run_id

@@ -9,7 +9,7 @@ import torch
 import yaml
 from conftest import TINY, project_params, project_settings, subprocess_env
 
-from models import build_model
+from models.network import build_model
 from stages.prepare import prepare
 from stages.train import run_training
 from study.training.device import precision_choice

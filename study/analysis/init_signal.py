@@ -32,7 +32,7 @@ def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) 
     import torch.nn.functional as F
     from torch import nn
 
-    from models import build_model
+    from models.network import build_model
 
     torch.manual_seed(seed)
     net = build_model(model_name, init=init).train()
@@ -103,7 +103,7 @@ def signal_cache_file(model_name: str, init: str, seed: int) -> Path:
 
 
 def cached_signal(model_name: str, init: str, seed: int) -> pd.DataFrame:
-    """``layer_signal``, computed once per machine for the same code (about 2 s a network on a CPU
+    """``layer_signal``, computed once per machine for the same code (seconds a network on a CPU
     core); a cache that cannot be read or written is computed around, never trusted half-written."""
     path = signal_cache_file(model_name, init, seed)
     try:

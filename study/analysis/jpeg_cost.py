@@ -1,4 +1,4 @@
-"""What JPEG compression costs in accuracy (issue 22), for the report.
+"""What JPEG compression costs in accuracy, for the report.
 
 The study's offline data is a JPEG mirror of CIFAR-10 (quality 75, 4:2:0 chroma; see the
 data's README). Its cost cannot be measured against the official archive where that cannot be
@@ -91,7 +91,7 @@ def paper_gaps(study: dict[tuple[str, int], Cell], epochs: int) -> dict[str, flo
     gaps = {}
     for (model, e), cell in study.items():
         values = cell.values("final_test_acc")
-        if e == epochs and values and not at_chance(values):
+        if e == epochs and values and not at_chance(values) and model in paper.ACCURACY:
             gaps[model] = mean_sd(values)[0] - paper.ACCURACY[model][paper.EPOCHS.index(epochs)]
     return gaps
 

@@ -1,5 +1,8 @@
 """The study's Tables 2-4 for every model, computed by walking
 the real model's ``features``, checked by measuring gradients, compared with the paper.
+A residual network is no chain of layers: its table gives each stage's field along the main
+path (the shortcuts are shorter), checked by the same gradient measurement on a one-channel
+twin of the real network.
 
 ``analyse`` writes outputs/receptive_fields/<model>.csv, paper_differences.csv and growth.png.
 """
@@ -12,26 +15,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from models import MODEL_NAMES, skeleton
+from models.architectures import MODEL_NAMES, NETWORKS, Residual
+from models.network import skeleton
+from study.analysis import paper
 from study.analysis.paper import NAMES
 from study.common import RECEPTIVE_FIELD_DIR, StageError, atomic_path
 
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
-# The values the study prints (Tables 2-4, "Receptive Field" column; Table 3-4 rows are VGG-16).
-PAPER = {
-    "alexnet": {"Conv1": 3, "Pool1": 6, "Conv2": 10, "Pool2": 14, "Conv3": 22, "Conv4": 30, "Conv5": 38,
-                "Pool5": 46},
-    "vgg16": {"Conv1_1": 3, "Conv1_2": 5, "Pool1": 6, "Conv2_1": 10, "Conv2_2": 14, "Pool2": 16, "Conv3_1": 24,
-              "Conv3_2": 32, "Conv3_3": 40, "Pool3": 44, "Conv4_1": 60, "Conv4_2": 76, "Conv4_3": 92, "Pool4": 108,
-              "Conv5_1": 140, "Conv5_2": 172, "Conv5_3": 204, "Pool5": 236},
-}
-# Section 4.2's running text gives a second, different list for AlexNet, and section 4.3's a
-# third for VGG-16, per block (a block's field is its last conv's).
-PAPER_TEXT = {"alexnet": {"Conv1": 3, "Pool1": 6, "Conv2": 10, "Pool2": 14, "Conv3": 18, "Conv4": 22, "Conv5": 26,
-                          "Pool5": 30}}
-PAPER_BLOCKS = {"vgg16": {"Conv1_2": 5, "Pool1": 6, "Conv2_2": 10, "Pool2": 12, "Conv3_3": 20, "Pool3": 24,
-                          "Conv4_3": 36, "Pool4": 44, "Conv5_3": 60, "Pool5": 76}}
+# the paper's printed receptive fields (its Tables 2-4 and the text of sections 4.2 and 4.3)
+PAPER, PAPER_TEXT, PAPER_BLOCKS = paper.RECEPTIVE_FIELDS, paper.RECEPTIVE_FIELDS_TEXT, paper.RECEPTIVE_FIELDS_BLOCKS
 
 
 def _pair(value) -> int:
@@ -62,11 +55,37 @@ def layer_names(features: nn.Sequential, block_style: bool) -> list[str]:
     return names
 
 
+def residual_table(network: Residual) -> pd.DataFrame:
+    """Each stage's field along the main path of 3x3 convs: r += 2 * j per conv, j doubling at a
+    later stage's first conv (stride 2)."""
+    rows = [{"layer": "Input", "operation": "-", "kernel": None, "stride": None, "cum_stride": 1,
+             "receptive_field": 1, "calculation": "r0 = 1"},
+            {"layer": "Stem", "operation": "3x3 conv", "kernel": 3, "stride": 1, "cum_stride": 1, "receptive_field": 3,
+             "calculation": "1 + (3-1)*1 = 3"}]
+    r, j = 3, 1
+    for stage, blocks in enumerate(network.blocks, start=1):
+        start, steps = r, []
+        for block in range(blocks):
+            for conv in range(2):
+                stride = 2 if stage > 1 and block == 0 and conv == 0 else 1
+                steps.append(f"2*{j}")
+                r, j = r + 2 * j, j * stride
+        rows.append({"layer": f"Stage{stage}", "operation": f"{blocks} residual blocks (3x3 convs)", "kernel": 3,
+                     "stride": 2 if stage > 1 else 1, "cum_stride": j, "receptive_field": r,
+                     "calculation": f"{start} + {' + '.join(steps)} = {r} (main path)"})
+    table = pd.DataFrame(rows)
+    table[["kernel", "stride"]] = table[["kernel", "stride"]].astype("Int64")
+    return table
+
+
 def receptive_field_table(model_name: str) -> pd.DataFrame:
     """Walk ``features``: r_out = r_in + (d(k-1)) * j_in, j_out = j_in * s, where j is the
     cumulative stride (input pixels between neighbouring units)."""
+    network = NETWORKS[model_name]
+    if isinstance(network, Residual):
+        return residual_table(network)
     features = skeleton(model_name).features  # geometry only
-    names = layer_names(features, block_style=model_name.startswith("vgg"))
+    names = layer_names(features, block_style=network.block_names)
     rows = [{"layer": "Input", "operation": "-", "kernel": None, "stride": None, "cum_stride": 1,
              "receptive_field": 1, "calculation": "r0 = 1"}]
     r, j = 1, 1
@@ -103,18 +122,41 @@ def _probe(features: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers).double().eval()
 
 
+def _residual_probe(network: Residual) -> nn.Sequential:
+    """A one-channel twin of the residual ``features`` (the real blocks, widths 1) with
+    all-positive conv weights; BN in eval mode with its initial statistics is a positive scale,
+    so every path, shortcut or main, carries a positive signal and ReLU passes it."""
+    from models.network import make_residual_features
+
+    features = make_residual_features(network, in_channels=1, widths=(1,) * len(network.blocks))
+    for layer in features.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.constant_(layer.weight, 1.0 / layer.weight.numel())
+    return features.double().eval()
+
+
+def _measured_units(model_name: str) -> list[bool]:
+    """Per layer of the probe, whether the table has a row for its output."""
+    network = NETWORKS[model_name]
+    if isinstance(network, Residual):  # the stem's ReLU, then each stage; not the global pooling
+        return [False, False, True] + [True] * len(network.blocks) + [False]
+    return [isinstance(layer, SPATIAL) for layer in skeleton(model_name).features]
+
+
 def measured_receptive_fields(model_name: str, input_size: int | None = None) -> list[int]:
-    """Measure, for one unit near the centre of each conv/pool output, the side of the input
-    square whose gradient is non-zero, on an input large enough that padding never clips
-    it. PyTorch's own conv and pool arithmetic runs, not the formula of the walk."""
+    """Measure, for one unit near the centre of each conv/pool output (each stage's, for a
+    residual network), the side of the input square whose gradient is non-zero, on an input
+    large enough that padding never clips it. PyTorch's own conv and pool arithmetic runs, not
+    the formula of the walk."""
     table = receptive_field_table(model_name)
-    probe = _probe(skeleton(model_name).features)
+    network = NETWORKS[model_name]
+    probe = _residual_probe(network) if isinstance(network, Residual) else _probe(skeleton(model_name).features)
     size = input_size or 2 * int(table["receptive_field"].max()) + 2 * int(table["cum_stride"].max())
     x = torch.ones(1, 1, size, size, dtype=torch.float64, requires_grad=True)
     measured, out = [], x
-    for layer in probe:
+    for layer, unit in zip(probe, _measured_units(model_name), strict=True):
         out = layer(out)
-        if not isinstance(layer, SPATIAL):
+        if not unit:
             continue
         h, w = out.shape[-2:]
         (grad,) = torch.autograd.grad(out[0, 0, h // 2, w // 2], x, retain_graph=True)

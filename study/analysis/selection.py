@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from study.config import Settings, flatten
+from study.config import Settings, flatten, recipe_defaults
 
 NOT_COMPARED = ("model", "epochs", "seed")  # what varies across a study's cells
 
@@ -30,10 +30,14 @@ def expected_params(settings: Settings, data_sha256: str | None) -> dict[str, st
 
 
 def value(run: pd.Series, key: str):
+    """The run's ``key`` as logged; a recipe key added after the run was logged reads as its
+    default, the value the run had (``study.config.recipe_defaults``)."""
     value = run.get(f"params.{key}")
     if (value is None or pd.isna(value)) and key == "data.sha256":  # runs logged before data.sha256 was a param
         value = run.get("tags.data_sha256")
-    return None if value is None or pd.isna(value) else str(value)
+    if value is None or pd.isna(value):
+        return recipe_defaults().get(key)
+    return str(value)
 
 
 @dataclass
@@ -123,19 +127,22 @@ def select(runs: pd.DataFrame, settings: Settings, data_sha256: str | None,
 # ---------------------------------------------------------------- statistics
 
 
-# runs whose history holds an epoch more than once (a kill between an epoch's log and its saved
-# state, before the project logged epochs only once saved): the report names them
-REPEATED_STEPS: set[str] = set()
+class StepReader:
+    """A run's metric per epoch, one value per step (the last logged), in step order, as the report
+    reads them. ``repeated``: the runs read so far that held a step more than once (a kill between
+    an epoch's log and its saved state, under code that logged before saving), for the report to
+    name. One reader per report."""
 
+    def __init__(self, client):
+        self.client = client
+        self.repeated: set[str] = set()
 
-def metric_steps(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    """A run's ``key`` per epoch, one value per step (the last logged), in step order; a run that
-    holds a step more than once is remembered in ``REPEATED_STEPS`` for the report to name."""
-    by_step: dict[int, tuple[int, float]] = {}
-    history = client.get_metric_history(run_id, key)
-    for m in history:
-        if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
-            by_step[m.step] = (m.timestamp, m.value)
-    if len(by_step) < len(history):
-        REPEATED_STEPS.add(run_id)
-    return [(step, value) for step, (_, value) in sorted(by_step.items())]
+    def __call__(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        by_step: dict[int, tuple[int, float]] = {}
+        history = self.client.get_metric_history(run_id, key)
+        for m in history:
+            if m.step not in by_step or m.timestamp >= by_step[m.step][0]:
+                by_step[m.step] = (m.timestamp, m.value)
+        if len(by_step) < len(history):
+            self.repeated.add(run_id)
+        return [(step, value) for step, (_, value) in sorted(by_step.items())]

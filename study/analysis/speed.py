@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.analysis.selection import Cell, metric_steps
-
-TABLE6 = ("Seconds per training epoch (the pass over the training set, device synchronised), from each run's "
-          "logged epoch times. The first epoch stands apart: it carries the warm-up (CUDA graph capture, cuDNN's "
-          "algorithm search, memory growth) and one-off start-up that depends on what ran before it (the first "
-          "training of a process or device call also pays for initialising the GPU), so it is start-up-sensitive and "
-          "compares little between runs. *Later epochs* is the mean of epochs 2 to the last: the training's "
-          "speed, the number to compare. DVC's `metrics.json` (`sec`) gives the mean over all epochs, the first "
-          "included, and so does each MLflow run's description (runs logged by the current code add the later "
-          "epochs' mean); `tables/seed_values.csv` has all three per run. "
-          "`docs/speed.md` times a training alone on the device, the code's speed without sharing. "
-          "The paper's hardware is unknown, so its seconds are shown for scale only, without a difference. "
-          "Every cell gives its n: the 40-epoch cells of a store whose other seeds shared the GPU rest on the one "
-          "run that had it alone. Trainings that shared a GPU may have run under NVIDIA MPS, which the runs do not "
-          "record (a results store's README says whether its did).")
+from study.analysis.selection import Cell, StepReader
 
 
-def epoch_times(client, runs) -> dict[str, tuple[float, float | None]]:
+def epoch_times(steps: StepReader, runs) -> dict[str, tuple[float, float | None]]:
     """Per run id: (first epoch, mean of the later epochs) in seconds, from its logged
     ``epoch_time_s``. The first epoch carries the warm-up (CUDA graph capture, cuDNN's
     algorithm search, allocator growth), so the later ones are the training's speed."""
     times = {}
     for run in runs:
-        history = metric_steps(client, run["run_id"], "epoch_time_s")
+        history = steps(run["run_id"], "epoch_time_s")
         if history:
             later = [v for _, v in history[1:]]
             times[run["run_id"]] = (history[0][1], sum(later) / len(later) if later else None)

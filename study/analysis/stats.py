@@ -65,7 +65,7 @@ def welch(a: list[float], b: list[float] | float, confidence: float = CONFIDENCE
     if variance == 0:  # every seed identical on both sides (a network stuck at one guess): no spread
         return Gap(gap, gap, gap, None, (n_a, n_b), (sd_a, sd_b), 0.0)
     df = variance**2 / sum(v**2 / d for v, d in terms)
-    from scipy import stats  # here: at one seed there is no interval, and scipy.stats costs 0.5 s to import
+    from scipy import stats  # here: at one seed there is no interval, and scipy.stats is slow to import
 
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(variance)
     return Gap(gap, gap - half, gap + half, df, (n_a, n_b), (sd_a, sd_b), math.sqrt(variance))

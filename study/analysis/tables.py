@@ -8,8 +8,8 @@ import pandas as pd
 from models.architectures import conv_count, fc_count, parameter_count
 from study.analysis import paper
 from study.analysis.claims import per_point
-from study.analysis.paper import NAMES
-from study.analysis.selection import Cell, Selection, metric_steps
+from study.analysis.paper import NAMES, NOT_IN_PAPER
+from study.analysis.selection import Cell, Selection, StepReader
 from study.analysis.speed import sharing_cell, timing_runs
 from study.analysis.stats import fmt_stat, mean_sd
 
@@ -29,25 +29,29 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
     for model in models:
         convs, fcs = conv_count(model), fc_count(model)
         params = parameter_count(model)
+        in_paper = model in paper.PAPER_MODELS
         t1.append({"model": NAMES[model], "depth (conv+FC)": f"{convs}+{fcs}={convs + fcs}",
-                   "paper depth": paper.DEPTH[model], "parameters": f"{params:,}",
-                   "paper": f"{paper.PARAMS_M[model]}M", "difference": f"{params / 1e6 - paper.PARAMS_M[model]:+.2f}M"})
+                   "paper depth": paper.DEPTH.get(model, NOT_IN_PAPER), "parameters": f"{params:,}",
+                   "paper": f"{paper.PARAMS_M[model]}M" if in_paper else NOT_IN_PAPER,
+                   "difference": f"{params / 1e6 - paper.PARAMS_M[model]:+.2f}M" if in_paper else NOT_IN_PAPER})
         row5, row6 = {"model": NAMES[model]}, {"model": NAMES[model]}
         for idx, epochs in enumerate((short, long)):  # the study's (5, 40) columns
             cell = study.get((model, epochs)) if epochs else None
             label = f"{epochs} ep" if epochs else "short run"
-            ours, theirs = (cell.values("final_test_acc") if cell else []), paper.ACCURACY[model][idx]
+            ours = cell.values("final_test_acc") if cell else []
+            theirs = paper.ACCURACY[model][idx] if in_paper else None
             missing = not_run(epochs, workspace_epochs, short_epochs)
             row5[f"ours ({label})"] = fmt_stat(ours) if ours else missing
-            row5[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{theirs:.2f}"
-            row5[f"diff ({label})"] = f"{mean_sd(ours)[0] - theirs:+.2f}" if ours else "-"
+            row5[f"paper ({paper.EPOCHS[idx]} ep)"] = NOT_IN_PAPER if theirs is None else f"{theirs:.2f}"
+            row5[f"diff ({label})"] = (NOT_IN_PAPER if theirs is None else f"{mean_sd(ours)[0] - theirs:+.2f}") \
+                if ours else "-"
             timed = [times[r["run_id"]] for r in timing_runs(cell, shared) if r["run_id"] in times] if cell else []
             later = [t for _, t in timed if t is not None]
             untimed = "not logged" if cell else missing
             row6[f"first epoch, start-up-sensitive ({label})"] = fmt_stat([f for f, _ in timed], always_n=True) \
                 if timed else untimed
             row6[f"later epochs ({label})"] = fmt_stat(later, always_n=True) if later else untimed if not timed else "-"
-            row6[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{paper.SECONDS[model][idx]:.2f}"
+            row6[f"paper ({paper.EPOCHS[idx]} ep)"] = f"{paper.SECONDS[model][idx]:.2f}" if in_paper else NOT_IN_PAPER
             row6[f"device shared ({label})"] = sharing_cell(cell, shared)
         t5.append(row5)
         t6.append(row6)
@@ -55,10 +59,11 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
         accuracy, points = (cell.values("final_test_acc") if cell else []), per_point(cell)
         t7.append({"model": NAMES[model], "parameters": f"{params / 1e6:.1f}M",
                    f"test acc ({long} ep)": fmt_stat(accuracy) if accuracy else not_run(long, workspace_epochs),
-                   "paper acc (40 ep)": f"{paper.ACCURACY[model][1]:.2f}",
+                   "paper acc (40 ep)": f"{paper.ACCURACY[model][1]:.2f}" if in_paper else NOT_IN_PAPER,
                    "params per point (K)": fmt_stat(points, ".0f") if points else "-",
-                   "paper (K)": f"{paper.PER_POINT_K[model]}",
-                   "diff (K)": f"{mean_sd(points)[0] - paper.PER_POINT_K[model]:+.0f}" if points else "-"})
+                   "paper (K)": f"{paper.PER_POINT_K[model]}" if in_paper else NOT_IN_PAPER,
+                   "diff (K)": (f"{mean_sd(points)[0] - paper.PER_POINT_K[model]:+.0f}" if in_paper else NOT_IN_PAPER)
+                   if points else "-"})
     return {"table1_parameters": pd.DataFrame(t1), "table5_accuracy": pd.DataFrame(t5),
             "table6_seconds_per_epoch": pd.DataFrame(t6), "table7_parameter_efficiency": pd.DataFrame(t7)}
 
@@ -74,11 +79,11 @@ def seed_values(study: dict[tuple[str, int], Cell], times: dict) -> pd.DataFrame
                          for (m, e), cell in sorted(study.items()) for r in cell.runs])
 
 
-def first_losses(client, cell: Cell | None, epochs: int = 5) -> str:
+def first_losses(steps: StepReader, cell: Cell | None, epochs: int = 5) -> str:
     """Training loss at epochs 1..5 of the cell's first run: a flat 2.303 means no learning."""
     if cell is None:
         return "-"
-    points = metric_steps(client, cell.runs[0]["run_id"], "train_loss")
+    points = steps(cell.runs[0]["run_id"], "train_loss")
     return " / ".join(f"{v:.3f}" for s, v in points if s <= epochs)
 
 
@@ -86,7 +91,7 @@ ABLATION_COLUMNS = ["setting", "model", "epochs", "seeds", "test acc", "recipe's
                     "recipe's train loss, epochs 1-5"]
 
 
-def ablation_table(client, selection: Selection) -> pd.DataFrame:
+def ablation_table(steps: StepReader, selection: Selection) -> pd.DataFrame:
     rows = []
     for (key, value, model, epochs), cell in sorted(selection.ablation.items()):
         base = selection.study.get((model, epochs))
@@ -94,15 +99,13 @@ def ablation_table(client, selection: Selection) -> pd.DataFrame:
                      "seeds": ", ".join(map(str, cell.seeds)),
                      "test acc": fmt_stat(cell.values("final_test_acc")),
                      "recipe's test acc": fmt_stat(base.values("final_test_acc")) if base else "not run",
-                     "train loss, epochs 1-5": first_losses(client, cell),
-                     "recipe's train loss, epochs 1-5": first_losses(client, base)})
+                     "train loss, epochs 1-5": first_losses(steps, cell),
+                     "recipe's train loss, epochs 1-5": first_losses(steps, base)})
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)  # the header even when empty: a CSV reads back
 
 
 ABLATION_SEEDS = 3  # seeds an ablation needs before the report lets it speak to a claim
-# the ablation the claims need: plain VGG-16 under torchvision's VGG init (conv Kaiming fan-out,
-# linear N(0, 0.01)), which benchmarks/device/gpu_pipeline.sh queues
-WANTED_ABLATION = ("train.init", "torchvision", "vgg16")
+WANTED_ABLATION = paper.WANTED_ABLATION  # the ablation the claims need
 
 
 def ablation_gaps(selection: Selection, long: int) -> list[str]:

@@ -104,7 +104,7 @@ def system_metrics(run_id: str, enabled: bool) -> Iterator[None]:
 
     # one missing GPU library is no news, and a store that fails says so once, from the training's own logging
     logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=5)  # a 5-epoch GPU training lasts ~10 s
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=5)  # short GPU trainings last seconds
     monitor.start()
     try:
         yield
@@ -146,8 +146,9 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     now = int(time.time() * 1000)
     step = record["recipe"]["epochs"]
-    values = {"eval/params_per_accuracy_point": metrics["params_per_accuracy_point"],
-              **{f"eval/{k}": metrics[k] for k in ("first_layer_init_corr", "feature_maps_clipped") if k in metrics},
+    # every number the evaluation wrote, under eval/ (test_acc last, as the mark), each class's accuracy
+    values = {**{f"eval/{k}": v for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "test_acc"},
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
     log_dataset(client, run_id, dataset_input(record, "evaluation"))

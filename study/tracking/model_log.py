@@ -35,12 +35,12 @@ class UInt8Classifier(nn.Module):
 
 
 def preload() -> None:
-    """Import what ``log_model`` needs (torch.export alone is about 2 s), without touching a store."""
+    """Import what ``log_model`` needs (torch.export alone takes seconds), without touching a store."""
     import mlflow.pyfunc  # noqa: F401
     import torch.export._trace  # noqa: F401
     from mlflow.models import infer_signature  # noqa: F401
 
-    from models import build_model  # noqa: F401
+    from models.network import build_model  # noqa: F401
 
 
 def logged_model_id(client, run, checkpoint_sha256: str) -> str | None:
@@ -71,7 +71,7 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     import mlflow
     import numpy as np
 
-    from models import build_model
+    from models.network import build_model
 
     with checkpoint.open("rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()

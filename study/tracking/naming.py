@@ -11,7 +11,7 @@ from typing import Any
 from study.common import plural, process_start_ticks, project_root
 from study.config import flatten
 
-STUDY_TRAIN = {"init": "default", "lr": 0.01}
+STUDY_TRAIN = {"init": "default", "lr": 0.01, "optimizer": "sgd"}  # a run differing in one is named for it
 
 
 # a re-encoded data variant's tarball (benchmarks/jpeg_variants.py): cifar10-jpeg-q50.tar.gz

@@ -1,6 +1,6 @@
-"""MLflow in a helper process beside the train and evaluate stages (issue 23).
+"""MLflow in a helper process beside the train and evaluate stages.
 
-Importing MLflow takes about 2 s of one core (torch.export, for the model log, 2 s more);
+Importing MLflow takes seconds of one core (torch.export, for the model log, as long again);
 a stage's own process spends as long importing torch and loading its model and data.
 Started before torch is imported, a helper does the first while the stage does the
 second, on the machine's second core, and the training process never imports MLflow.

@@ -61,7 +61,7 @@ def autocast_device(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
-# ---------------------------------------------------------------- persistent compile cache (issue 24)
+# ---------------------------------------------------------------- persistent compile cache
 def compile_cache_dir():
     """Where the train stage keeps compiled kernels between processes: ``STUDY_COMPILE_CACHE``, else
     the user's cache folder. Outside the project on purpose: DVC's queue trains in temporary copies,

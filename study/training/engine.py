@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import build_model, count_parameters
+from models.network import build_model, count_parameters
 from study.common import Diverged, StageError
 from study.training.batches import Normalizer, random_crop_flip, to_device_images
 from study.training.device import autocast_device, pick_device, precision_choice
-from study.training.sgd import MomentumSGD
+from study.training.sgd import OPTIMIZERS
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Recipe:
     compile: bool = False
     cuda_graphs: bool = True  # replay the training step as one CUDA graph (CUDA only)
     init: str = "default"
+    optimizer: str = "sgd"  # or "adamw" (an ablation)
 
 
 def effective_runtime(recipe: Recipe) -> dict:
@@ -53,7 +54,8 @@ def effective_runtime(recipe: Recipe) -> dict:
     is_cuda = device.startswith("cuda")
     return {"device": device, "precision": precision_choice(device, recipe.precision)[0],
             "channels_last": recipe.channels_last, "compile": recipe.compile,
-            "cuda_graphs": is_cuda and recipe.cuda_graphs}
+            # the captured step reads the lr from a tensor, which the project's SGD takes
+            "cuda_graphs": is_cuda and recipe.cuda_graphs and recipe.optimizer == "sgd"}
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -90,8 +92,9 @@ class Trainer:
         self.use_graph = self.runtime["cuda_graphs"]
         # a tensor lr lets the captured update read each epoch's rate from device memory
         lr = torch.tensor(recipe.lr, device=self.device) if self.use_graph else recipe.lr
-        self.optimizer = MomentumSGD(self.model.parameters(), lr=lr, momentum=recipe.momentum,
-                                     weight_decay=recipe.weight_decay, fused=True if is_cuda else None)
+        self.optimizer = OPTIMIZERS[recipe.optimizer](self.model.parameters(), lr=lr, momentum=recipe.momentum,
+                                                      weight_decay=recipe.weight_decay,
+                                                      fused=True if is_cuda else None)
         # compiled code is built during the eager warm-up steps, then captured into the graph like any kernel
         self.step_model = torch.compile(self.model, dynamic=False) if recipe.compile else self.model
         self.normalize = Normalizer(self.device, recipe.channels_last)
@@ -286,22 +289,12 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
     first_epoch = trainer.epochs_done + 1
     for epoch in range(first_epoch, recipe.epochs + 1):
         epoch_start = time.perf_counter()
-        lr = trainer.current_lr()
         bar = _progress_bar(batches, f"{model_name} {epoch}/{recipe.epochs}", progress)
-        trainer.synchronize()
-        start = time.perf_counter()
-        train_loss, train_acc = trainer.train_one_epoch(train_x, train_y, bar)  # ends with a sync
-        epoch_time = time.perf_counter() - start
-        test_loss, test_acc = trainer.evaluate(test_x, test_y)
-        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):  # read at the epoch's one sync
-            bad = train_loss if not math.isfinite(train_loss) else test_loss
-            raise Diverged(f"{model_name}: the loss became {bad} at epoch {epoch}/{recipe.epochs}, so the training "
-                           f"diverged (train.lr {recipe.lr} is the usual cause; try a lower one); nothing was written")
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                  "test_acc": test_acc, "lr": lr, "epoch_time_s": epoch_time}
+        record = train_epoch(trainer, epoch, (train_x, train_y), (test_x, test_y), bar)
         history.append(record)
-        summary = (f"loss {train_loss:.3f} acc {train_acc:.2f}% | test loss {test_loss:.3f} "
-                   f"acc {test_acc:.2f}% | lr {lr:.5f} | {epoch_time:.1f}s")
+        summary = (f"loss {record['train_loss']:.3f} acc {record['train_acc']:.2f}% | test loss "
+                   f"{record['test_loss']:.3f} acc {record['test_acc']:.2f}% | lr {record['lr']:.5f} | "
+                   f"{record['epoch_time_s']:.1f}s")
         if bar is not None:
             bar.set_postfix_str(summary, refresh=True)
             bar.close()
@@ -312,10 +305,34 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
         if epoch == first_epoch and epoch < recipe.epochs and not device.startswith("cuda"):
             log(eta_line(model_name, (time.perf_counter() - epoch_start) * (recipe.epochs - epoch), epoch + 1,
                          recipe.epochs))
+    return {"trainer": trainer, "history": history, "metrics": summary_metrics(trainer, history, len(train_y),
+                                                                              len(test_y)), "recipe": asdict(recipe)}
+
+
+def train_epoch(trainer: Trainer, epoch: int, train_set: tuple, test_set: tuple, bar) -> dict:
+    """One epoch and its evaluation: the epoch's record (the per-epoch metrics of
+    ``study.tracking.runs.EPOCH_METRICS``); a non-finite loss stops the training."""
+    recipe = trainer.recipe
+    lr = trainer.current_lr()
+    trainer.synchronize()
+    start = time.perf_counter()
+    train_loss, train_acc = trainer.train_one_epoch(*train_set, bar)  # ends with a sync
+    epoch_time = time.perf_counter() - start
+    test_loss, test_acc = trainer.evaluate(*test_set)
+    if not (math.isfinite(train_loss) and math.isfinite(test_loss)):  # read at the epoch's one sync
+        bad = train_loss if not math.isfinite(train_loss) else test_loss
+        raise Diverged(f"{trainer.model_name}: the loss became {bad} at epoch {epoch}/{recipe.epochs}, so the "
+                       f"training diverged (train.lr {recipe.lr} is the usual cause; try a lower one); nothing was "
+                       "written")
+    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+            "test_acc": test_acc, "lr": lr, "epoch_time_s": epoch_time}
+
+
+def summary_metrics(trainer: Trainer, history: list[dict], train_images: int, test_images: int) -> dict:
     times = [h["epoch_time_s"] for h in history]
-    metrics = {
-        "model": model_name,
-        "epochs": recipe.epochs,
+    return {
+        "model": trainer.model_name,
+        "epochs": trainer.recipe.epochs,
         "final_test_acc": history[-1]["test_acc"],
         "best_test_acc": max(h["test_acc"] for h in history),
         "final_train_loss": history[-1]["train_loss"],
@@ -324,7 +341,6 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
         # the first epoch carries cuDNN autotuning and compilation; report both
         "mean_epoch_time_s_after_first": sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0],
         "precision": trainer.precision,
-        "train_images": int(len(train_y)),
-        "test_images": int(len(test_y)),
+        "train_images": int(train_images),
+        "test_images": int(test_images),
     }
-    return {"trainer": trainer, "history": history, "metrics": metrics, "recipe": asdict(recipe)}
