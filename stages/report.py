@@ -189,7 +189,9 @@ def provenance_table(selection: Selection, short: int | None, long: int, models,
 
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,
                  weights: bool = True, rf_dir: Path = RECEPTIVE_FIELD_DIR, signal_dir: Path = INIT_SIGNAL_DIR,
-                 data_dir: Path = PREPARED_DIR) -> dict:
+                 data_dir: Path = PREPARED_DIR, shown_uri: str | None = None) -> dict:
+    """``shown_uri``: the store to name in the report and the runs-table line, where the one read is
+    a copy of it (``store_report``)."""
     from study.tracking.store import runs_table_link
 
     models = list(settings.models)
@@ -227,12 +229,12 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         (tmp / "figures" / "receptive_field_growth.png").write_bytes(report.pop("growth_png"))
         (tmp / "figures" / "init_signal.png").write_bytes(report.pop("signal_png"))
         pictures = copy_pictures(models, output_root, tmp / "figures")
-        text = render(**report, store=store_name(uri), settings=settings, curves=curves, pictures=pictures,
+        text = render(**report, store=store_name(shown_uri or uri), settings=settings, curves=curves, pictures=pictures,
                       jpeg=jpeg_lines, sources=figure_sources(pictures, output_root, client),
                       sharing=sharing_note(runs, report["provenance"]), repeated=steps.repeated, warnings=warnings)
         (tmp / "report.md").write_text(text)
     return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": report["ablation"],
-            "runs_table": runs_table_link(uri, str(runs["experiment_id"].iloc[0]))}
+            "runs_table": runs_table_link(shown_uri or uri, str(runs["experiment_id"].iloc[0]))}
 
 
 def model_analyses(models: list[str], seed: int, rf_dir: Path, signal_dir: Path) -> dict:
@@ -317,26 +319,40 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, 
         provenance=md_table(provenance) if len(provenance) else "No matching runs.")
 
 
+def store_report(store: Path, out: Path | None = None) -> tuple[Path, dict]:
+    """The report of a results store (a folder holding mlflow.db, params.yaml and outputs/), into
+    ``out`` (default: reports/<the store's folder name>), reading nothing else. The store is only
+    read: MLflow opens a copy of its database, so whatever the report would record there (the
+    experiment's description, a lock) never reaches the committed files."""
+    if not (store / "mlflow.db").is_file():
+        raise StageError(f"{store} holds no mlflow.db; give the folder of a results store, "
+                         "e.g. results/h200-2026-11-27")
+    out = out or REPORT_DIR / store.resolve().name
+    settings = load_settings(store / "params.yaml")
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copyfile(store / "mlflow.db", Path(scratch) / "mlflow.db")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(scratch) / 'mlflow.db'}"
+        # a results store keeps records and evaluations, no weights: its record.json is the source there
+        return out, build_report(settings=settings, report_dir=out, output_root=store / "outputs", weights=False,
+                                 rf_dir=store / "no-receptive-fields", signal_dir=store / "no-signal",
+                                 data_dir=store / "no-data", shown_uri=f"sqlite:///{(store / 'mlflow.db').resolve()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     parser.add_argument("--store", type=Path, help="a results store (a folder holding mlflow.db, params.yaml and "
-                        "outputs/): rebuild its report into STORE/report, reading nothing else")
+                        "outputs/): build its report from it alone, which is only read")
+    parser.add_argument("--out", type=Path, help="with --store, the folder the report goes to (default: "
+                        "reports/<the store's folder name>)")
     args = parser.parse_args()
 
     def work():
         start = time.perf_counter()
+        if args.out and not args.store:
+            raise StageError("--out goes with --store; the pipeline's own report is reports/report.md")
         if args.store:
-            if not (args.store / "mlflow.db").exists():
-                raise StageError(f"{args.store} holds no mlflow.db; give the folder of a results store, "
-                                 "e.g. results/h100-2026-11-27")
-            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(args.store / 'mlflow.db').resolve()}"
-            settings = load_settings(args.store / "params.yaml")
-            out = args.store / "report"
-            # a results store keeps records and evaluations, no weights: its record.json is the source there
-            result = build_report(settings=settings, report_dir=out, output_root=args.store / "outputs", weights=False,
-                                  rf_dir=args.store / "no-receptive-fields", signal_dir=args.store / "no-signal",
-                                  data_dir=args.store / "no-data")
+            out, result = store_report(args.store, args.out)
         else:
             out = REPORT_DIR
             result = build_report(settings=load_settings(args.params))

@@ -195,13 +195,41 @@ def parse_settings(raw: Any) -> Settings:
         raise _one_line(raw, err) from None
 
 
+MAX_DEPTH = 20  # nesting levels: params.yaml has three
+MAX_ALIASES = 50  # `*name` references: params.yaml has none; a few hundred nested ones build gigabytes
+
+
 class _ParamsLoader(yaml.SafeLoader):
-    """params.yaml as DVC (ruamel, YAML 1.2) reads it: a repeated key is an error, and
-    ``1e-3`` is a number (YAML 1.1 would make it text)."""
+    """params.yaml as DVC (ruamel, YAML 1.2) reads it: a repeated key is an error, a merge key
+    (``<<: *defaults``) merges, and ``1e-3`` is a number (YAML 1.1 would make it text). Nesting
+    and aliases are bounded before anything is built, so a hostile file costs neither time nor memory."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth, self.aliases = 0, 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise StageError(f"params.yaml uses more than {MAX_ALIASES} aliases (`*name`); write the values out")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise StageError(f"params.yaml nests deeper than {MAX_DEPTH} levels (line "
+                             f"{self.peek_event().start_mark.line + 1}); its sections are mappings of values")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # merged keys may be overridden: no repeat
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise StageError(f"params.yaml: a {'list' if isinstance(key_node, yaml.SequenceNode) else 'mapping'} "
+                                 f"is used as a key (line {key_node.start_mark.line + 1}); keys are names")
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise StageError(f"params.yaml: key {key!r} appears twice (line {key_node.start_mark.line + 1}); "

@@ -48,7 +48,13 @@ def resolve_source(source: str) -> str | Path:
         return source
     path = Path(source).expanduser()
     path = path if path.is_absolute() else project_root() / path
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as err:  # a name longer than the file system allows, say
+        shown = source if len(source) <= 80 else f"{source[:60]}... ({len(source)} characters)"
+        raise StageError(f"data.source {shown!r} cannot be a path here ({err.strerror}); give the path to "
+                         "cifar-10-python.tar.gz or an image-folder tree/tarball") from None
+    if not found:
         raise StageError(f"data.source {source!r}: no such file or folder ({path}); "
                          "give the path to cifar-10-python.tar.gz or an image-folder tree/tarball")
     return path

@@ -337,3 +337,53 @@ def test_params_are_checked_by_pydantic_models_per_section():
         if isinstance(params, dict) and case != "missing source":  # a path that does not exist: prepare's check
             with pytest.raises(StageError, match=re.escape(expected)):
                 parse_settings(params)
+
+
+def billion_laughs(levels: int = 7) -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_PARAMS = [
+    ("list as a key", "? [epochs, seed]\n: 5\n", "params.yaml: a list is used as a key (line 1); keys are names"),
+    ("mapping as a key", "? {epochs: 5}\n: 5\n", "params.yaml: a mapping is used as a key (line 1)"),
+    ("500-deep nesting", "epochs: " + "[" * 500 + "]" * 500 + "\n", "params.yaml nests deeper than 20 levels"),
+    ("alias bomb", billion_laughs(), "params.yaml uses more than 50 aliases"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), HOSTILE_PARAMS, ids=[c[0] for c in HOSTILE_PARAMS])
+def test_hostile_params_are_one_line_in_under_a_second_with_bounded_memory(tmp_path, case, text, expected):
+    import time
+
+    from study.config import load_settings
+
+    (tmp_path / "params.yaml").write_text(text)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(StageError) as raised:
+            load_settings(tmp_path / "params.yaml")
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0 and peak < 20 << 20, (case, peak)
+    assert str(raised.value).startswith(expected) and "\n" not in str(raised.value)
+
+
+def test_a_merge_key_merges_as_dvc_reads_it(tmp_path):
+    from study.config import load_settings
+
+    text = yaml.safe_dump(with_params()).replace("  init: default\n", "")
+    (tmp_path / "params.yaml").write_text(text.replace("train:\n", "train:\n  <<: {batch_size: 8, init: kaiming}\n"))
+    settings = load_settings(tmp_path / "params.yaml")
+    assert settings.train.init == "kaiming"  # from the merge
+    assert settings.train.batch_size == TINY["train"]["batch_size"]  # the explicit key wins, as YAML says
+
+
+def test_a_source_name_longer_than_the_file_system_allows_is_one_line():
+    from study.data import resolve_source
+
+    with pytest.raises(StageError, match=r"data.source 'x{60}\.\.\. \(307 characters\)' cannot be a path here"):
+        resolve_source("x" * 300 + ".tar.gz")

@@ -31,13 +31,30 @@ def test_there_is_a_committed_store():
     assert {*CONTENT, *FEWEST_SEEDS} <= {s.name for s in STORES}, sorted(s.name for s in STORES)
 
 
+def file_digests(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.parametrize("store", STORES, ids=[s.name for s in STORES])
 def test_the_report_rebuilds_from_the_store_alone(store, tmp_path):
+    """Every number of the committed tables again, from the store alone, which is only read: not a
+    byte of it changes and nothing is added to it (before: its mlflow.db gained a row and a lock)."""
     copy = tmp_path / store.name
     shutil.copytree(store, copy, ignore=shutil.ignore_patterns("report"))
-    proc = subprocess.run([sys.executable, "-m", "stages.report", "--store", str(copy)], cwd=ROOT,
+    before = file_digests(copy)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)  # read-only, as a checkout may be
+    out = tmp_path / "rebuilt"
+    proc = subprocess.run([sys.executable, "-m", "stages.report", "--store", str(copy), "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     assert proc.returncode == 0, proc.stderr
+    assert file_digests(copy) == before, "reading the store wrote into it"
+    assert f"wrote {out / 'report.md'}: " in proc.stdout
     assert "logged" not in proc.stdout  # every record in the store already has its run
     db = (copy / "mlflow.db").resolve()
     assert (f"the runs in MLflow: `mlflow server --backend-store-uri sqlite:///{db} --serve-artifacts "
@@ -45,14 +62,14 @@ def test_the_report_rebuilds_from_the_store_alone(store, tmp_path):
             "http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning") in proc.stdout
     for name in TABLES:
         committed = pd.read_csv(store / "report/tables" / f"{name}.csv", dtype=str)
-        rebuilt = pd.read_csv(copy / "report/tables" / f"{name}.csv", dtype=str)
+        rebuilt = pd.read_csv(out / "tables" / f"{name}.csv", dtype=str)
         pd.testing.assert_frame_equal(rebuilt, committed, obj=name)
-    table5 = pd.read_csv(copy / "report/tables/table5_accuracy.csv", dtype=str)
+    table5 = pd.read_csv(out / "tables/table5_accuracy.csv", dtype=str)
     assert not table5.apply(lambda column: column.str.contains("not run")).any().any(), table5
     for cell in table5.filter(like="ours").stack():
         assert int(re.search(r"\(n=(\d+)\)", cell).group(1)) >= FEWEST_SEEDS.get(store.name, 2), cell
     # the paper's conclusion 2 in its own words, never softened into a margin: not reproduced by these seeds
-    text = (copy / "report/report.md").read_text()
+    text = (out / "report.md").read_text()
     row = next(line for line in text.splitlines() if "VGG-8 outperforms AlexNet" in line)
     assert row.startswith('| "Despite having fewer parameters, VGG-8 outperforms AlexNet" | §8, 2; §6.3 | ')
     assert "| the paper's |" in row
@@ -293,3 +310,18 @@ def test_a_store_logged_with_local_paths_is_made_portable(tmp_path):
     with pytest.raises(StageError, match=f"run {run} finished but .* is missing"):
         make_portable(lost)
     assert (lost / "mlflow.db").read_bytes() == before
+
+
+def test_a_store_report_goes_to_reports_by_default_and_out_needs_a_store(tmp_path):
+    store = ROOT / "results/h100-2026-11-27"
+    shutil.copytree(store, tmp_path / store.name, ignore=shutil.ignore_patterns("report"))
+    proc = subprocess.run([sys.executable, "-m", "stages.report", "--store", store.name], cwd=tmp_path,
+                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"wrote reports/{store.name}/report.md: ")
+    assert "Built by `python -m stages.report`" in (tmp_path / "reports" / store.name / "report.md").read_text()
+    assert not (tmp_path / store.name / "report").exists() and not (tmp_path / store.name / "mlflow.db.lock").exists()
+    alone = subprocess.run([sys.executable, "-m", "stages.report", "--out", "x"], cwd=tmp_path, capture_output=True,
+                           text=True, env=subprocess_env(), timeout=300)
+    assert alone.returncode == 1 and alone.stderr.strip() == (
+        "error: --out goes with --store; the pipeline's own report is reports/report.md")
