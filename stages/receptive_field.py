@@ -23,8 +23,10 @@ def main() -> None:
         models = list(load_settings(args.params).models)
         tables = analyse(models)
         for model, table in tables.items():
-            print(f"{model}: receptive field {int(table['receptive_field'].iloc[-1])} px after "
-                  f"{len(table) - 1} conv/pool layers (walk and gradient measurement agree)")
+            residual = table["layer"].iloc[-1].startswith("Stage")  # a residual network: per stage
+            steps = f"{len(table) - 2} stages after its stem" if residual else f"{len(table) - 1} conv/pool layers"
+            print(f"{model}: receptive field {int(table['receptive_field'].iloc[-1])} px after {steps} "
+                  "(walk and gradient measurement agree)")
 
     run_main(work)
 

@@ -328,6 +328,8 @@ def store_report(store: Path, out: Path | None = None) -> tuple[Path, dict]:
         raise StageError(f"{store} holds no mlflow.db; give the folder of a results store, "
                          "e.g. results/h200-2026-11-27")
     out = out or REPORT_DIR / store.resolve().name
+    if out.exists() and not out.is_dir():
+        raise StageError(f"{out} is a file; give --out a folder for the report (made if missing)")
     settings = load_settings(store / "params.yaml")
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copyfile(store / "mlflow.db", Path(scratch) / "mlflow.db")
@@ -342,7 +344,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     parser.add_argument("--store", type=Path, help="a results store (a folder holding mlflow.db, params.yaml and "
-                        "outputs/): build its report from it alone, which is only read")
+                        "outputs/): build its report from it alone, with its own params.yaml; the store is only "
+                        "read")
     parser.add_argument("--out", type=Path, help="with --store, the folder the report goes to (default: "
                         "reports/<the store's folder name>)")
     args = parser.parse_args()
@@ -351,6 +354,8 @@ def main() -> None:
         start = time.perf_counter()
         if args.out and not args.store:
             raise StageError("--out goes with --store; the pipeline's own report is reports/report.md")
+        if args.store and args.params != "params.yaml":
+            raise StageError("--params goes without --store: a results store is read with its own params.yaml")
         if args.store:
             out, result = store_report(args.store, args.out)
         else:

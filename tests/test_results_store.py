@@ -315,8 +315,16 @@ def test_a_store_logged_with_local_paths_is_made_portable(tmp_path):
     assert (lost / "mlflow.db").read_bytes() == before
 
 
-def test_out_needs_a_store(tmp_path):
-    alone = subprocess.run([sys.executable, "-m", "stages.report", "--out", "x"], cwd=tmp_path, capture_output=True,
-                           text=True, env=subprocess_env(), timeout=300)
-    assert alone.returncode == 1 and alone.stderr.strip() == (
-        "error: --out goes with --store; the pipeline's own report is reports/report.md")
+@pytest.mark.parametrize(("args", "line"), [
+    (["--out", "x"], "error: --out goes with --store; the pipeline's own report is reports/report.md"),
+    (["--store", "STORE", "--params", "other.yaml"],
+     "error: --params goes without --store: a results store is read with its own params.yaml"),
+    (["--store", "STORE", "--out", "a-file"], "error: a-file is a file; give --out a folder for the report"),
+], ids=["out alone", "params with a store", "out a file"])
+def test_a_store_report_refuses_options_that_do_not_fit_in_one_line(tmp_path, args, line):
+    (tmp_path / "a-file").write_text("mine")
+    args = [str(ROOT / "results/h100-2026-11-27") if a == "STORE" else a for a in args]
+    proc = subprocess.run([sys.executable, "-m", "stages.report", *args], cwd=tmp_path, capture_output=True,
+                          text=True, env=subprocess_env(), timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith(line), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"] and (tmp_path / "a-file").read_text() == "mine"

@@ -203,7 +203,7 @@ def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 3
                 color=f"C{i}", label=label, markersize=max(9 - 2.5 * i, 3), linewidth=max(3 - 0.8 * i, 1))
     ax.axhline(image_size, color="grey", linestyle="--", linewidth=1)
     ax.text(0, image_size * 1.05, f"{image_size}x{image_size} input", color="grey")
-    ax.set_xlabel("conv/pool layers from the input")
+    ax.set_xlabel("conv/pool layers from the input (a residual network: its stem, then each stage)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("receptive field (pixels, side)")
     ax.set_title("Receptive-field growth (computed from each model's features)")
