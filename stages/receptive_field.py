@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from models.architectures import NETWORKS, Residual
 from study.analysis.receptive_field import analyse
 from study.common import run_main
 from study.config import load_settings
@@ -23,7 +24,7 @@ def main() -> None:
         models = list(load_settings(args.params).models)
         tables = analyse(models)
         for model, table in tables.items():
-            residual = table["layer"].iloc[-1].startswith("Stage")  # a residual network: per stage
+            residual = isinstance(NETWORKS[model], Residual)  # its table gives the stem, then each stage
             steps = f"{len(table) - 2} stages after its stem" if residual else f"{len(table) - 1} conv/pool layers"
             print(f"{model}: receptive field {int(table['receptive_field'].iloc[-1])} px after {steps} "
                   "(walk and gradient measurement agree)")

@@ -80,9 +80,10 @@ def training_records(models, output_root: Path) -> list[Path]:
     return [p for m in models if (p := output_paths(m, output_root)["record"]).exists()]
 
 
-def fetch_runs(settings: Settings, output_root: Path, weights: bool = True):
+def fetch_runs(settings: Settings, output_root: Path, weights: bool = True, copy_of: str | None = None):
     """Log what the store lacks from the workspace's records; then every finished run, the record
-    ids of the workspace's trainings, and the warnings (what could not be logged)."""
+    ids of the workspace's trainings, and the warnings (what could not be logged). ``copy_of``: the
+    store the open one is a copy of, which is only read: what went into the copy alone is a warning."""
     import mlflow
 
     from study.tracking.restore import ensure_logged
@@ -95,6 +96,9 @@ def fetch_runs(settings: Settings, output_root: Path, weights: bool = True):
                          f"{output_root}/: train first with `dvc repro` (or set MLFLOW_TRACKING_URI to the store "
                          "that holds the runs)")
     lines, workspace = ensure_logged(records, settings.mlflow.experiment, settings.mlflow.log_model, weights=weights)
+    if copy_of:  # the report shows it, the store itself still lacks it: say so where the numbers are
+        lines = [line if line.startswith("warning: ") else f"warning: {copy_of} is only read, so this went into a "
+                 f"copy for this report alone and the store still lacks it: {line}" for line in lines]
     for line in lines:
         print(line)
     warnings = [line for line in lines if line.startswith("warning: ")]
@@ -195,7 +199,8 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     from study.tracking.store import runs_table_link
 
     models = list(settings.models)
-    runs, workspace, client, uri, warnings = fetch_runs(settings, output_root, weights)
+    runs, workspace, client, uri, warnings = fetch_runs(settings, output_root, weights,
+                                                        copy_of=shown_uri and store_name(shown_uri))
     steps = StepReader(client)  # each run's metrics per epoch, and which runs held an epoch twice
     # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
     # shows its own runs in the tables: the comparison against the mirror is a mirror report's
@@ -331,13 +336,22 @@ def store_report(store: Path, out: Path | None = None) -> tuple[Path, dict]:
     if out.exists() and not out.is_dir():
         raise StageError(f"{out} is a file; give --out a folder for the report (made if missing)")
     settings = load_settings(store / "params.yaml")
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copyfile(store / "mlflow.db", Path(scratch) / "mlflow.db")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(scratch) / 'mlflow.db'}"
-        # a results store keeps records and evaluations, no weights: its record.json is the source there
-        return out, build_report(settings=settings, report_dir=out, output_root=store / "outputs", weights=False,
-                                 rf_dir=store / "no-receptive-fields", signal_dir=store / "no-signal",
-                                 data_dir=store / "no-data", shown_uri=f"sqlite:///{(store / 'mlflow.db').resolve()}")
+        try:  # a results store keeps records and evaluations, no weights: its record.json is the source there
+            return out, build_report(settings=settings, report_dir=out, output_root=store / "outputs", weights=False,
+                                     rf_dir=store / "no-receptive-fields", signal_dir=store / "no-signal",
+                                     data_dir=store / "no-data",
+                                     shown_uri=f"sqlite:///{(store / 'mlflow.db').resolve()}")
+        except StageError as err:  # named as the user gave it, not as the copy this reads
+            raise StageError(str(err).replace(str(Path(scratch) / "mlflow.db"), str(store / "mlflow.db"))) from None
+        finally:  # never left pointing at the copy, which goes with this block
+            if before is None:
+                del os.environ["MLFLOW_TRACKING_URI"]
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def main() -> None:
