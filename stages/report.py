@@ -19,13 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from models.architectures import NETWORKS, Residual
-from study.analysis.claims import discussion, epoch_columns, judge
+from study.analysis.claims import ABSOLUTE_COLUMNS, COLUMNS, absolute_rows, epoch_columns, judge
 from study.analysis.init_signal import summary as init_signal_summary
-from study.analysis.jpeg_cost import cost_table, plot_cost, step_words, variant_cells, variant_quality
+from study.analysis.jpeg_cost import cost_table, plot_cost, slope_words, variant_cells, variant_quality
 from study.analysis.jpeg_cost import section as jpeg_section
+from study.analysis.ledger import Evidence
 from study.analysis.paper import NAMES
 from study.analysis.selection import Selection, StepReader, select
-from study.analysis.speed import device_sharing, epoch_times, sharing_note
+from study.analysis.speed import device_sharing, epoch_times, sharing_note, timing_runs
 from study.analysis.tables import ablation_gaps, ablation_table, seed_values, study_tables
 from study.common import (
     INIT_SIGNAL_DIR,
@@ -217,8 +218,10 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     shared = device_sharing(runs)
     tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs,
                           times, shared)
+    evidence = gather_evidence(selection, short, long, steps, times, shared, settings.data.test_subset)
     report = {"tables": tables, "ablation": ablation_table(steps, selection), "selection": selection,
-              "short": short, "long": long, "claims": judge(selection.study, short, long),
+              "short": short, "long": long, "claims": judge(evidence),
+              "absolute": absolute_rows(evidence, seed_commits(selection)),
               "provenance": provenance_table(selection, short, long, models, shared, variants)}
     report.update(model_analyses(models, settings.seed, rf_dir, signal_dir))
     with atomic_entries(report_dir, ("report.md", "figures", "tables")) as tmp:
@@ -228,7 +231,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         jpeg = cost_table(selection.study, variants)
         jpeg.to_csv(tmp / "tables" / "jpeg_cost.csv", index=False)
         jpeg_lines = jpeg_section(jpeg, plot_cost(selection.study, variants, tmp / "figures" / "jpeg_cost.png"),
-                                  step_words(selection.study, variants, jpeg), on_variant)
+                                  slope_words(selection.study, variants), on_variant)
         curves = plot_learning_curves(steps, models, selection.study, (short, long),
                                       tmp / "figures" / "learning_curves.png")
         (tmp / "figures" / "receptive_field_growth.png").write_bytes(report.pop("growth_png"))
@@ -240,6 +243,28 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         (tmp / "report.md").write_text(text)
     return {"short": short, "long": long, "selection": selection, "tables": tables, "ablation": report["ablation"],
             "runs_table": runs_table_link(shown_uri or uri, str(runs["experiment_id"].iloc[0]))}
+
+
+def gather_evidence(selection: Selection, short, long, steps: StepReader, times: dict, shared: dict,
+                    test_subset: int) -> Evidence:
+    """What the claims are judged on: the cells, each cell's timed seconds per epoch (Table 6's
+    runs) and the long runs' training-loss curves."""
+    seconds = {key: [times[r["run_id"]][1] for r in timing_runs(cell, shared)
+                     if times.get(r["run_id"], (None, None))[1] is not None] for key, cell in selection.study.items()}
+    losses = {(m, e): [[v for _, v in steps(r["run_id"], "train_loss")] for r in cell.runs]
+              for (m, e), cell in selection.study.items() if e == long}
+    return Evidence(selection.study, short, long, seconds, losses, test_subset or Evidence.test_images)
+
+
+def seed_commits(selection: Selection) -> dict[tuple[str, int], str]:
+    """Per cell, the commit each seed's run was trained at: "abc1234567 (0), def… (1, 2)"."""
+    out = {}
+    for key, cell in selection.study.items():
+        by_commit: dict[str, list[int]] = {}
+        for run in cell.runs:
+            by_commit.setdefault(str(run.get("tags.git_commit") or "unknown")[:10], []).append(int(run["params.seed"]))
+        out[key] = ", ".join(f"{c} ({', '.join(map(str, s))})" for c, s in by_commit.items())
+    return out
 
 
 def model_analyses(models: list[str], seed: int, rf_dir: Path, signal_dir: Path) -> dict:
@@ -273,8 +298,8 @@ def write_tables(folder: Path, report: dict, seeds: pd.DataFrame) -> None:
         table.to_csv(folder / f"receptive_field_{model}.csv", index=False)
     report["rf_diff"].to_csv(folder / "receptive_field_paper_differences.csv", index=False)
     report["provenance"].to_csv(folder / "provenance_runs.csv", index=False)
-    claims = report["claims"]
-    pd.DataFrame(claims, columns=list(claims[0]) if claims else None).to_csv(folder / "claims.csv", index=False)
+    pd.DataFrame(report["claims"], columns=COLUMNS).to_csv(folder / "claims.csv", index=False)
+    pd.DataFrame(report["absolute"], columns=ABSOLUTE_COLUMNS).to_csv(folder / "claims_absolute.csv", index=False)
     report["signal"].to_csv(folder / "init_signal.csv", index=False)
 
 
@@ -293,8 +318,8 @@ def copy_pictures(models: list[str], output_root: Path, figures: Path) -> dict[s
 TEMPLATE = Path(__file__).with_name("report.md.j2")  # the report's prose; its numbers come from render
 
 
-def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, short, long, selection, store, settings,
-           curves, pictures, sources, sharing, jpeg, repeated=(), warnings=()) -> str:
+def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, absolute, short, long, selection, store,
+           settings, curves, pictures, sources, sharing, jpeg, repeated=(), warnings=()) -> str:
     """report.md: the numbers and tables computed here, the words in ``TEMPLATE``."""
     import jinja2
 
@@ -310,7 +335,7 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, 
         devices=sorted(set(study_runs["device"].dropna())) if len(study_runs) else [],
         warnings=[line.removeprefix("warning: ") for line in warnings],
         tables={name: md_table(table) for name, table in tables.items()}, sharing=sharing, curves=curves,
-        discussion="\n".join(discussion(claims, short, long, data)),
+        ledger=ledger_words(claims, absolute, short, long, data, settings.data.test_subset),
         ablation=md_table(ablation) if len(ablation) else "",
         ablation_keys=", ".join(f"`{k}`" for k in settings.report.ablation_keys),
         ablation_gaps="\n".join(gaps[:-1]) if gaps else "", jpeg="\n".join(jpeg), signal=md_table(signal),
@@ -322,6 +347,24 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, 
                   for model, kinds in pictures.items()],
         duplicated_names=bool(len(provenance) and provenance["run name"].duplicated().any()),
         provenance=md_table(provenance) if len(provenance) else "No matching runs.")
+
+
+def ledger_words(claims: list[dict], absolute: list[dict], short, long, data: str, test_subset: int = 0) -> dict:
+    """The ledger's numbers and tables for the template's words."""
+    from study.analysis import ledger
+    from study.analysis.claims import VERDICTS, count_line
+    from study.analysis.paper import EPOCHS
+    from study.analysis.stats import ALPHA, AT_CHANCE_WITHIN, CHANCE, CONFIDENCE, FAR_ABOVE, POWER
+
+    words = ("where", "reading", "this rerun", "verdict", "seeds' commits")
+    return {"count": count_line(claims), "verdicts": VERDICTS, "claims": md_table(pd.DataFrame(claims), words)
+            if claims else "", "absolute": md_table(pd.DataFrame(absolute), words) if absolute else "",
+            "not_judged": ledger.judged_elsewhere(), "unlike": (short, long) != EPOCHS,
+            "epochs": epoch_columns(short, long), "data": data, "official": data == "official",
+            "alpha": f"{ALPHA:g}", "confidence": f"{CONFIDENCE:.0%}", "power": f"{POWER:.0%}",
+            "chance": f"{CHANCE:g}", "within": f"{AT_CHANCE_WITHIN:g}", "far": f"{FAR_ABOVE:g}",
+            "margin": f"{ledger.MARGIN:g}", "time_margin": f"{ledger.TIME_MARGIN:.0%}",
+            "loss_around": f"{ledger.LOSS_AROUND:g}", "test_images": f"{test_subset or ledger.TEST_IMAGES:,}"}
 
 
 def store_report(store: Path, out: Path | None = None) -> tuple[Path, dict]:

@@ -16,10 +16,11 @@ SEED_STYLES = ("-", "--", ":", "-.")  # seed i of a model: line style i, marker 
 SEED_MARKERS = ("o", "x", "^", "s")
 
 
-def md_table(df: pd.DataFrame) -> str:
-    """A markdown table: first column left-aligned (names), the rest right-aligned (numbers)."""
+def md_table(df: pd.DataFrame, words: tuple[str, ...] = ()) -> str:
+    """A markdown table: the first column and the columns named in ``words`` left-aligned (text),
+    the rest right-aligned (numbers)."""
     header = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(df.columns))) + "|"
+    rule = "|" + "|".join("---" if i == 0 or c in words else "---:" for i, c in enumerate(df.columns)) + "|"
     body = ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 

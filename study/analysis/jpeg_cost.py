@@ -19,7 +19,7 @@ from study.analysis import paper
 from study.analysis.claims import interval, spread
 from study.analysis.paper import NAMES
 from study.analysis.selection import Cell, cells, expected_params, value
-from study.analysis.stats import ALPHA, at_chance, fmt_p, holm, mean_sd, p_value, welch
+from study.analysis.stats import ALPHA, at_chance, fmt_number, fmt_p, holm, p_value, welch
 from study.common import plural
 from study.config import Settings
 from study.figures import pyplot
@@ -27,7 +27,8 @@ from study.tracking.naming import JPEG_VARIANT
 
 MIRROR_QUALITY = 75
 MIRROR = f"{MIRROR_QUALITY} (the mirror)"
-COLUMNS = ["model", "epochs", "JPEG quality", "test acc (%)", "n", "seeds", "difference to the mirror", "95% interval",
+COLUMNS = ["model", "epochs", "JPEG quality", "test acc (%)", "n", "seeds", "difference to the mirror (same seeds)",
+           "95% interval",
            "p (Holm)", "verdict"]
 
 
@@ -54,10 +55,19 @@ def variant_cells(runs: pd.DataFrame, settings: Settings) -> dict[tuple[str, int
     return cells(runs, ["params.model", "params.epochs", "quality"], set())
 
 
+def paired(variant: Cell, mirror: Cell | None) -> list[float]:
+    """Per seed the two share (the same initial weights and batch order): variant − mirror."""
+    if mirror is None:
+        return []
+    base = {int(r["params.seed"]): r.get("metrics.final_test_acc") for r in mirror.runs}
+    return [float(r["metrics.final_test_acc"]) - float(base[int(r["params.seed"])]) for r in variant.runs
+            if int(r["params.seed"]) in base and r.get("metrics.final_test_acc") is not None]
+
+
 def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> pd.DataFrame:
     """One row per model, epoch count and quality that has variant runs: the mirror's row first,
-    then each variant with its difference to the mirror, the uncorrected 95% Welch interval, and
-    the p-value Holm-corrected over the table's differences (one family)."""
+    then each variant with its difference to the mirror paired by seed, its 95% t interval, and
+    the paired t test's p-value Holm-corrected over the table's differences (one family)."""
     rows, gaps = [], {}
     for model, epochs in sorted({(m, e) for m, e, _ in variants}):
         mirror = study.get((model, epochs))
@@ -65,17 +75,19 @@ def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int
         rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": MIRROR,
                      "test acc (%)": spread(base) if base else "not run", "n": len(base),
                      "seeds": ", ".join(map(str, mirror.seeds)) if mirror else "",
-                     "difference to the mirror": "", "95% interval": "", "p (Holm)": "", "verdict": ""})
+                     "difference to the mirror (same seeds)": "", "95% interval": "", "p (Holm)": "", "verdict": ""})
         for quality in sorted((q for m, e, q in variants if (m, e) == (model, epochs)), reverse=True):
             cell = variants[(model, epochs, quality)]
-            values = cell.values("final_test_acc")
-            gap = welch(values, base) if base and len(values) else None
+            differences = paired(cell, mirror)
+            gap = welch(differences, 0.0) if differences else None
             if gap is not None and gap.low is not None:
                 gaps[len(rows)] = gap
             rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": f"{quality}",
-                         "test acc (%)": spread(values), "n": len(values), "seeds": ", ".join(map(str, cell.seeds)),
-                         "difference to the mirror": f"{gap.gap:+.2f}" if gap else "no mirror run",
-                         "95% interval": gap_interval(gap), "p (Holm)": "-", "verdict": "not decided"})
+                         "test acc (%)": spread(cell.values("final_test_acc")), "n": len(cell.runs),
+                         "seeds": ", ".join(map(str, cell.seeds)),
+                         "difference to the mirror (same seeds)": fmt_number(gap.gap, "+.2f") if gap else
+                         "no mirror run of these seeds", "95% interval": interval(gap) if gap else "",
+                         "p (Holm)": "-", "verdict": "not decided"})
     for i, p in holm({i: p_value(gap) for i, gap in gaps.items()}).items():
         rows[i]["p (Holm)"] = fmt_p(p)
         rows[i]["verdict"] = ("lower than the mirror" if gaps[i].gap < 0 else "higher than the mirror") \
@@ -83,61 +95,46 @@ def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def paper_gaps(study: dict[tuple[str, int], Cell], epochs: int) -> dict[str, float]:
-    """Table 5's difference to the paper per model at ``epochs`` (a study epoch count), for the
-    models that learned (not at chance)."""
-    if epochs not in paper.EPOCHS:
-        return {}
-    gaps = {}
-    for (model, e), cell in study.items():
-        values = cell.values("final_test_acc")
-        if e == epochs and values and not at_chance(values) and model in paper.ACCURACY:
-            gaps[model] = mean_sd(values)[0] - paper.ACCURACY[model][paper.EPOCHS.index(epochs)]
-    return gaps
+def slope_words(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> list[str]:
+    """Per model: the change in accuracy per 10 points of JPEG quality, a straight line through each
+    seed's own points (the mirror's and its variants'), its mean over seeds with a t interval and
+    p-value (one-sample t over the seeds' slopes: the seed pairing kept); and the models with no
+    variant runs, named as missing."""
+    import numpy as np
 
-
-def step_words(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell],
-               table: pd.DataFrame) -> list[str]:
-    """Per model: its first step down from the mirror against its gap to the paper, with the step's
-    interval and its Holm verdict from ``table`` (a share of a gap is no more certain than the step);
-    and the models with a gap to the paper but no variant runs, named as missing."""
     lines, shown = [], {m for m, _, _ in variants}
     for model, epochs in sorted({(m, e) for m, e, _ in variants}):
-        gaps = paper_gaps(study, epochs)
-        first = max((q for m, e, q in variants if (m, e) == (model, epochs)), default=None)
-        base = study.get((model, epochs))
-        values = variants[(model, epochs, first)].values("final_test_acc") if first else []
-        if model in gaps and base and values:
-            gap = welch(values, base.values("final_test_acc"))
-            row = table[(table["model"] == NAMES[model]) & (table["epochs"] == epochs)
-                        & (table["JPEG quality"] == f"{first}")].iloc[0]
-            share = f"{gap.gap / gaps[model]:.0%} of its gap to the paper ({gaps[model]:+.2f} at {epochs} epochs)"
-            if gap.low is not None:
-                ends = sorted((gap.low / gaps[model], gap.high / gaps[model]))
-                share += f", {ends[0]:.0%} to {ends[1]:.0%} over the step's interval"
-            lines.append(f"{NAMES[model]}: the step from quality {MIRROR_QUALITY} to {first} costs {gap.gap:+.2f} "
-                         "points "
-                         f"({row['95% interval'] or 'no interval'}; {row['verdict'] or 'not tested'} after Holm's "
-                         f"correction), {share}")
+        by_seed: dict[int, list[tuple[int, float]]] = {}
+        cells = {q: variants[(model, epochs, q)] for m, e, q in variants if (m, e) == (model, epochs)}
+        if (model, epochs) in study:
+            cells[MIRROR_QUALITY] = study[(model, epochs)]
+        for quality, cell in cells.items():
+            for run in cell.runs:
+                if run.get("metrics.final_test_acc") is not None:
+                    accuracy = float(run["metrics.final_test_acc"])
+                    by_seed.setdefault(int(run["params.seed"]), []).append((quality, accuracy))
+        slopes = {seed: 10 * float(np.polyfit([q for q, _ in points], [a for _, a in points], 1)[0])
+                  for seed, points in sorted(by_seed.items()) if len({q for q, _ in points}) >= 2}
+        qualities = ", ".join(map(str, sorted(cells, reverse=True)))
+        if len(slopes) < 2:
+            lines.append(f"{NAMES[model]} ({epochs} epochs): {plural(len(slopes), 'seed')} with runs at two qualities "
+                         "or more: no slope to test")
+            continue
+        gap = welch(list(slopes.values()), 0.0)
+        per_seed = ", ".join(f"{seed}: {fmt_number(value, '+.2f')}" for seed, value in slopes.items())
+        lines.append(f"{NAMES[model]} ({epochs} epochs): {fmt_number(gap.gap, '+.2f')} points of accuracy per 10 "
+                     f"points of JPEG quality (qualities {qualities}; per seed: "
+                     f"{per_seed}), 95% interval "
+                     f"{interval(gap)}, p = {fmt_p(p_value(gap))} (t over the {len(slopes)} seeds' slopes, "
+                     f"{len(slopes) - 1} df; uncorrected)")
     long = max((e for _, e in study), default=None)
-    missing = {m: g for m, g in paper_gaps(study, long).items() if m not in shown} if long else {}
+    learned = [m for (m, e), cell in study.items() if e == long and (v := cell.values("final_test_acc"))
+               and not at_chance(v) and m in paper.ACCURACY]
+    missing = [m for m in learned if m not in shown]
     if missing:
-        names = ", ".join(f"{NAMES[m]} (gap to the paper {g:+.2f} at {long} epochs)"
-                          for m, g in sorted(missing.items()))
-        lines.append(f"No JPEG-variant runs yet for {names}: the device script `benchmarks/device/gpu_pipeline.sh` "
-                     "queues them for the next GPU run; until they run, nothing here speaks to "
-                     f"{'its' if len(missing) == 1 else 'their'} gap")
+        lines.append(f"No JPEG-variant runs yet for {', '.join(NAMES[m] for m in sorted(missing))}: the device script "
+                     "`benchmarks/device/gpu_pipeline.sh` queues them for the next GPU run")
     return lines
-
-
-def gap_interval(gap) -> str:
-    """The Welch interval, or which side has too few seeds for one."""
-    if gap is None:
-        return ""
-    if gap.low is not None:
-        return interval(gap)
-    short = [side for side, n in (("variant", gap.n[0]), ("mirror", gap.n[1])) if (n or 0) < 2]
-    return f"- ({' and '.join(short)}: one seed)"
 
 
 def plot_cost(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell], path: Path) -> bool:
@@ -180,18 +177,19 @@ def section(table: pd.DataFrame, drawn: bool, steps: list[str], on_variant: int 
     tested = int(table["p (Holm)"].map(lambda p: p not in ("", "-")).sum())
     return [
         "The same recipe on the mirror re-encoded at a lower JPEG quality (`benchmarks/jpeg_variants.py`), beside "
-        "the study's own runs on the mirror (quality 75). Difference: the variant's mean minus the mirror's, with "
-        f"its uncorrected 95% Welch interval (two seeds a side at least). The {plural(tested, 'tested difference')} "
-        f"{'forms' if tested == 1 else 'form'} one family: "
-        "p is the two-sided Welch p-value Holm-corrected over them, and a difference is *decided* only when it is "
-        f"below {ALPHA:g}. With two or three seeds a side a Welch test has one to four degrees of freedom: an "
-        "interval that clears 0 uncorrected may not survive the correction.", "",
+        "the study's own runs on the mirror (quality 75). A variant's run and the mirror's run of the same seed start "
+        "from the same weights and see the same batches, so each difference is taken seed by seed: the variant's "
+        "run minus the mirror's, their mean over the seeds both have, a 95% t interval on those differences "
+        "(n − 1 df) and the paired t test's two-sided p. The "
+        f"{plural(tested, 'tested difference')} {'forms' if tested == 1 else 'form'} one family: p is "
+        f"Holm-corrected over them, and a difference is *decided* only when that is below {ALPHA:g}.", "",
         md_table(table), "",
         *(["![accuracy against JPEG quality](figures/jpeg_cost.png)", ""] if drawn else []),
+        "The slope over quality, per seed, then tested over the seeds:", "",
         *[f"- {line}." for line in steps], *([""] if steps else []),
-        "What it suggests: accuracy falls as compression grows, so the mirror's own compression plausibly costs "
-        "part of the gap to the paper; the steps above say how large a part one re-encoding is. What it cannot "
-        "prove: how much the mirror's own compression costs. A variant is compressed twice (the mirror's quality "
-        "75, then its own), so its loss is not the mirror's; and no run here saw uncompressed images, which only "
-        "the official archive (`data.source: official`) can give.", "",
+        "What it shows: accuracy falls as compression grows, over qualities the mirror already had (75) and lower. "
+        "What it cannot show: what the mirror's own compression (quality 75 against the original images) costs, and "
+        "so how much of the gap to the paper it explains. A variant is the mirror compressed a second time, and no "
+        "run here saw the original images: that needs the official archive (`data.source: official`), which the "
+        "machine that ran the study could not reach.", "",
     ]

@@ -34,8 +34,14 @@ def fmt_stat(values: list[float], spec: str = ".2f", always_n: bool = False) -> 
         return "-"
     mean, sd, n = mean_sd(values)
     if sd is None:
-        return f"{mean:{spec}} (n=1)" if always_n else format(mean, spec)
-    return f"{mean:{spec}} ± {sd:{spec}} (n={n})"
+        return f"{fmt_number(mean, spec)} (n=1)" if always_n else fmt_number(mean, spec)
+    return f"{fmt_number(mean, spec)} ± {fmt_sd(sd, spec)} (n={n})"
+
+
+def spread(values: list[float], spec: str = ".2f") -> str:
+    """mean ± sd (a table's n column says how many seeds), or the single value; rounded half up."""
+    mean, sd, _ = mean_sd(values)
+    return fmt_number(mean, spec) if sd is None else f"{fmt_number(mean, spec)} ± {fmt_sd(sd, spec)}"
 
 
 @dataclass(frozen=True)
@@ -93,21 +99,65 @@ def holm(p_values: dict) -> dict:
     return adjusted
 
 
-def decide(gap: Gap, want: str, threshold: float = 0.0, p_adjusted: float | None = None) -> str:
-    """'reproduced', 'not reproduced' or 'not decided' for the claim mean(a) − mean(b) > threshold
-    (``want`` 'greater') or < threshold ('less'). Without ``p_adjusted``: decided when the whole 95%
-    interval lies on one side; with it (Holm's, over the family): when it is below alpha."""
-    if gap.low is None:
-        return "not decided"
-    if p_adjusted is not None:
-        if p_adjusted >= ALPHA or gap.gap == threshold:
-            return "not decided"
-        above = gap.gap > threshold
-    else:
-        above, below = gap.low > threshold, gap.high < threshold
-        if not (above or below):
-            return "not decided"
-    return "reproduced" if (above if want == "greater" else not above) else "not reproduced"
+def one_sided_p(gap: Gap, want: str, threshold: float = 0.0) -> float | None:
+    """Welch p-value of "mean(a) − mean(b) > threshold" (``want`` 'greater') or "< threshold"
+    ('less') against the null on the boundary; None without a spread."""
+    if gap.se is None:
+        return None
+    distance = gap.gap - threshold if want == "greater" else threshold - gap.gap
+    if gap.se == 0:
+        return 0.0 if distance > 0 else 1.0
+    from scipy import stats
+
+    return float(stats.t.sf(distance / gap.se, gap.df))
+
+
+def p_for(gap: Gap, want: str, threshold: float) -> float | None:
+    """The p-value of the test that shows the claim: one-sided in its direction, or for 'within'
+    (an equivalence at margin ``threshold``) the two one-sided tests (TOST: the larger p)."""
+    if want == "within":
+        sides = (one_sided_p(gap, "greater", -threshold), one_sided_p(gap, "less", threshold))
+        return None if None in sides else max(sides)
+    return one_sided_p(gap, want, threshold)
+
+
+def p_against(gap: Gap, want: str, threshold: float) -> float | None:
+    """The p-value of the test that shows the claim's opposite: one-sided the other way, or for
+    'within' the gap beyond the margin on either side (each side at half the level)."""
+    if want == "within":
+        sides = (one_sided_p(gap, "less", -threshold), one_sided_p(gap, "greater", threshold))
+        return None if None in sides else min(1.0, 2 * min(sides))
+    return one_sided_p(gap, "less" if want == "greater" else "greater", threshold)
+
+
+def in_claim(gap: Gap, want: str, threshold: float) -> bool:
+    """Whether the observed gap lies where the claim says."""
+    if want == "within":
+        return abs(gap.gap) < threshold
+    return gap.gap > threshold if want == "greater" else gap.gap < threshold
+
+
+def prediction(values: list[float], target: float, test_images: int, confidence: float = CONFIDENCE):
+    """The paper's single run against the seeds: the interval for one new run of this recipe,
+    mean ± t·sqrt(sd²(1 + 1/n) + q²), where q is the binomial sd of one run's accuracy on
+    ``test_images`` images at the paper's value (that run's own test-set noise, known, so its df
+    is infinite: Welch-Satterthwaite gives the rest); and the two-sided p of the paper's value.
+    Returns (low, high, p, q) in points; None below two seeds."""
+    mean, sd, n = mean_sd(values)
+    if sd is None:
+        return None
+    share = min(max(target / 100, 0.0), 1.0)
+    q = 100 * math.sqrt(share * (1 - share) / test_images)
+    seeds = sd**2 * (1 + 1 / n)
+    variance = seeds + q**2
+    if variance == 0:
+        return mean, mean, (1.0 if target == mean else 0.0), q
+    from scipy import stats
+
+    df = variance**2 / (seeds**2 / (n - 1)) if seeds > 0 else math.inf
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(variance)
+    p = float(2 * stats.t.sf(abs(target - mean) / math.sqrt(variance), df))
+    return mean - half, mean + half, p, q
 
 
 def _welch_df(n: int, sd_a: float, sd_b: float | None) -> float:
@@ -118,58 +168,86 @@ def _welch_df(n: int, sd_a: float, sd_b: float | None) -> float:
     return (n - 1) * (va + vb) ** 2 / (va**2 + vb**2) if va + vb > 0 else 2 * n - 2
 
 
-def _power(n: int, effect: float, sd_a: float, sd_b: float | None, alpha: float) -> float:
-    """Power of the two-sided Welch t test at ``n`` seeds a side (noncentral t at Welch's df)."""
+def _power(n: int, effect: float, sd_a: float, sd_b: float | None, alpha: float, sides: int = 2) -> float:
+    """Power of the Welch t test at ``n`` seeds a side (noncentral t at Welch's df): two-sided, or
+    one-sided (``sides`` 1) in the direction of a positive ``effect``."""
     from scipy import stats
 
     df = _welch_df(n, sd_a, sd_b)
     ncp = effect / math.sqrt((sd_a**2 + (sd_b or 0.0) ** 2) / n)
-    crit = float(stats.t.ppf(1 - alpha / 2, df))
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    crit = float(stats.t.ppf(1 - alpha / sides, df))
+    return float(stats.nct.sf(crit, df, ncp) + (stats.nct.cdf(-crit, df, ncp) if sides == 2 else 0.0))
 
 
 def seeds_for_power(effect: float, sd_a: float, sd_b: float | None = None, power: float = POWER,
-                    alpha: float = ALPHA, most: int = 10_000) -> int | None:
-    """Seeds per side at which a two-sided Welch t test at ``alpha`` detects a true difference of
-    ``effect`` with spreads ``sd_a`` and ``sd_b`` (``sd_b`` None: one sample against a fixed value)
-    with probability ``power``; None beyond ``most``. Equal sds make it Student's test: the
-    textbook case, effect 0.5 sd at 5% and 80%, is 64 a side."""
+                    alpha: float = ALPHA, most: int = 10_000, sides: int = 2) -> int | None:
+    """Seeds per side at which a Welch t test at ``alpha`` (two-sided, or one-sided with ``sides``
+    1, in the effect's direction) detects a true difference of ``effect`` with spreads ``sd_a`` and
+    ``sd_b`` (``sd_b`` None: one sample against a fixed value) with probability ``power``; None
+    beyond ``most`` or for an effect of 0 or against a one-sided test. Equal sds make it Student's
+    test: the textbook case, effect 0.5 sd at 5% two-sided and 80%, is 64 a side."""
+    if effect == 0 or (sides == 1 and effect < 0):
+        return None
     if sd_a <= 0 and not sd_b:
         return 2
-    if effect == 0:
-        return None
     low, high = 2, 2
-    while _power(high, abs(effect), sd_a, sd_b, alpha) < power:
+    while _power(high, abs(effect), sd_a, sd_b, alpha, sides) < power:
         if high >= most:
             return None
         low, high = high, min(high * 2, most)
     while low < high:  # the smallest n with enough power
         middle = (low + high) // 2
-        if _power(middle, abs(effect), sd_a, sd_b, alpha) >= power:
+        if _power(middle, abs(effect), sd_a, sd_b, alpha, sides) >= power:
             high = middle
         else:
             low = middle + 1
     return high
 
 
-def power_estimate(gap: Gap, threshold: float = 0.0, family: int = 1) -> tuple[int | None, ...] | None:
-    """Seeds a side for 80% power of the Welch test at the observed gap (to ``threshold``) and
-    spreads, at the Bonferroni alpha of its family (alpha / ``family``: what Holm needs at worst),
-    and the same with both sds at the ends of their 95% chi-square interval (on Welch's degrees of
-    freedom: at two or three seeds the sd itself is uncertain): (at the sds, at the low end, at the
-    high end); None without a spread."""
+def planning_seeds(effect: float, gap: Gap, alpha: float) -> tuple[int | None, int | None, int | None] | None:
+    """Seeds a side for 80% power of the one-sided Welch test at ``alpha`` to show a true gap of
+    ``effect`` (a stated target, in the claim's direction: positive), at the observed sds, and
+    with each sd at its own 95% chi-square bounds (n − 1 df each: at two or three seeds an sd is
+    itself uncertain), both at the low bound, then both at the high: (at the sds, low, high)."""
     sd_a, sd_b = gap.sd
     if sd_a is None or sd_b is None:
         return None
     from scipy import stats
 
-    two_sample = gap.n[1] is not None
-    df = gap.df or (gap.n[0] + (gap.n[1] or 0) - (2 if two_sample else 1))
-    low = math.sqrt(df / float(stats.chi2.ppf(0.975, df)))
-    high = math.sqrt(df / float(stats.chi2.ppf(0.025, df)))
-    effect, alpha = gap.gap - threshold, ALPHA / family
-    return tuple(seeds_for_power(effect, sd_a * k, sd_b * k if two_sample else None, alpha=alpha)
-                 for k in (1.0, low, high))
+    def bounds(sd, n):
+        return sd * math.sqrt((n - 1) / float(stats.chi2.ppf(0.975, n - 1))), \
+            sd * math.sqrt((n - 1) / float(stats.chi2.ppf(0.025, n - 1)))
+
+    (a_low, a_high) = bounds(sd_a, gap.n[0])
+    (b_low, b_high) = bounds(sd_b, gap.n[1]) if gap.n[1] else (None, None)
+    return tuple(seeds_for_power(effect, a, b, alpha=alpha, sides=1)
+                 for a, b in ((sd_a, sd_b if gap.n[1] else None), (a_low, b_low), (a_high, b_high)))
+
+
+def round_half_up(value: float, digits: int) -> str:
+    """``value`` to ``digits`` decimals, halves away from zero as the decimal number it prints as
+    (80.975 -> 80.98, which binary rounding gives as 80.97)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def fmt_number(value: float, spec: str = ".2f") -> str:
+    """``format(value, spec)`` for a fixed-point spec ('.2f', '+.0f'), rounded half up."""
+    digits = int(spec.rstrip("f").split(".")[-1])
+    text = round_half_up(value, digits)
+    if text.startswith("-") and float(text) == 0:
+        text = text[1:]
+    return f"+{text}" if spec.startswith("+") and not text.startswith("-") else text
+
+
+def fmt_sd(sd: float, spec: str = ".2f") -> str:
+    """An sd at the spec's decimals, or with two significant digits where those would print a
+    non-zero spread as 0."""
+    text = fmt_number(sd, spec.lstrip("+"))
+    if sd > 0 and float(text) == 0:
+        text = f"{sd:.2g}" if "e" not in f"{sd:.2g}" else f"{sd:.1e}"
+    return text
 
 
 def fmt_p(p: float) -> str:

@@ -7,11 +7,11 @@ import pandas as pd
 
 from models.architectures import conv_count, fc_count, parameter_count
 from study.analysis import paper
-from study.analysis.claims import per_point
+from study.analysis.ledger import per_point
 from study.analysis.paper import NAMES, NOT_IN_PAPER
 from study.analysis.selection import Cell, Selection, StepReader
 from study.analysis.speed import sharing_cell, timing_runs
-from study.analysis.stats import fmt_stat, mean_sd
+from study.analysis.stats import fmt_number, fmt_stat, mean_sd
 
 
 def not_run(epochs: int | None, workspace_epochs: int, short_epochs: int = paper.EPOCHS[0]) -> str:
@@ -43,8 +43,8 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
             missing = not_run(epochs, workspace_epochs, short_epochs)
             row5[f"ours ({label})"] = fmt_stat(ours) if ours else missing
             row5[f"paper ({paper.EPOCHS[idx]} ep)"] = NOT_IN_PAPER if theirs is None else f"{theirs:.2f}"
-            row5[f"diff ({label})"] = (NOT_IN_PAPER if theirs is None else f"{mean_sd(ours)[0] - theirs:+.2f}") \
-                if ours else "-"
+            row5[f"diff ({label})"] = "-" if not ours else NOT_IN_PAPER if theirs is None else \
+                fmt_number(mean_sd(ours)[0] - theirs, "+.2f")
             timed = [times[r["run_id"]] for r in timing_runs(cell, shared) if r["run_id"] in times] if cell else []
             later = [t for _, t in timed if t is not None]
             untimed = "not logged" if cell else missing
@@ -62,7 +62,8 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
                    "paper acc (40 ep)": f"{paper.ACCURACY[model][1]:.2f}" if in_paper else NOT_IN_PAPER,
                    "params per point (K)": fmt_stat(points, ".0f") if points else "-",
                    "paper (K)": f"{paper.PER_POINT_K[model]}" if in_paper else NOT_IN_PAPER,
-                   "diff (K)": (f"{mean_sd(points)[0] - paper.PER_POINT_K[model]:+.0f}" if in_paper else NOT_IN_PAPER)
+                   "diff (K)": (fmt_number(mean_sd(points)[0] - paper.PER_POINT_K[model], "+.0f") if in_paper
+                                else NOT_IN_PAPER)
                    if points else "-"})
     return {"table1_parameters": pd.DataFrame(t1), "table5_accuracy": pd.DataFrame(t5),
             "table6_seconds_per_epoch": pd.DataFrame(t6), "table7_parameter_efficiency": pd.DataFrame(t7)}
