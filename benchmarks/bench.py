@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 
 from study.analysis import paper
-from study.common import device_name
 from study.data import arrays_sha256, load_arrays, load_prepared
 from study.figures import md_table, plot_curves
+from study.provenance import device_name
 from study.training.batches import balanced_subset, to_device_images
 from study.training.engine import Recipe, Trainer, train
 

@@ -23,7 +23,8 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from study.common import StageError, run_main
+from study.console import run_main
+from study.errors import StageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

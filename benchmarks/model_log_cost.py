@@ -29,8 +29,8 @@ import torch
 from models.architectures import MODEL_NAMES
 from models.network import build_model
 from study.analysis.paper import PAPER_MODELS
-from study.common import device_name
 from study.figures import md_table
+from study.provenance import device_name
 
 
 def folder_mb(folder: Path) -> float:

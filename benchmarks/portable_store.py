@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from study.common import StageError, run_main
+from study.console import run_main
+from study.errors import StageError
 
 ARTIFACT_DIR = "mlartifacts"  # study/tracking/store.py puts every experiment's artifacts there
 PROXY = "mlflow-artifacts:/"

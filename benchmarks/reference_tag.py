@@ -24,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from study.common import StageError, run_main
+from study.console import run_main
+from study.errors import StageError
 
 RUN_FILES = ("params.yaml", "dvc.lock", "metrics.json")
 

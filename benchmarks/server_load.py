@@ -190,8 +190,8 @@ def _timed_requests(calls: list, t0: float, server: str) -> None:
 
 def synthetic_record(index: int, epochs: int) -> dict:
     """A training record as the train stage writes it (recipe from params.yaml), seed = writer index."""
-    from study.common import git_commit
     from study.config import load_settings
+    from study.provenance import git_commit
 
     settings = load_settings(Path(__file__).resolve().parents[1] / "params.yaml")
     recipe = settings.recipe("vgg16_bn")

@@ -24,7 +24,8 @@ import sqlite3
 from pathlib import Path
 
 from benchmarks.portable_store import rewritten
-from study.common import StageError, run_main
+from study.console import run_main
+from study.errors import StageError
 
 WHY_NOT = ("weights left out of this results store (its README.md says why): `dvc repro evaluate@{model}` on a "
            "GPU trains it again and logs a model that loads")

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.common import StageError, atomic_path, plural, run_main
+from study.console import plural, run_main
+from study.errors import StageError
 
 OUT = Path("reports/compare.png")
 
@@ -28,8 +29,9 @@ def plots_data(revisions: list[str]) -> list[dict]:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise StageError(f"dvc plots diff {' '.join(revisions)} failed: {lines[-1] if lines else proc.returncode}; "
                          "name revisions that `dvc exp show` lists")
-    plots = json.loads(proc.stdout).get("data", {})
-    rows = [row for plot in plots.get("learning_curves", []) for row in plot["content"]["data"]["values"]]
+    plots = json.loads(proc.stdout).get("data", {})  # one plot per outputs/<model>/history.csv (dvc.yaml)
+    rows = [{**row, "filename": f"{Path(path).parent.name}/history.csv"} for path, plot in plots.items()
+            if path.endswith("/history.csv") for part in plot for row in part["content"]["data"]["values"]]
     if not rows:
         raise StageError(f"no learning curves in {', '.join(revisions)}; train first (`dvc exp run`)")
     return rows
@@ -56,33 +58,6 @@ def why_missing(rev: str) -> str:
             f"`dvc exp pull origin {rev}` for an experiment, then rerun")
 
 
-def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
-    """One panel per model, one line per revision: colour, line style and marker per revision
-    (two revisions often coincide, e.g. VGG-16 at 10% in both), one legend under the panels."""
-    from study.figures import SEED_MARKERS, SEED_STYLES, integer_epochs, legend_below, pyplot
-
-    plt = pyplot()
-    models = list(dict.fromkeys(row["filename"].split("/")[0] for row in rows))
-    revisions = list(dict.fromkeys(row["rev"] for row in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), squeeze=False, sharey=True)
-    for ax, model in zip(axes[0], models, strict=True):
-        for i, rev in enumerate(revisions):
-            points = sorted((int(r["epoch"]), float(r[metric])) for r in rows
-                            if r["rev"] == rev and r["filename"].startswith(f"{model}/"))
-            ax.plot([p[0] for p in points], [p[1] for p in points], SEED_STYLES[i % len(SEED_STYLES)],
-                    color=f"C{i}", label=rev, marker=SEED_MARKERS[i % len(SEED_MARKERS)], fillstyle="none",
-                    markevery=max(1, len(points) // 10))
-        ax.set(title=model, xlabel="epoch")
-        ax.grid(alpha=0.3)
-        integer_epochs(ax)
-    axes[0][0].set_ylabel(metric)
-    legend_below(fig, axes, ncol=len(revisions))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("revisions", nargs="+", help="experiments or git revisions, as `dvc plots diff` takes them")
@@ -97,6 +72,8 @@ def main() -> None:
                              f"{', '.join(k for k in rows[0] if k not in ('rev', 'filename'))}")
         for rev in missing_revisions(rows, args.revisions):
             print(f"warning: {why_missing(rev)}", file=sys.stderr)
+        from study.figures import plot_comparison
+
         plot_comparison(rows, args.metric, args.out)
         print(f"wrote {args.out}: {args.metric} of {plural(len({r['filename'] for r in rows}), 'model')} in "
               f"{', '.join(dict.fromkeys(r['rev'] for r in rows))}")

@@ -14,23 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.architectures import MODEL_NAMES
-from study.common import (
-    OUTPUT_ROOT,
-    Interrupted,
-    StageError,
-    Terminated,
-    atomic_path,
-    exit_now,
-    output_paths,
-    process_age_s,
-    protect_output,
-    run_main,
-    sweep_torn_entries,
-    write_json,
-)
 from study.config import load_settings
+from study.console import exit_now, protect_output, run_main
 from study.data import PREPARED_DIR
+from study.errors import Interrupted, StageError, Terminated
+from study.files import atomic_path, sweep_torn_entries, write_json
 from study.outputs import binding, check_record, read_json, restore_hint
+from study.paths import OUTPUT_ROOT, output_paths
+from study.processes import process_age_s
 from study.tracking.process import Helper, ignore_interrupts, receive, reply
 
 if TYPE_CHECKING:
@@ -140,52 +131,6 @@ def init_correlation(model: str, recipe: dict, trained) -> float:
     return float(corr.mean())
 
 
-def plot_filters(weight: torch.Tensor, path: Path, title: str) -> None:
-    """The first layer's filters, each stretched to [0, 1] on its own, 8 to a row, as one tiled
-    image (an axes per filter costs matplotlib seconds)."""
-    import textwrap
-
-    from study.figures import pyplot, tile
-
-    plt = pyplot()
-    w = weight.detach().float().cpu()
-    lo = w.amin(dim=(1, 2, 3), keepdim=True)
-    hi = w.amax(dim=(1, 2, 3), keepdim=True)
-    w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # each filter to [0, 1]
-    zoom = max(1, 24 // w.shape[1])  # a 3x3 filter drawn as 24x24 pixels of 8x8 blocks
-    w = w.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    cols = 8
-    rows = -(-len(w) // cols)
-    fig, ax = plt.subplots(figsize=(cols * 0.9, rows * 0.9 + 0.4))
-    ax.imshow(tile(w, cols, gap=max(2, w.shape[1] // 3)), interpolation="nearest")
-    ax.axis("off")
-    fig.suptitle("\n".join(textwrap.fill(line, 80) for line in title.splitlines()), fontsize=9)  # fits the figure
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    from study.figures import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
-                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int = 0, device: str = "auto",
                    data_dir: Path = PREPARED_DIR, output_root: Path = OUTPUT_ROOT) -> dict:
     import numpy as np
@@ -259,7 +204,7 @@ def write_evaluation(folder: Path, net, recipe: dict, metrics: dict, matrix, cla
     """outputs/<model>/eval/: the confusion and per-class tables, the figures, metrics.json."""
     import pandas as pd
 
-    from study.figures import plot_feature_maps
+    from study.figures import plot_confusion, plot_feature_maps, plot_filters
     from study.tracking.naming import run_label
 
     indices, images, maps = sample

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from study.analysis.init_signal import analyse, summary
-from study.common import run_main
 from study.config import load_settings
+from study.console import run_main
 
 
 def main() -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from study.common import atomic_path, run_main, write_json
 from study.config import load_settings
+from study.console import run_main
 from study.data import ARRAY_FILES, CLASSES, DOWNLOAD_DIR, PREPARED_DIR, SPLITS, arrays_sha256, load_arrays
+from study.files import atomic_path, write_json
 
 
 def prepare(*, source: str, out_dir: Path = PREPARED_DIR, download_dir: Path = DOWNLOAD_DIR,

@@ -11,8 +11,8 @@ import argparse
 
 from models.architectures import NETWORKS, Residual
 from study.analysis.receptive_field import analyse
-from study.common import run_main
 from study.config import load_settings
+from study.console import run_main
 
 
 def main() -> None:

@@ -21,26 +21,27 @@ import pandas as pd
 from models.architectures import NETWORKS, Residual
 from study.analysis.claims import ABSOLUTE_COLUMNS, COLUMNS, absolute_rows, epoch_columns, judge
 from study.analysis.init_signal import summary as init_signal_summary
-from study.analysis.jpeg_cost import cost_table, plot_cost, slope_words, variant_cells, variant_quality
+from study.analysis.jpeg_cost import (
+    MIRROR_QUALITY,
+    cost_points,
+    cost_table,
+    slope_words,
+    variant_cells,
+    variant_quality,
+)
 from study.analysis.jpeg_cost import section as jpeg_section
 from study.analysis.ledger import Evidence
 from study.analysis.paper import NAMES
 from study.analysis.selection import Selection, StepReader, select
 from study.analysis.speed import device_sharing, epoch_times, sharing_note, timing_runs
 from study.analysis.tables import ablation_gaps, ablation_table, seed_values, study_tables
-from study.common import (
-    INIT_SIGNAL_DIR,
-    OUTPUT_ROOT,
-    RECEPTIVE_FIELD_DIR,
-    StageError,
-    atomic_entries,
-    output_paths,
-    plural,
-    run_main,
-)
 from study.config import Settings, load_settings
+from study.console import plural, run_main
 from study.data import PREPARED_DIR
-from study.figures import FEATURE_MAP_TOP, SEED_MARKERS, SEED_STYLES, md_table, plot_curve_rows
+from study.errors import StageError
+from study.figures import FEATURE_MAP_TOP, SEED_MARKERS, SEED_STYLES, md_table, plot_cost, plot_curve_rows
+from study.files import atomic_entries
+from study.paths import INIT_SIGNAL_DIR, OUTPUT_ROOT, RECEPTIVE_FIELD_DIR, output_paths
 
 REPORT_DIR = Path("reports")
 
@@ -230,8 +231,8 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
         write_tables(tmp / "tables", report, seed_values(selection.study, times))
         jpeg = cost_table(selection.study, variants)
         jpeg.to_csv(tmp / "tables" / "jpeg_cost.csv", index=False)
-        jpeg_lines = jpeg_section(jpeg, plot_cost(selection.study, variants, tmp / "figures" / "jpeg_cost.png"),
-                                  slope_words(selection.study, variants), on_variant)
+        drawn = plot_cost(cost_points(selection.study, variants), MIRROR_QUALITY, tmp / "figures" / "jpeg_cost.png")
+        jpeg_lines = jpeg_section(jpeg, drawn, slope_words(selection.study, variants), on_variant)
         curves = plot_learning_curves(steps, models, selection.study, (short, long),
                                       tmp / "figures" / "learning_curves.png")
         (tmp / "figures" / "receptive_field_growth.png").write_bytes(report.pop("growth_png"))

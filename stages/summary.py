@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from study.common import StageError, run_main, write_json
 from study.config import load_settings
+from study.console import run_main
+from study.errors import StageError
+from study.files import write_json
 from study.outputs import bound_record, training_metrics
 
 SUMMARY = Path("metrics.json")

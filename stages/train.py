@@ -17,27 +17,15 @@ import time
 import uuid
 from pathlib import Path
 
-from study.common import (
-    OUTPUT_ROOT,
-    Diverged,
-    Interrupted,
-    StageError,
-    Terminated,
-    atomic_entries,
-    atomic_path,
-    output_paths,
-    plural,
-    process_age_s,
-    provenance,
-    run_main,
-    sweep_torn_entries,
-    tensor_bytes,
-    write_failure,
-    write_json,
-)
 from study.config import MODEL_NAMES, Settings, load_settings
+from study.console import plural, run_main
 from study.data import PREPARED_DIR
+from study.errors import Diverged, Interrupted, StageError, Terminated
+from study.files import atomic_entries, atomic_path, sweep_torn_entries, tensor_bytes, write_failure, write_json
 from study.outputs import training_metrics
+from study.paths import OUTPUT_ROOT, output_paths
+from study.processes import process_age_s
+from study.provenance import provenance
 from study.tracking.process import TrackingProcess
 from study.tracking.runs import EPOCH_METRICS
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from models.architectures import INITS, MODEL_NAMES
-from study.common import StageError
+from study.errors import StageError
 
 PARAMS_FILE = "params.yaml"
 ModelName = Literal[MODEL_NAMES]  # the registry's networks (models/architectures.py), torch-free

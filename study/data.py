@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from study.common import StageError, project_root
+from study.errors import StageError
+from study.paths import project_root
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from study.common import OUTPUT_ROOT, StageError, output_paths
+from study.errors import StageError
+from study.paths import OUTPUT_ROOT, output_paths
 
 # what metrics.json holds of a training's summary (numbers only: DVC and the summary stage read it)
 METRIC_KEYS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s", "num_parameters")

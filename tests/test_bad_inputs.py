@@ -21,7 +21,7 @@ from conftest import TINY, project_params, subprocess_env
 
 from models.network import build_model
 from stages.prepare import prepare
-from study.common import StageError
+from study.errors import StageError
 
 
 def without(section: str, key: str) -> dict:

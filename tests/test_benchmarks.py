@@ -62,7 +62,7 @@ def test_reference_tag_keeps_a_run_with_the_params_and_code_it_ran_with(tmp_path
     import yaml
 
     from benchmarks.reference_tag import tag_reference
-    from study.common import StageError
+    from study.errors import StageError
 
     for key, value in subprocess_env().items():
         if key.startswith("GIT_"):

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from study.common import device_name
+from study.provenance import device_name
 from study.training.device import compile_cache_file, load_compile_cache
 
 

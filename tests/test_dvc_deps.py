@@ -85,5 +85,6 @@ def test_the_resume_fallback_names_the_training_loop_code():
     train_deps = next(deps for name, _, deps in stages() if name == "train")
     loop = closure("study.training.engine") | {"stages/train.py", "study/training/resume.py"}
     assert set(CODE_FALLBACK) <= train_deps
-    # study/common.py (files, messages, provenance) shapes no number the loop computes
-    assert loop - {"study/common.py"} <= set(CODE_FALLBACK), sorted(loop - set(CODE_FALLBACK))
+    # files, messages, paths and provenance shape no number the loop computes
+    plumbing = {f"study/{name}.py" for name in ("console", "errors", "files", "paths", "processes", "provenance")}
+    assert loop - plumbing <= set(CODE_FALLBACK), sorted(loop - set(CODE_FALLBACK))

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from study.common import StageError
+from study.errors import StageError
 from study.training.batches import MEAN, STD, Normalizer, balanced_subset, random_crop_flip
 from study.training.device import native_bf16_cpu, pick_device, precision_choice
 from study.training.engine import Recipe, Trainer, cosine_lr, effective_runtime

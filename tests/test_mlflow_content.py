@@ -169,7 +169,7 @@ def test_a_model_that_fails_or_never_ends_its_check_is_not_left_in_the_run(tmp_p
     import importlib
     import json
 
-    from study.common import StageError
+    from study.errors import StageError
     from study.tracking.model_log import log_model
 
     project = tmp_path / "project"

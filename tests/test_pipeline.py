@@ -219,16 +219,19 @@ def compare_with_dvc(repo, first):
     diff = json.loads(dvc("metrics", "diff", "main", "e2", "--json", cwd=repo))["metrics.json"]
     assert {k.split(".")[0] for k in diff if k.endswith(".acc")} == changed
     assert all(diff[f"{m}.acc"]["new"] == shown["e2"][m]["acc"] for m in changed)
-    plots = json.loads(dvc("plots", "diff", "main", "e2", "--json", cwd=repo))["data"]["learning_curves"][0]
-    rows = plots["content"]["data"]["values"]
-    assert {(r["rev"], r["filename"].split("/")[0], r["epoch"]) for r in rows} == {
+    def curves(data):  # one plot per network, from dvc.yaml's per-network stages
+        return {(r["rev"], path.split("/")[1], r["epoch"]) for path, plot in data.items()
+                if path.endswith("history.csv") for r in plot[0]["content"]["data"]["values"]}
+
+    plots = json.loads(dvc("plots", "diff", "main", "e2", "--json", cwd=repo))["data"]
+    assert curves(plots) == {
         (rev, m, str(e)) for rev, epochs in (("main", 1), ("e2", 2)) for m in MODELS for e in range(1, epochs + 1)}
+    assert {path for path in plots if path.endswith("confusion.csv")} == {f"outputs/{m}/eval/confusion.csv"
+                                                                          for m in MODELS}
     # `dvc plots show`: the workspace's own curves (e2's, applied by `dvc exp run`)
     shown = json.loads(dvc("plots", "show", "--json", cwd=repo))
     assert not shown.get("errors"), shown["errors"]
-    rows = shown["data"]["learning_curves"][0]["content"]["data"]["values"]
-    assert {(r["rev"], r["filename"].split("/")[0], r["epoch"]) for r in rows} == {
-        ("workspace", m, str(e)) for m in MODELS for e in (1, 2)}
+    assert curves(shown["data"]) == {("workspace", m, str(e)) for m in MODELS for e in (1, 2)}
     out = sh([sys.executable, "-m", "stages.compare", "main", "e2"], repo)
     assert "wrote reports/compare.png: test_acc of 4 models in main, e2" in out
     assert (repo / "reports/compare.png").read_bytes()[:4] == b"\x89PNG"

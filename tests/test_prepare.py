@@ -15,8 +15,8 @@ from conftest import (
 )
 
 from stages.prepare import prepare
-from study.common import StageError
 from study.data import ARRAY_FILES, CLASSES, load_prepared
+from study.errors import StageError
 
 
 def check_output(out_dir, train: int, test: int) -> dict:

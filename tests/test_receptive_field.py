@@ -6,9 +6,9 @@ from study.analysis.receptive_field import (
     analyse,
     measured_receptive_fields,
     paper_differences,
-    plot_growth,
     receptive_field_table,
 )
+from study.figures import plot_growth
 
 # Worked by hand: r += (k - 1) * j, then j *= s; 3x3 convs stride 1, 2x2 pools stride 2.
 HAND_WORKED = {

@@ -431,7 +431,7 @@ def test_trainings_that_start_together_on_new_data_all_link_its_dataset(tmp_path
 
 
 def test_the_torn_writes_of_dead_processes_are_swept_and_live_ones_kept(tmp_path):
-    from study.common import atomic_entries, sweep_torn_entries
+    from study.files import atomic_entries, sweep_torn_entries
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     torn = tmp_path / f".checkpoint.pt+record.json+metrics.json+history.csv.{gone.stdout.strip()}-ab12cd34"

@@ -15,7 +15,7 @@ from study.analysis.ledger import Evidence
 from study.analysis.receptive_field import analyse as analyse_receptive_fields
 from study.analysis.selection import expected_params
 from study.analysis.stats import fmt_p, holm, p_value, planning_seeds, prediction, seeds_for_power, welch
-from study.common import StageError
+from study.errors import StageError
 from study.tracking.naming import run_label, run_name
 from study.tracking.store import connect
 

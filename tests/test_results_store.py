@@ -367,7 +367,7 @@ def test_the_store_serves_its_artifacts_wherever_it_is_copied(store, tmp_path):
 def test_a_store_logged_with_local_paths_is_made_portable(tmp_path):
     import mlflow
 
-    from study.common import StageError
+    from study.errors import StageError
 
     origin = tmp_path / "machine"  # where it was logged: file:// URIs into machine/mlartifacts
     client = mlflow.MlflowClient(f"sqlite:///{origin / 'mlflow.db'}")

@@ -375,17 +375,18 @@ def test_an_epoch_is_logged_only_once_its_state_is_on_disk(tmp_path, prepared, m
 
     import stages.train as train_stage
     from study.config import load_settings
+    from study.files import sweep_torn_entries
     from study.tracking import runs
-    from study.training import resume
 
     project = make_project(tmp_path / "p", prepared)
     monkeypatch.chdir(project)
     (project / ".train_state").mkdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    torn = project / ".train_state" / f".alexnet-0123456789abcdef.pt.{gone.stdout.strip()}.tmp"
-    torn.write_bytes(b"\0" * 1000)  # a write its killed process never finished
-    live = project / ".train_state" / f".alexnet-0123456789abcdef.pt.{os.getpid()}.tmp"
-    live.write_bytes(b"\0")  # a live process's write in progress
+    torn = project / ".train_state" / f".alexnet-0123456789abcdef.pt.{gone.stdout.strip()}-ab12cd34"
+    torn.mkdir()
+    (torn / "alexnet-0123456789abcdef.pt").write_bytes(b"\0" * 1000)  # a write its killed process never finished
+    live = project / ".train_state" / f".alexnet-0123456789abcdef.pt.{os.getpid()}-ef56ab78"
+    live.mkdir()  # a live process's write in progress
     real_save = torch.save
 
     def slow_save(obj, f, *args, **kwargs):
@@ -407,7 +408,7 @@ def test_an_epoch_is_logged_only_once_its_state_is_on_disk(tmp_path, prepared, m
     assert [epoch for epoch, _ in logged] == list(range(1, EPOCHS + 1))  # every epoch, once, in order
     assert all(saved >= epoch for epoch, saved in logged), logged  # never before its state landed
     assert not torn.exists() and live.exists()
-    assert resume.sweep_torn_writes(project / ".train_state") == []  # the live one stays
+    assert sweep_torn_entries(project / ".train_state") == []  # the live one stays
 
 
 def test_a_second_process_of_the_same_state_stops_and_names_the_owner(tmp_path, prepared):

@@ -130,7 +130,8 @@ def train_refused(repo, model: str, **env) -> str:
 def connect_refused(repo, **env) -> str:
     """The stages' own path to the store (connect, then run_main's one line on failure), without a
     training: the one line, after asserting exit 1, one line on stderr and no URI with its user."""
-    code = "from study.common import run_main; from study.tracking.store import connect; run_main(lambda: connect('e'))"
+    code = ("from study.console import run_main; from study.tracking.store import connect; "
+            "run_main(lambda: connect('e'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
                           env=subprocess_env(PYTHONPATH=str(ROOT), **env), timeout=300)
     lines = proc.stderr.strip().splitlines()

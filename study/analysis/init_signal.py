@@ -18,11 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from models.architectures import INITS
-from study.analysis.paper import NAMES
-from study.common import INIT_SIGNAL_DIR, atomic_path
+from study.files import atomic_path
+from study.paths import INIT_SIGNAL_DIR
 
 BATCH = 32
-INIT_LINES = {"default": "-", "kaiming": "--", "torchvision": ":"}
 
 
 def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) -> pd.DataFrame:
@@ -57,31 +56,6 @@ def layer_signal(model_name: str, init: str, seed: int = 0, batch: int = BATCH) 
         "name": f"conv{i + 1}" if i < convs else f"fc{i + 1 - convs}",
         "forward_std": out.detach().std().item(), "backward_std": out.grad.std().item(),
         "initial_loss": loss.item()} for i, out in enumerate(outputs)])
-
-
-def plot_signal(table: pd.DataFrame, path: Path) -> None:
-    """Both panels share one legend, under them: colour and marker for the model, solid for
-    PyTorch's default init, dashed for Kaiming's, dotted for torchvision's VGG init."""
-    from study.figures import legend_below, pyplot
-
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    models = list(dict.fromkeys(table["model"]))
-    for (model, init), rows in table.groupby(["model", "init"], sort=False):
-        i = models.index(model)
-        style = {"color": f"C{i}", "linestyle": INIT_LINES.get(init, "-."), "marker": "osD^v"[i % 5],
-                 "markersize": 4, "fillstyle": "full" if init == "default" else "none"}
-        for ax, column in zip(axes, ("forward_std", "backward_std"), strict=True):
-            ax.plot(rows["layer"], rows[column], label=f"{NAMES.get(model, model)}, {init} init", **style)
-    for ax, title in zip(axes, ("activations (forward)", "gradients (backward)"), strict=True):
-        ax.set(yscale="log", xlabel="conv / linear layer, from the input", ylabel="standard deviation",
-               title=f"Signal at initialisation: {title}")
-        ax.grid(alpha=0.3, which="both")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    legend_below(fig, axes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def signal_cache_file(model_name: str, init: str, seed: int) -> Path:
@@ -125,6 +99,8 @@ def analyse(models, seed: int = 0, out_dir: Path = INIT_SIGNAL_DIR) -> pd.DataFr
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         table.to_csv(tmp / "signal.csv", index=False)
+        from study.figures import plot_signal
+
         plot_signal(table, tmp / "signal.png")
     return table
 

@@ -11,8 +11,6 @@ uncompressed images would give.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from study.analysis import paper
@@ -20,9 +18,8 @@ from study.analysis.claims import interval, spread
 from study.analysis.paper import NAMES
 from study.analysis.selection import Cell, cells, expected_params, value
 from study.analysis.stats import ALPHA, at_chance, fmt_number, fmt_p, holm, p_value, welch
-from study.common import plural
 from study.config import Settings
-from study.figures import pyplot
+from study.console import plural
 from study.tracking.naming import JPEG_VARIANT
 
 MIRROR_QUALITY = 75
@@ -137,30 +134,16 @@ def slope_words(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, in
     return lines
 
 
-def plot_cost(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell], path: Path) -> bool:
-    """Test accuracy against JPEG quality: each seed a dot, the mean a line, one colour per model."""
-    if not variants:
-        return False
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+def cost_points(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int, int], Cell]) -> dict:
+    """What the JPEG figure draws: {"<network>, <epochs> epochs": {quality: the seeds' accuracies}}."""
+    series = {}
     for model, epochs in sorted({(m, e) for m, e, _ in variants}):
         cells = {q: variants[(model, epochs, q)] for m, e, q in variants if (m, e) == (model, epochs)}
         if (model, epochs) in study:
             cells[MIRROR_QUALITY] = study[(model, epochs)]
-        points = {q: cell.values("final_test_acc") for q, cell in sorted(cells.items())}
         label = f"{NAMES.get(model, model)}, {epochs} epochs"
-        line = ax.plot(list(points), [sum(v) / len(v) for v in points.values()], "-", label=label)[0]
-        for quality, values in points.items():
-            ax.plot([quality] * len(values), values, "o", color=line.get_color(), fillstyle="none")
-    ax.axvline(MIRROR_QUALITY, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="JPEG quality of the training and test images (75: the mirror; lower: re-encoded)",
-           ylabel="test accuracy (%)", title="What JPEG compression costs (each seed a circle, the mean a line)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+        series[label] = {quality: cell.values("final_test_acc") for quality, cell in cells.items()}
+    return series
 
 
 def section(table: pd.DataFrame, drawn: bool, steps: list[str], on_variant: int | None = None) -> list[str]:

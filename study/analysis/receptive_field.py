@@ -18,8 +18,9 @@ from torch import nn
 from models.architectures import MODEL_NAMES, NETWORKS, Residual
 from models.network import skeleton
 from study.analysis import paper
-from study.analysis.paper import NAMES
-from study.common import RECEPTIVE_FIELD_DIR, StageError, atomic_path
+from study.errors import StageError
+from study.files import atomic_path
+from study.paths import RECEPTIVE_FIELD_DIR
 
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
@@ -184,37 +185,6 @@ def paper_differences(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "layer", "where", "paper", "computed"])
 
 
-def plot_growth(tables: dict[str, pd.DataFrame], path: Path, image_size: int = 32) -> list[str]:
-    """One line per distinct growth: models with identical fields (VGG-16 and VGG-16 with BN
-    share their geometry) are one line naming both, so none hides under another. Returns the
-    lines' labels."""
-    from study.figures import pyplot
-
-    plt = pyplot()
-    groups: dict[tuple, list[str]] = {}
-    for model, table in tables.items():
-        groups.setdefault(tuple(int(v) for v in table["receptive_field"]), []).append(model)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (fields, models) in enumerate(groups.items()):
-        label = " = ".join(NAMES.get(m, m) for m in models) + (" (identical)" if len(models) > 1 else "")
-        # each later line thinner, with smaller markers: where prefixes agree (VGG-8 and VGG-16 up to
-        # Pool3) the earlier line still shows around the later one
-        ax.plot(range(len(fields)), fields, marker="osD^v"[i % 5], linestyle=("-", "--", "-.", ":")[i % 4],
-                color=f"C{i}", label=label, markersize=max(9 - 2.5 * i, 3), linewidth=max(3 - 0.8 * i, 1))
-    ax.axhline(image_size, color="grey", linestyle="--", linewidth=1)
-    ax.text(0, image_size * 1.05, f"{image_size}x{image_size} input", color="grey")
-    ax.set_xlabel("conv/pool layers from the input (a residual network: its stem, then each stage)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("receptive field (pixels, side)")
-    ax.set_title("Receptive-field growth (computed from each model's features)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")  # the lines rise to the right: the upper left stays empty
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return ax.get_legend_handles_labels()[1]
-
-
 def analyse(models=MODEL_NAMES, out_dir: Path = RECEPTIVE_FIELD_DIR, verify: bool = True) -> dict[str, pd.DataFrame]:
     tables = {m: receptive_field_table(m) for m in models}
     if verify:
@@ -230,5 +200,7 @@ def analyse(models=MODEL_NAMES, out_dir: Path = RECEPTIVE_FIELD_DIR, verify: boo
             table.to_csv(tmp / f"{model}.csv", index=False)
         everything = tables | {m: receptive_field_table(m) for m in PAPER if m not in tables}
         paper_differences(everything).to_csv(tmp / "paper_differences.csv", index=False)
+        from study.figures import plot_growth
+
         plot_growth(tables, tmp / "growth.png")
     return tables

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from study.common import StageError
+from study.errors import StageError
 from study.tracking.naming import CHECKPOINT_TAG, UNCHECKED_TAG, model_name
 from study.training.batches import MEAN, STD
 

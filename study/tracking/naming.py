@@ -8,8 +8,10 @@ import re
 import socket
 from typing import Any
 
-from study.common import plural, process_start_ticks, project_root
 from study.config import flatten
+from study.console import plural
+from study.paths import project_root
+from study.processes import process_start_ticks
 
 STUDY_TRAIN = {"init": "default", "lr": 0.01, "optimizer": "sgd"}  # a run differing in one is named for it
 

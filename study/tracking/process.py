@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from study.common import StageError, exit_now, protect_output
+from study.console import exit_now, protect_output
+from study.errors import StageError
 
 
 class RemoteRun:

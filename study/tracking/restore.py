@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from study.common import StageError
+from study.errors import StageError
 from study.outputs import bound_record
 from study.tracking.content import EVAL_MARK, log_evaluation, log_evaluation_artifacts
 from study.tracking.naming import run_name

@@ -7,13 +7,13 @@ is away), ended FINISHED, KILLED or FAILED; runs left RUNNING by dead processes 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sys
 import time
 from pathlib import Path
 
-from study.common import Interrupted, StageError, process_start_ticks
+from study.errors import Interrupted, StageError
+from study.processes import alive
 from study.tracking.content import dataset_input, log_dataset
 from study.tracking.naming import description, git_commits, process_tags, run_name, run_params, run_tags
 from study.tracking.store import out_of_space, retry_busy, store_error, store_label, tracking_uri
@@ -23,22 +23,11 @@ SUMMARY_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_
                    "mean_epoch_time_s_after_first", "num_parameters")
 
 
-def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    now = process_start_ticks(pid)
-    return not (started and now and now != started)
-
-
 def owned_by_live_process(run) -> bool:
     """Whether a RUNNING run belongs to a process of this host that is still alive."""
     tags = run.data.tags
     pid = int(tags.get("pid", "0") or 0)
-    return tags.get("host") == socket.gethostname() and bool(pid) and _alive(pid, tags.get("pid_started", ""))
+    return tags.get("host") == socket.gethostname() and bool(pid) and alive(pid, tags.get("pid_started", ""))
 
 
 def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[str]:

@@ -19,7 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from study.common import StageError, project_root
+from study.errors import StageError
+from study.paths import project_root
 
 DB_NAME = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -178,7 +179,7 @@ PIN_TAG = "study_experiment"
 
 def store_label(uri: str) -> str:
     """The store as printed: a SQLite file's path, a server without its user information."""
-    from study.common import redact
+    from study.console import redact
 
     return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else redact(uri)
 

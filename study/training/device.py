@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-from study.common import StageError, atomic_path, device_name
+from study.errors import StageError
+from study.files import atomic_path
+from study.provenance import device_name
 
 
 def pick_device(name: str = "auto") -> str:

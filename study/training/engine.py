@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.network import build_model, count_parameters
-from study.common import Diverged, StageError
+from study.errors import Diverged, StageError
 from study.training.batches import Normalizer, random_crop_flip, to_device_images
 from study.training.device import autocast_device, pick_device, precision_choice
 from study.training.sgd import OPTIMIZERS

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.common import StageError, project_root, tensor_bytes, write_failure
 from study.config import flatten
+from study.errors import StageError
+from study.files import atomic_path, sweep_torn_entries, tensor_bytes, write_failure
+from study.paths import project_root
 
 STATE_DIR = ".train_state"
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the code that runs (a queued experiment's copy included)
@@ -122,23 +124,6 @@ class StateOwner:
                 pass
 
 
-def sweep_torn_writes(folder: Path) -> list[Path]:
-    """Remove the temporary files of state writes whose process is gone (a kill mid-write leaves
-    ``.<state>.<pid>.tmp``, up to the state's size); a live process's write is left alone."""
-    removed = []
-    for tmp in folder.glob(".*.pt.*.tmp") if folder.exists() else []:
-        try:
-            os.kill(int(tmp.name.rsplit(".", 2)[-2]), 0)
-            continue  # its writer is alive
-        except ProcessLookupError:
-            pass
-        except (ValueError, PermissionError):  # not ours to judge
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
 def load_resumable(model: str, record: dict[str, Any], root: Path | None = None) -> tuple[dict | None, str | None]:
     """(saved state, one line saying what happens) for a training about to start. Only a
     state whose fingerprint matches ``record`` is resumed; others are left alone and named.
@@ -146,7 +131,7 @@ def load_resumable(model: str, record: dict[str, Any], root: Path | None = None)
     import torch
 
     path = state_path(model, fingerprint(record), root)
-    sweep_torn_writes(path.parent)
+    sweep_torn_entries(path.parent)
     if path.exists():
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -190,13 +175,10 @@ class StateWriter:
     def _write(self, state: dict[str, Any]) -> None:
         import torch
 
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, tmp)
-            os.replace(tmp, self.path)
+        try:  # the outputs' scheme: whole or not at all, a killed write swept by the next start
+            with atomic_path(self.path) as tmp:
+                torch.save(state, tmp)
         except BaseException as err:  # reported by the next wait(), in the main thread
-            tmp.unlink(missing_ok=True)  # a full disk keeps nothing half-written
             self._error = err
 
     def wait(self) -> None:

@@ -1,0 +1,50 @@
+"""Where and with what a result was produced: the git commit, the device's name, torch's
+and Python's versions, the data's digest.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    if device == "mps":
+        return "Apple MPS"
+    try:  # the CPU's model name where Linux tells it
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+def provenance(*, device: str, data_sha256: str) -> dict[str, Any]:
+    """Where and with what a result was produced (the recipe is recorded beside it)."""
+    import torch
+
+    return {
+        "device": device,
+        "device_name": device_name(device),
+        "torch_version": str(torch.__version__),
+        "python_version": sys.version.split()[0],
+        "data_sha256": data_sha256,
+        "git_commit": git_commit(),
+    }
