@@ -267,7 +267,7 @@ def read_back(uri: str, run_ids: list[str], epochs: int) -> dict:
     """What the server holds of each writer's run: missing epoch metrics, summary, artifacts."""
     import mlflow
 
-    from study.tracking.runs import EPOCH_METRICS, SUMMARY_METRICS
+    from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 
     lost = {"epoch_metrics": 0, "summary_metrics": 0, "artifacts": 0, "unfinished_runs": 0}
     system_samples = []

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from study.tracking.runs import EPOCH_METRICS
+from study.metrics import EPOCH_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 

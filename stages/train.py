@@ -22,14 +22,12 @@ from study.console import plural, run_main
 from study.data import PREPARED_DIR
 from study.errors import Diverged, Interrupted, StageError, Terminated
 from study.files import atomic_entries, atomic_path, sweep_torn_entries, tensor_bytes, write_failure, write_json
+from study.metrics import HISTORY_COLUMNS
 from study.outputs import training_metrics
 from study.paths import OUTPUT_ROOT, output_paths
 from study.processes import process_age_s
 from study.provenance import provenance
 from study.tracking.process import TrackingProcess
-from study.tracking.runs import EPOCH_METRICS
-
-HISTORY_FIELDS = ("epoch", *EPOCH_METRICS)  # history.csv's columns: the per-epoch metrics, declared once
 
 
 def engine_recipe(settings: Settings):
@@ -56,7 +54,7 @@ def epochs_upto(n: int) -> str:
 
 def write_history(path: Path, history: list[dict]) -> None:
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
         writer.writeheader()
         writer.writerows(history)
 

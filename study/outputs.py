@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import StageError
+from study.metrics import METRICS_JSON
 from study.paths import OUTPUT_ROOT, output_paths
-
-# what metrics.json holds of a training's summary (numbers only: DVC and the summary stage read it)
-METRIC_KEYS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s", "num_parameters")
 
 
 def record_digest(record: dict[str, Any]) -> str:
@@ -32,7 +30,7 @@ def binding(record: dict[str, Any]) -> dict[str, str]:
 
 def training_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """metrics.json of a training: its summary numbers and the record they come from."""
-    return {**{key: record["summary"][key] for key in METRIC_KEYS}, **binding(record)}
+    return {**{key: record["summary"][key] for key in METRICS_JSON}, **binding(record)}
 
 
 def read_json(path: Path, fix: str) -> dict[str, Any]:
@@ -99,7 +97,7 @@ def check_metrics(path: Path, metrics: dict[str, Any], record: dict[str, Any], m
     """metrics.json against the record it was written from: the same numbers, the same training."""
     expected = training_metrics(record)
     if "record_sha256" not in metrics:  # written before outputs carried their training's digest
-        expected = {key: expected[key] for key in METRIC_KEYS}
+        expected = {key: expected[key] for key in METRICS_JSON}
     wrong = [key for key in expected if metrics.get(key) != expected[key]]
     if wrong:
         key = wrong[0]

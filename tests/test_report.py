@@ -353,13 +353,14 @@ def test_the_workspace_training_wins_over_a_newer_run_of_the_same_seed(tmp_path,
     newer = log_run("vgg8", 40, 86.0, 1.0, record_id="r-newer")
     import torch
 
-    from study.outputs import METRIC_KEYS, training_metrics
+    from study.metrics import METRICS_JSON
+    from study.outputs import training_metrics
 
     out = tmp_path / "outputs/vgg8"  # the applied training's outputs, bound together as the train stage writes them
     out.mkdir(parents=True)
     record = {"record_id": "r-applied", "recipe": SETTINGS.recipe("vgg8"), "runtime": {}, "provenance": {},
               "history": [],
-              "summary": dict.fromkeys(METRIC_KEYS, 1.0)}
+              "summary": dict.fromkeys(METRICS_JSON, 1.0)}
     torch.save({"model_name": "vgg8", "state_dict": {}, "record": record}, out / "checkpoint.pt")
     (out / "record.json").write_text(json.dumps(record))
     (out / "metrics.json").write_text(json.dumps(training_metrics(record)))

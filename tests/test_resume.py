@@ -114,7 +114,7 @@ def assert_logged_as_recorded(client, run_id: str, project: Path, model: str = "
     """Every per-epoch metric of the run, value by value, is the finished training's record: the
     report draws its curves and Table 6 from these values, so a resume that logs the wrong epoch's
     numbers (or a default) must fail here, not only one that logs a step twice."""
-    from study.tracking.runs import EPOCH_METRICS
+    from study.metrics import EPOCH_METRICS
 
     history = json.loads((project / "outputs" / model / "record.json").read_text())["history"]
     for name in EPOCH_METRICS:

@@ -297,7 +297,8 @@ class BusyProxy(BaseHTTPRequestHandler):
 
 
 def test_epoch_logging_rides_out_a_busy_server(server, monkeypatch, capsys):
-    from study.tracking.runs import EPOCH_METRICS, TrainingRun
+    from study.metrics import EPOCH_METRICS
+    from study.tracking.runs import TrainingRun
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as connect() sets it: no retries inside MLflow
     for key, value in member("alice").items():
@@ -324,7 +325,8 @@ def test_epoch_logging_rides_out_a_busy_server(server, monkeypatch, capsys):
 def test_load_benchmark_finds_every_lost_metric(server, tmp_path, monkeypatch):
     """benchmarks/server_load.py at N=2, tiny: a clean step, and its read-back counts what a run lacks."""
     from benchmarks import server_load
-    from study.tracking.runs import EPOCH_METRICS, TrainingRun
+    from study.metrics import EPOCH_METRICS
+    from study.tracking.runs import TrainingRun
 
     monkeypatch.setattr(server_load, "ADMIN", SERVER_ADMIN)
     server_load.set_up_team(server, 2)

@@ -12,6 +12,7 @@ from conftest import TINY, project_params, project_settings, subprocess_env
 from models.network import build_model
 from stages.prepare import prepare
 from stages.train import run_training
+from study.metrics import EPOCH_METRICS
 from study.training.device import precision_choice
 
 SETTINGS = project_settings(**TINY)
@@ -37,6 +38,12 @@ def test_training_writes_outputs_and_one_mlflow_run(project):
     with (project / "outputs/vgg8/history.csv").open() as f:
         history = list(csv.DictReader(f))
     assert [int(h["epoch"]) for h in history] == [1, 2]
+    # the names of study.metrics, the one declaration: the engine's records, history.csv, metrics.json
+    from study.metrics import HISTORY_COLUMNS, METRICS_JSON, SUMMARY_METRICS
+
+    assert tuple(history[0]) == HISTORY_COLUMNS and set(record["history"][0]) == set(HISTORY_COLUMNS)
+    assert set(SUMMARY_METRICS) <= set(record["summary"]) and set(METRICS_JSON) <= set(SUMMARY_METRICS)
+    assert set(metrics) - {"record_id", "record_sha256"} == set(METRICS_JSON)
     assert float(history[-1]["test_acc"]) == pytest.approx(metrics["final_test_acc"])
     assert float(history[0]["lr"]) == pytest.approx(0.01) and float(history[1]["lr"]) == pytest.approx(0.005)
     # test accuracy on 20 images is a multiple of 5%
@@ -70,7 +77,7 @@ def test_training_writes_outputs_and_one_mlflow_run(project):
     assert run["tags.data_sha256"] == prov["data_sha256"] and run["tags.torch_version"] == torch.__version__
     assert run["tags.dvc_stage"] == "train@vgg8"
     client = mlflow.MlflowClient()
-    for name in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s"):
+    for name in EPOCH_METRICS:
         steps = [m.step for m in client.get_metric_history(run["run_id"], name)]
         assert sorted(steps) == [1, 2], name
     test_acc = {m.step: m.value for m in client.get_metric_history(run["run_id"], "test_acc")}

@@ -13,14 +13,11 @@ import time
 from pathlib import Path
 
 from study.errors import Interrupted, StageError
+from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 from study.processes import alive
 from study.tracking.content import dataset_input, log_dataset
 from study.tracking.naming import description, git_commits, process_tags, run_name, run_params, run_tags
 from study.tracking.store import out_of_space, retry_busy, store_error, store_label, tracking_uri
-
-EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s")
-SUMMARY_METRICS = ("final_test_acc", "best_test_acc", "final_train_loss", "mean_epoch_time_s",
-                   "mean_epoch_time_s_after_first", "num_parameters")
 
 
 def owned_by_live_process(run) -> bool:

@@ -310,8 +310,8 @@ def train(model_name: str, arrays: dict[str, np.ndarray], recipe: Recipe, *, tra
 
 
 def train_epoch(trainer: Trainer, epoch: int, train_set: tuple, test_set: tuple, bar) -> dict:
-    """One epoch and its evaluation: the epoch's record (the per-epoch metrics of
-    ``study.tracking.runs.EPOCH_METRICS``); a non-finite loss stops the training."""
+    """One epoch and its evaluation: the epoch's record (``study.metrics.HISTORY_COLUMNS``, which
+    names these keys for every writer and reader); a non-finite loss stops the training."""
     recipe = trainer.recipe
     lr = trainer.current_lr()
     trainer.synchronize()
