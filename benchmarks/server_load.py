@@ -146,12 +146,12 @@ def set_up_team(uri: str, writers: int, first: int = 0) -> str:
     import mlflow
     from mlflow.server.auth.client import AuthServiceClient
 
-    from study.tracking.store import EXPERIMENT_TAGS
+    from study.tracking.store import experiment_tags
 
     with as_user(ADMIN):
         client = mlflow.MlflowClient(uri)
         found = client.get_experiment_by_name(EXPERIMENT)
-        experiment_id = found.experiment_id if found else client.create_experiment(EXPERIMENT, tags=EXPERIMENT_TAGS)
+        experiment_id = found.experiment_id if found else client.create_experiment(EXPERIMENT, tags=experiment_tags())
         admin = AuthServiceClient(uri)
         for i in range(first, writers):
             admin.create_user(writer_credentials(i)["MLFLOW_TRACKING_USERNAME"],

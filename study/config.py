@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from models.architectures import INITS, MODEL_NAMES
 from study.errors import StageError
+from study.recipe import RECIPE as PAPER_RECIPE
 
 PARAMS_FILE = "params.yaml"
 ModelName = Literal[MODEL_NAMES]  # the registry's networks (models/architectures.py), torch-free
@@ -75,7 +76,7 @@ class Train(Section):
     weight_decay: Finite = _valid("a number >= 0", ge=0)
     init: Init = _valid(f"one of {', '.join(INITS)}")
     # a key added after the study: its default is the value every earlier run had (see recipe_defaults)
-    optimizer: Literal[OPTIMIZERS] = _valid(f"one of {', '.join(OPTIMIZERS)}", default="sgd")
+    optimizer: Literal[OPTIMIZERS] = _valid(f"one of {', '.join(OPTIMIZERS)}", default=PAPER_RECIPE["optimizer"])
 
 
 class Runtime(Section):

@@ -54,7 +54,7 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         assert not left, f"left in the temporary folder: {left}"
         client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name("test-exp")
-        assert "Four networks" in experiment.tags["mlflow.note.content"]
+        assert "with the study's recipe (its section 5.1)" in experiment.tags["mlflow.note.content"]
         [run] = client.search_runs([experiment.experiment_id])
         run_id, metrics, tags = run.info.run_id, run.data.metrics, run.data.tags
         assert run.info.status == "FINISHED"

@@ -85,3 +85,24 @@ def test_the_report_and_the_settings_import_no_torch():
 
     code = "import sys, stages.report, stages.summary, models; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "importing them imported torch"
+
+
+def test_params_yaml_runs_the_papers_recipe_and_nothing_else_holds_its_values():
+    """The recipe's values live in params.yaml; the paper's section 5.1 (study/analysis/paper.py)
+    is the reference a run is named against, the engine's defaults and the experiment's
+    description: params.yaml runs exactly it, and no other module spells a value out."""
+    import yaml
+    from conftest import ROOT
+
+    from study.recipe import RECIPE
+    from study.tracking.store import study_text
+    from study.training.engine import Recipe
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params["train"] == RECIPE
+    recipe = Recipe()
+    assert {key: getattr(recipe, key) for key in RECIPE} == RECIPE
+    assert f"weight decay {RECIPE['weight_decay']:g}" in study_text()
+    for path in ("study/tracking/naming.py", "study/tracking/store.py", "study/training/engine.py"):
+        text = (ROOT / path).read_text()
+        assert "0.01" not in text and "5e-4" not in text and "0.0005" not in text, path

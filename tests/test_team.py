@@ -25,7 +25,7 @@ import yaml
 from conftest import ROOT, SERVER_ADMIN, free_port, project_params, start_server, stop_server, subprocess_env
 
 from study.analysis.paper import NAMES
-from study.tracking.store import EXPERIMENT_TAGS
+from study.tracking.store import experiment_tags
 
 EXPERIMENT = "alexnet-vgg-cifar10"  # params.yaml's mlflow.experiment
 MEMBERS = {"alice": "EDIT", "bob": "EDIT", "carol": "READ"}
@@ -67,7 +67,7 @@ def server(tmp_path_factory):
     proc = start_server(folder, port, auth=True)
     uri = f"http://127.0.0.1:{port}"
     with as_admin():
-        experiment_id = mlflow.MlflowClient(uri).create_experiment(EXPERIMENT, tags=EXPERIMENT_TAGS)
+        experiment_id = mlflow.MlflowClient(uri).create_experiment(EXPERIMENT, tags=experiment_tags())
         admin = AuthServiceClient(uri)
         for name, permission in MEMBERS.items():
             admin.create_user(name, member(name)["MLFLOW_TRACKING_PASSWORD"])

@@ -3,8 +3,8 @@ paper's own networks: a network the paper lacks has no entry, and every paper co
 ``NOT_IN_PAPER`` for it."""
 
 from models.architectures import NAMES  # noqa: F401 - the report's names, from the registry
+from study.recipe import EPOCHS, RECIPE  # noqa: F401 - section 5.1, a module of its own (the training's)
 
-EPOCHS = (5, 40)  # the study's short and long runs
 NOT_IN_PAPER = "–"
 DEPTH = {"alexnet": "5+3", "vgg16": "13+3", "vgg16_bn": "13+3", "vgg8": "8+2"}
 PARAMS_M = {"alexnet": 23.2, "vgg16": 33.6, "vgg16_bn": 33.6, "vgg8": 13.1}

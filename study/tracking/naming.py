@@ -12,8 +12,10 @@ from study.config import flatten
 from study.console import plural
 from study.paths import project_root
 from study.processes import process_start_ticks
+from study.recipe import RECIPE
 
-STUDY_TRAIN = {"init": "default", "lr": 0.01, "optimizer": "sgd"}  # a run differing in one is named for it
+# the settings an ablation changes: a run whose value differs from the paper's is named for it
+NAMED_SETTINGS = ("init", "lr", "optimizer")
 
 
 # a re-encoded data variant's tarball (benchmarks/jpeg_variants.py): cifar10-jpeg-q50.tar.gz
@@ -24,7 +26,7 @@ def distinctions(recipe: dict[str, Any]) -> list[str]:
     """What sets a run apart from the study's recipe: each ablation setting that differs
     (``init_kaiming``) and the JPEG quality of a re-encoded data variant (``jpeg_q25``)."""
     changed = [f"{key}_{value}" for key, value in recipe.get("train", {}).items()
-               if key in STUDY_TRAIN and value != STUDY_TRAIN[key]]
+               if key in NAMED_SETTINGS and value != RECIPE[key]]
     variant = JPEG_VARIANT.search(str(recipe.get("data", {}).get("source", "")))
     if variant:
         changed.append(f"jpeg_q{variant.group(1)}")
@@ -94,6 +96,9 @@ def process_tags(pid: int | None = None) -> dict[str, str]:
 
 
 
+OPTIMIZER_NAMES = {"sgd": "SGD", "adamw": "AdamW"}
+
+
 def description(record: dict[str, Any]) -> str:
     recipe, prov, summary = record["recipe"], record["provenance"], record.get("summary")
     train = recipe["train"]
@@ -103,7 +108,8 @@ def description(record: dict[str, Any]) -> str:
                  if (after := summary.get("mean_epoch_time_s_after_first")) else "") + "."
               if summary else "**Result:** training…")
     return "\n".join([
-        f"**{recipe['model']}**, {recipe['epochs']} epochs, seed {recipe['seed']}: SGD lr {train['lr']} (cosine), "
+        f"**{recipe['model']}**, {recipe['epochs']} epochs, seed {recipe['seed']}: "
+        f"{OPTIMIZER_NAMES.get(train.get('optimizer', 'sgd'), train.get('optimizer'))} lr {train['lr']} (cosine), "
         f"momentum {train['momentum']}, weight decay {train['weight_decay']}, batch {train['batch_size']}, "
         f"init {train['init']}.",
         f"**Data:** `{recipe['data']['source']}` (sha256 {prov['data_sha256'][:12]}…), train subset "

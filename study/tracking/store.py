@@ -24,13 +24,23 @@ from study.paths import project_root
 
 DB_NAME = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
-STUDY = ("Four networks (AlexNet adapted to 32x32, VGG-16, VGG-16-BN, VGG-8) trained on CIFAR-10 with one "
-         "recipe: SGD lr 0.01 (cosine), momentum 0.9, weight decay 5e-4, batch 128, random crop and flip. "
-         "One run per training: compare them in the runs table (Model training), with the columns "
-         "`params.model`, `params.epochs`, `params.seed`, `metrics.test_acc`, `metrics.eval/test_acc`.")
+
+
+def study_text() -> str:
+    """The experiment's description: the study's recipe, as the paper states it."""
+    from study.recipe import RECIPE
+
+    return ("AlexNet and VGG networks trained on CIFAR-10 with the study's recipe (its section 5.1): "
+            f"SGD lr {RECIPE['lr']:g} (cosine), momentum {RECIPE['momentum']:g}, weight decay "
+            f"{RECIPE['weight_decay']:g}, batch {RECIPE['batch_size']}, random crop and flip. One run per training: "
+            "compare them in the runs table (Model training), with the columns `params.model`, `params.epochs`, "
+            "`params.seed`, `metrics.test_acc`, `metrics.eval/test_acc`.")
+
+
 # MLflow's own mark of a model-training experiment. MLflow 3.17's UI ignores it (its GenAI /
 # Model training switch decides which view opens), so README and the report give the link.
-EXPERIMENT_TAGS = {"mlflow.note.content": STUDY, "mlflow.experimentKind": "custom_model_development"}
+def experiment_tags() -> dict[str, str]:
+    return {"mlflow.note.content": study_text(), "mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -329,14 +339,14 @@ def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool
                 raise _deleted_experiment(uri, found)
             if found is not None or not create:
                 if found is not None and create:  # an experiment made before the tags (or the pin) existed
-                    for key, value in {**EXPERIMENT_TAGS, PIN_TAG: experiment}.items():
+                    for key, value in {**experiment_tags(), PIN_TAG: experiment}.items():
                         if key not in found.tags:
                             with contextlib.suppress(Exception):  # a server may not let this user tag it
                                 client.set_experiment_tag(found.experiment_id, key, value)
                 return client, found.experiment_id if found else None
             location = None if uri.startswith(("http", "databricks")) else (root / ARTIFACT_DIR).as_uri()
             created = client.create_experiment(experiment, artifact_location=location,
-                                               tags={**EXPERIMENT_TAGS, PIN_TAG: experiment})
+                                               tags={**experiment_tags(), PIN_TAG: experiment})
             print(f"created MLflow experiment {experiment!r} (id {created}) in {store_label(uri)}")
             return client, created
     except Exception as err:

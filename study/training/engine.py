@@ -19,6 +19,7 @@ from torch import nn
 
 from models.network import build_model, count_parameters
 from study.errors import Diverged, StageError
+from study.recipe import EPOCHS, RECIPE
 from study.training.batches import Normalizer, random_crop_flip, to_device_images
 from study.training.device import autocast_device, pick_device, precision_choice
 from study.training.sgd import OPTIMIZERS
@@ -27,15 +28,15 @@ from study.training.sgd import OPTIMIZERS
 @dataclass
 class Recipe:
     """What the loop needs: the recipe (section 5.1) plus the knobs that only change speed.
-    The pipeline fills every field from the validated params.yaml (study.config); these
-    defaults serve the benchmarks, which run without it."""
+    The pipeline fills every field from the validated params.yaml (study.config); the defaults,
+    the paper's recipe (study.analysis.paper.RECIPE), serve the benchmarks, which run without it."""
 
-    epochs: int = 40
+    epochs: int = EPOCHS[1]
     seed: int = 0
-    batch_size: int = 128
-    lr: float = 0.01  # cosine-annealed to 0 over the run, stepped once per epoch
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    batch_size: int = RECIPE["batch_size"]
+    lr: float = RECIPE["lr"]  # cosine-annealed to 0 over the run, stepped once per epoch
+    momentum: float = RECIPE["momentum"]
+    weight_decay: float = RECIPE["weight_decay"]
     padding: int = 4  # random crop 32 from the zero-padded 40x40 image
     eval_batch_size: int = 1000
     device: str = "auto"
@@ -43,8 +44,8 @@ class Recipe:
     channels_last: bool = True
     compile: bool = False
     cuda_graphs: bool = True  # replay the training step as one CUDA graph (CUDA only)
-    init: str = "default"
-    optimizer: str = "sgd"  # or "adamw" (an ablation)
+    init: str = RECIPE["init"]
+    optimizer: str = RECIPE["optimizer"]  # or "adamw" (an ablation)
 
 
 def effective_runtime(recipe: Recipe) -> dict:

@@ -28,7 +28,7 @@ STATE_DIR = ".train_state"
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the code that runs (a queued experiment's copy included)
 CODE_FALLBACK = ("models/__init__.py", "models/architectures.py", "models/network.py", "stages/train.py",
                  "study/training/engine.py", "study/training/batches.py", "study/training/device.py",
-                 "study/training/sgd.py", "study/training/resume.py")
+                 "study/training/sgd.py", "study/training/resume.py", "study/recipe.py")
 
 
 def train_code_files(code_root: Path = CODE_ROOT) -> list[str]:
