@@ -7,6 +7,7 @@
   source the ``data.source`` the runs were given (no machine's or DVC's temporary path), with
   the arrays' schema;
 - no empty ``dvc_exp_name`` tag and no "DVC experiment `-`" in a description;
+- each run's data identity, ``data.jpeg_quality``, as the current train stage logs it;
 - the study's models in the Model Registry: one registered model per network, the seed-0
   recipe run aliased ``reference``, each logged model naming its version (study.tracking.registry).
 
@@ -86,6 +87,25 @@ def _descriptions(con, lines: list[str]) -> None:
     lines.append(f"{gone} empty dvc_exp_name tags removed, {fixed} descriptions without 'DVC experiment `-`'")
 
 
+def _data_identity(con, lines: list[str]) -> None:
+    """Each run's ``data.jpeg_quality`` param, as the current train stage logs it from meta.json (the
+    images' own quantization tables): here, once, from the tarball the run was given (the mirror,
+    quality 75, or a variant of benchmarks/jpeg_variants.py, named ``-q<Q>``), which the report no
+    longer reads."""
+    from study.data import MIRROR_QUALITY
+
+    runs = con.execute("select run_uuid, value from params where key = 'data.source' and run_uuid not in "
+                       "(select run_uuid from params where key = 'data.jpeg_quality')").fetchall()
+    for run_uuid, source in runs:
+        found = re.search(r"-q(\d+)\.(?:tar\.gz|tgz|tar)$", source)
+        if not found and "cifar10-jpeg" not in Path(source).name:
+            raise StageError(f"run {run_uuid}: data.source {source} is neither the mirror nor a variant of it")
+        quality = int(found.group(1)) if found else MIRROR_QUALITY
+        con.execute("insert into params (key, value, run_uuid) values ('data.jpeg_quality', ?, ?)",
+                    (str(quality), run_uuid))
+    lines.append(f"{len(runs)} runs given data.jpeg_quality from their data.source")
+
+
 def _register(db: Path, params: Path, lines: list[str]) -> None:
     import mlflow
     import pandas as pd
@@ -115,15 +135,19 @@ def _register(db: Path, params: Path, lines: list[str]) -> None:
                 client.update_model_version(registered.name, version.version, said + (version.description or ""))
 
 
-def upgrade(store: Path) -> list[str]:
+STEPS = ("models", "datasets", "descriptions", "data_identity", "register")
+
+
+def upgrade(store: Path, steps: tuple[str, ...] = STEPS) -> list[str]:
     lines: list[str] = []
     with rewritten(store, "upgrade") as tmp:
         with sqlite3.connect(tmp) as con:
-            _models(con, lines)
-            _datasets(con, lines)
-            _descriptions(con, lines)
+            for step in ("models", "datasets", "descriptions", "data_identity"):
+                if step in steps:
+                    globals()[f"_{step}"](con, lines)
         con.close()
-        _register(tmp, Path(store) / "params.yaml", lines)
+        if "register" in steps:
+            _register(tmp, Path(store) / "params.yaml", lines)
     return lines
 
 
@@ -131,10 +155,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Bring a committed results store's models, datasets, descriptions "
                                      "and registry to what the current code logs, without training.")
     parser.add_argument("store", type=Path, help="the folder of a results store (holding mlflow.db)")
+    parser.add_argument("--step", action="append", choices=STEPS, help="only this step (repeatable; default: all)")
     args = parser.parse_args()
 
     def work():
-        for line in upgrade(args.store):
+        for line in upgrade(args.store, tuple(args.step or STEPS)):
             print(line)
 
     run_main(work)

@@ -11,7 +11,16 @@ import numpy as np
 
 from study.config import load_settings
 from study.console import run_main
-from study.data import ARRAY_FILES, CLASSES, DOWNLOAD_DIR, PREPARED_DIR, SPLITS, arrays_sha256, load_arrays
+from study.data import (
+    ARRAY_FILES,
+    CLASSES,
+    DOWNLOAD_DIR,
+    PREPARED_DIR,
+    SPLITS,
+    arrays_sha256,
+    load_arrays,
+    source_jpeg_quality,
+)
 from study.files import atomic_path, write_json
 
 
@@ -23,6 +32,7 @@ def prepare(*, source: str, out_dir: Path = PREPARED_DIR, download_dir: Path = D
         "classes": list(CLASSES),
         "counts": {split: int(len(arrays[f"{split}_labels"])) for split in SPLITS},
         "sha256": arrays_sha256(arrays),
+        "jpeg_quality": source_jpeg_quality(source),  # the data's identity, read from its images
         "array_sha256": {n: hashlib.sha256(arrays[n].tobytes()).hexdigest() for n in ARRAY_FILES},
     }
     with atomic_path(out_dir) as tmp:

@@ -125,9 +125,14 @@ def register_models(client, settings: Settings, selection: Selection) -> list[st
                 "are whole, and a report built with EDIT permission registers them"]
 
 
-def data_sha256(data_dir: Path) -> str | None:
+def data_meta(data_dir: Path) -> dict:
+    """What prepare recorded of the workspace's data (its digest, its JPEG quality); {} without it."""
     meta = data_dir / "meta.json"
-    return json.loads(meta.read_text())["sha256"] if meta.exists() else None
+    return json.loads(meta.read_text()) if meta.exists() else {}
+
+
+def data_sha256(data_dir: Path) -> str | None:
+    return data_meta(data_dir).get("sha256")
 
 
 def store_name(uri: str) -> str:
@@ -166,7 +171,7 @@ def figure_sources(models, output_root: Path, client=None) -> dict[str, str]:
                     pass
             moved = (f"; its trained first-layer filters correlate {corr:.2f} on average with this seed's initial ones"
                      if corr is not None else "; how far its first layer moved from its initial weights was not "
-                     "measured (drawn by an older `evaluate`, or a store without the evaluation's metrics)")
+                     "measured (a store without the evaluation's metrics)")
             sources[model] = (f"seed {recipe.get('seed')}, {recipe.get('epochs')} epochs, MLflow run "
                               f"`{record.get('mlflow_run_id') or 'not logged'}`{accuracy} (this seed alone){moved}")
     return sources
@@ -206,7 +211,7 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     steps = StepReader(client)  # each run's metrics per epoch, and which runs held an epoch twice
     # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
     # shows its own runs in the tables: the comparison against the mirror is a mirror report's
-    on_variant = variant_quality(settings.data.source)
+    on_variant = variant_quality(data_meta(data_dir).get("jpeg_quality"))  # the data's identity (prepare)
     variants = variant_cells(runs, settings) if on_variant is None else {}
     in_jpeg = {r["run_id"] for cell in variants.values() for r in cell.runs}
     selection = select(runs[~runs["run_id"].isin(in_jpeg)], settings, data_sha256(data_dir), workspace)
@@ -346,7 +351,6 @@ def render(*, tables, ablation, signal, rf_tables, rf_diff, provenance, claims, 
         rf_diff=md_table(rf_diff) if len(rf_diff) else "", feature_map_top=f"{FEATURE_MAP_TOP:g}",
         pictures=[(model, NAMES[model], sources.get(model, "record not found"), kinds)
                   for model, kinds in pictures.items()],
-        duplicated_names=bool(len(provenance) and provenance["run name"].duplicated().any()),
         provenance=md_table(provenance) if len(provenance) else "No matching runs.")
 
 

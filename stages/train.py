@@ -142,6 +142,7 @@ def new_record(model: str, settings: Settings, trainer, data_meta: dict) -> dict
 
     recipe = settings.recipe(model)
     recipe["data"]["source"] = data_meta["source"]  # what prepare really read
+    recipe["data"]["jpeg_quality"] = data_meta.get("jpeg_quality")  # and what it is, from its images
     return {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime,
             "provenance": provenance(device=trainer.device, data_sha256=data_meta["sha256"]),
             "num_parameters": trainer.num_parameters, "experiment": settings.mlflow.experiment,

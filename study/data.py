@@ -287,6 +287,42 @@ def load_arrays(source: str, download_dir: Path = DOWNLOAD_DIR,
     return arrays
 
 
+# the offline stand-in's JPEG quality (its README): the report's reference for re-encoded variants
+MIRROR_QUALITY = 75
+
+
+def jpeg_quality(blob: bytes) -> int | None:
+    """The quality a JPEG was saved at, read from its luminance quantization table against the
+    tables Pillow's encoder (libjpeg's scaling) writes at qualities 1 to 100; None for another
+    format or an encoder whose tables are not those."""
+    from PIL import Image
+
+    tables: dict[tuple, int] = {}
+    blank = Image.new("RGB", (8, 8))
+    for quality in range(1, 101):
+        buffer = io.BytesIO()
+        blank.save(buffer, "JPEG", quality=quality)
+        tables.setdefault(tuple(Image.open(buffer).quantization[0]), quality)
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            return tables.get(tuple(image.quantization[0])) if image.format == "JPEG" else None
+    except (OSError, KeyError, AttributeError):
+        return None
+
+
+def source_jpeg_quality(source: str) -> int | None:
+    """The JPEG quality of an image-folder source (its first image), None for the official archive
+    or images that are not JPEG: the data's identity, recorded in meta.json by prepare."""
+    resolved = resolve_source(source)
+    if resolved == "official" or is_official_layout(resolved):
+        return None
+    entries = _iter_tar_images(resolved) if resolved.is_file() else _iter_dir_images(resolved)
+    for name, _, read in entries:
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            return jpeg_quality(read())
+    return None
+
+
 def load_prepared(data_dir: Path = PREPARED_DIR) -> tuple[dict[str, np.ndarray], dict]:
     meta_path = Path(data_dir) / "meta.json"
     if not meta_path.exists():

@@ -96,8 +96,6 @@ def check_record(path: Path, record: dict[str, Any], source: dict[str, Any], sou
 def check_metrics(path: Path, metrics: dict[str, Any], record: dict[str, Any], model: str) -> None:
     """metrics.json against the record it was written from: the same numbers, the same training."""
     expected = training_metrics(record)
-    if "record_sha256" not in metrics:  # written before outputs carried their training's digest
-        expected = {key: expected[key] for key in METRICS_JSON}
     wrong = [key for key in expected if metrics.get(key) != expected[key]]
     if wrong:
         key = wrong[0]
@@ -107,8 +105,6 @@ def check_metrics(path: Path, metrics: dict[str, Any], record: dict[str, Any], m
 
 def check_evaluation(path: Path, evaluation: dict[str, Any], record: dict[str, Any], model: str) -> None:
     """The evaluate stage's metrics.json against the training it claims to have evaluated."""
-    if "record_sha256" not in evaluation:  # evaluated by an older evaluate stage: nothing to check against
-        return
     if evaluation.get("record_sha256") != record_digest(record):
         raise StageError(f"{path} evaluated another training (record {str(evaluation.get('record_id'))[:8]}) than "
                          f"outputs/{model} holds ({record['record_id'][:8]}); evaluate this one with "

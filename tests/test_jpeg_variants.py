@@ -30,6 +30,11 @@ def test_each_quality_is_a_source_with_its_own_hash(tmp_path):
             np.testing.assert_array_equal(arrays[name], original[name])
         errors.append(np.abs(arrays["train_images"].astype(int) - original["train_images"]).mean())
     assert len({m["sha256"] for m in metas}) == 2 and all(m["counts"] == {"train": 30, "test": 20} for m in metas)
+    # the data's identity, read from the images themselves, not from the file's name
+    assert [m["jpeg_quality"] for m in metas] == [50, 10]
+    assert prepare(source=str(source), out_dir=tmp_path / "data-png")["jpeg_quality"] is None  # PNGs: no quality
+    renamed = Path(variants[1]["path"]).rename(tmp_path / "cifar10-mystery.tar.gz")
+    assert prepare(source=str(renamed), out_dir=tmp_path / "data-renamed")["jpeg_quality"] == 10
     assert 0 < errors[0] < errors[1], errors  # lower quality, larger pixel error
     again = make_variants(source, [50], tmp_path / "again")[0]
     assert again["sha256"] == variants[0]["sha256"]  # byte for byte: a fixed mtime, sorted names

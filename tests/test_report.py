@@ -259,11 +259,15 @@ def test_a_run_that_differs_from_the_recipe_says_so_in_its_name():
     assert run_name({**recipe, "train": {**recipe["train"], "lr": 0.001, "init": "kaiming"}}) == \
         "vgg16-e40-s0-lr_0.001-init_kaiming"
     assert run_name({**recipe, "train": {**recipe["train"], "batch_size": 16}}) == "vgg16-e40-s0"  # tiny runs
-    mirror = {**recipe, "data": {"source": "../shared/data/cifar10-jpeg.tar.gz"}}
+    # the data's identity as prepare read it from the images (meta.json), never the file's name
+    mirror = {**recipe, "data": {"source": "../shared/data/cifar10-jpeg.tar.gz", "jpeg_quality": 75}}
     assert run_name(mirror) == "vgg16-e40-s0"
-    assert run_name({**mirror, "data": {"source": ".device/gpu/cifar10-jpeg-q25.tar.gz"}}) == "vgg16-e40-s0-jpeg_q25"
+    assert run_name({**mirror, "data": {"source": "x/a.tar.gz", "jpeg_quality": 25}}) == "vgg16-e40-s0-jpeg_q25"
+    assert run_name({**mirror, "data": {"source": "cifar10-jpeg-q25.tar.gz", "jpeg_quality": 75}}) == "vgg16-e40-s0"
+    assert run_name({**mirror, "data": {"source": "official", "jpeg_quality": None}}) == "vgg16-e40-s0"
     # a figure's title says the same in words, a one-epoch run in the singular
-    assert run_label({**mirror, "data": {"source": "cifar10-jpeg-q25.tar.gz"}}) == "vgg16, 40 epochs, seed 0, jpeg_q25"
+    variant = {**mirror, "data": {"source": "v.tar.gz", "jpeg_quality": 25}}
+    assert run_label(variant) == "vgg16, 40 epochs, seed 0, jpeg_q25"
     assert run_label({**recipe, "epochs": 1}) == "vgg16, 1 epoch, seed 0"
 
 
@@ -433,9 +437,9 @@ def test_runs_on_a_jpeg_variant_get_their_own_section_beside_the_mirror(store, a
     tmp_path, _ = store
     log_run("alexnet", 40, 86.0, 1.5, seed=1)  # the mirror (the recipe's data): 87.0 and 86.0
     for seed, acc in [(0, 85.0), (1, 84.5)]:
-        log_run("alexnet", 40, acc, 1.0, seed=seed, **{"data.source": "v/cifar10-jpeg-q50.tar.gz"})
-    log_run("alexnet", 40, 80.0, 1.0, **{"data.source": "v/cifar10-jpeg-q25.tar.gz"})
-    log_run("alexnet", 40, 70.0, 1.0, **{"data.source": "v/cifar10-jpeg-q25.tar.gz", "train.lr": "0.1"})
+        log_run("alexnet", 40, acc, 1.0, seed=seed, **{"data.source": "v/a.tar.gz", "data.jpeg_quality": "50"})
+    log_run("alexnet", 40, 80.0, 1.0, **{"data.source": "v/b.tar.gz", "data.jpeg_quality": "25"})
+    log_run("alexnet", 40, 70.0, 1.0, **{"data.source": "v/b.tar.gz", "data.jpeg_quality": "25", "train.lr": "0.1"})
     result, tables, text = report(tmp_path, analyses)
     rows = pd.read_csv(tmp_path / "reports/tables/jpeg_cost.csv", dtype=str).set_index("JPEG quality")
     assert list(rows.index) == ["75 (the mirror)", "50", "25"]
@@ -462,17 +466,22 @@ def test_runs_on_a_jpeg_variant_get_their_own_section_beside_the_mirror(store, a
     assert rows.loc["50", "verdict"] == ("lower than the mirror" if paired.pvalue < 0.05 else "not decided")
     assert rows.loc["25", "p (Holm)"] == "-" and rows.loc["25", "verdict"] == "not decided"
     assert "The 1 tested difference forms one family" in text
-    assert "1 finished run with data.source=v/cifar10-jpeg-q25.tar.gz and train.lr=0.1" in result["selection"].left_out
-    assert not any("q50" in line for line in result["selection"].left_out)  # shown, so not left out
+    assert "1 finished run with data.source=v/b.tar.gz and train.lr=0.1" in result["selection"].left_out
+    assert not any("v/a.tar.gz" in line for line in result["selection"].left_out)  # shown, so not left out
     assert result["tables"]["table5_accuracy"].set_index("model").loc["AlexNet", "ours (40 ep)"] == "86.50 ± 0.71 (n=2)"
 
 
 def test_a_workspace_trained_on_a_jpeg_variant_shows_its_runs_in_the_tables(store, analyses):
-    """A queued experiment with data.source on a variant: its report's Table 5 holds its own runs."""
+    """A queued experiment with data.source on a variant: its report's Table 5 holds its own runs. The
+    workspace's data is a variant by what prepare read from its images (meta.json), whatever its name."""
+    import json
+
     tmp_path, _ = store
-    source = "v/cifar10-jpeg-q50.tar.gz"
+    source = "v/renamed.tar.gz"
     on_variant = project_settings(epochs=40, seed=0, data={"source": source, "train_subset": 0, "test_subset": 0})
-    log_run("alexnet", 40, 84.0, 1.0, **{"data.source": source})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/meta.json").write_text(json.dumps({"source": source, "jpeg_quality": 50}))
+    log_run("alexnet", 40, 84.0, 1.0, **{"data.source": source, "data.jpeg_quality": "50"})
     _, tables, text = report(tmp_path, analyses, settings=on_variant)
     assert tables["table5_accuracy"].loc["AlexNet", "ours (40 ep)"] == "84.00"
     assert "re-encoded at JPEG quality 50: its runs are the tables above" in text

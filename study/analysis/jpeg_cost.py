@@ -3,7 +3,8 @@
 The study's offline data is a JPEG mirror of CIFAR-10 (quality 75, 4:2:0 chroma; see the
 data's README). Its cost cannot be measured against the official archive where that cannot be
 fetched, so the slope is measured instead: the same recipe on the mirror re-encoded at lower
-qualities (``benchmarks/jpeg_variants.py``; a run's ``data.source`` ends in ``-q<Q>.tar.gz``),
+qualities (``benchmarks/jpeg_variants.py``; a run's ``data.jpeg_quality``, which prepare reads from
+the images' own quantization tables),
 beside the study's own runs on the mirror. A variant is the mirror decoded and encoded again,
 so it is compressed twice: the rows say how accuracy falls as compression grows, not what the
 uncompressed images would give.
@@ -20,27 +21,27 @@ from study.analysis.selection import Cell, cells, expected_params, value
 from study.analysis.stats import ALPHA, at_chance, fmt_number, fmt_p, holm, p_value, welch
 from study.config import Settings
 from study.console import plural
-from study.tracking.naming import JPEG_VARIANT
+from study.data import MIRROR_QUALITY
 
-MIRROR_QUALITY = 75
 MIRROR = f"{MIRROR_QUALITY} (the mirror)"
 COLUMNS = ["model", "epochs", "JPEG quality", "test acc (%)", "n", "seeds", "difference to the mirror (same seeds)",
-           "95% interval",
-           "p (Holm)", "verdict"]
+           "95% interval", "p (Holm)", "verdict"]
 
 
-def variant_quality(source: object) -> int | None:
-    """The JPEG quality of a re-encoded variant's data source, None for any other source."""
-    found = JPEG_VARIANT.search(str(source or ""))
-    return int(found.group(1)) if found else None
+def variant_quality(quality: object) -> int | None:
+    """A data identity's JPEG quality (meta.json's, or a run's ``data.jpeg_quality`` param) where it
+    is a re-encoded variant's, not the mirror's; None for the mirror or data that is not JPEG."""
+    if quality is None or pd.isna(quality) or str(quality) in ("", "None"):
+        return None
+    return None if int(float(quality)) == MIRROR_QUALITY else int(float(quality))
 
 
 def variant_cells(runs: pd.DataFrame, settings: Settings) -> dict[tuple[str, int, int], Cell]:
     """(model, epochs, quality) -> the latest finished run per seed of each variant whose recipe
     equals params.yaml's in everything but the data."""
-    if runs.empty or "params.data.source" not in runs:
+    if runs.empty or "params.data.jpeg_quality" not in runs:
         return {}
-    quality = runs["params.data.source"].map(variant_quality)
+    quality = runs["params.data.jpeg_quality"].map(variant_quality)
     runs = runs[quality.notna() & runs["params.model"].isin(settings.models)]
     runs = runs.assign(quality=quality[runs.index].astype(int))
     wanted = {k: v for k, v in expected_params(settings, None).items() if k != "data.source"}  # all but the data

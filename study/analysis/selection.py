@@ -33,8 +33,6 @@ def value(run: pd.Series, key: str):
     """The run's ``key`` as logged; a recipe key added after the run was logged reads as its
     default, the value the run had (``study.config.recipe_defaults``)."""
     value = run.get(f"params.{key}")
-    if (value is None or pd.isna(value)) and key == "data.sha256":  # runs logged before data.sha256 was a param
-        value = run.get("tags.data_sha256")
     if value is None or pd.isna(value):
         return recipe_defaults().get(key)
     return str(value)

@@ -4,12 +4,12 @@ params, tags and description, all derived from the training's record."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 from typing import Any
 
 from study.config import flatten
 from study.console import plural
+from study.data import MIRROR_QUALITY
 from study.paths import project_root
 from study.processes import process_start_ticks
 from study.recipe import RECIPE
@@ -18,18 +18,14 @@ from study.recipe import RECIPE
 NAMED_SETTINGS = ("init", "lr", "optimizer")
 
 
-# a re-encoded data variant's tarball (benchmarks/jpeg_variants.py): cifar10-jpeg-q50.tar.gz
-JPEG_VARIANT = re.compile(r"-q(\d+)\.(?:tar\.gz|tgz|tar)$")
-
-
 def distinctions(recipe: dict[str, Any]) -> list[str]:
     """What sets a run apart from the study's recipe: each ablation setting that differs
     (``init_kaiming``) and the JPEG quality of a re-encoded data variant (``jpeg_q25``)."""
     changed = [f"{key}_{value}" for key, value in recipe.get("train", {}).items()
                if key in NAMED_SETTINGS and value != RECIPE[key]]
-    variant = JPEG_VARIANT.search(str(recipe.get("data", {}).get("source", "")))
-    if variant:
-        changed.append(f"jpeg_q{variant.group(1)}")
+    quality = recipe.get("data", {}).get("jpeg_quality")  # the data's identity, from its images (prepare)
+    if quality is not None and quality != MIRROR_QUALITY:
+        changed.append(f"jpeg_q{quality}")
     return changed
 
 
