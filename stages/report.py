@@ -194,8 +194,19 @@ def provenance_table(selection: Selection, short: int | None, long: int, models,
                                                             f"yes, with {shared.get(run['run_id'])}"),
         "precision": run.get("params.runtime.precision", run.get("tags.precision")),
         "torch": run.get("tags.torch_version"), "git commit": str(run.get("tags.git_commit"))[:10],
+        "environment": environment_cell(run),
         "data sha256": str(run.get("tags.data_sha256"))[:12],
         "restored": "yes" if run.get("tags.restored") == "true" else ""} for m, e, role, run in used])
+
+
+def environment_cell(run) -> str:
+    """The run's environment in the provenance table: its packages' digest and whether that was
+    the lock's set, or that the run recorded none (logged before runs carried their environment)."""
+    digest = run.get("tags.env.packages_sha256")
+    if digest is None or pd.isna(digest):
+        return "not recorded"
+    lock = str(run.get("tags.env.lock") or "")
+    return f"{str(digest)[:12]} ({'the lock' if lock.startswith('matches') else lock.split(':')[0]})"
 
 
 def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_root: Path = OUTPUT_ROOT,

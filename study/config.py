@@ -88,6 +88,8 @@ class Runtime(Section):
     channels_last: bool = _valid(TRUE_OR_FALSE)
     compile: bool = _valid(TRUE_OR_FALSE)
     cuda_graphs: bool = _valid(TRUE_OR_FALSE)
+    # bit-identical reruns of a seed on one machine, at some speed (a key added later: off by default)
+    deterministic: bool = _valid(TRUE_OR_FALSE, default=False)
 
 
 class Mlflow(Section):

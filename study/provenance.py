@@ -40,6 +40,8 @@ def provenance(*, device: str, data_sha256: str) -> dict[str, Any]:
     """Where and with what a result was produced (the recipe is recorded beside it)."""
     import torch
 
+    from study.environment import environment
+
     return {
         "device": device,
         "device_name": device_name(device),
@@ -47,4 +49,5 @@ def provenance(*, device: str, data_sha256: str) -> dict[str, Any]:
         "python_version": sys.version.split()[0],
         "data_sha256": data_sha256,
         "git_commit": git_commit(),
+        "environment": environment(),
     }

@@ -86,5 +86,6 @@ def test_the_resume_fallback_names_the_training_loop_code():
     loop = closure("study.training.engine") | {"stages/train.py", "study/training/resume.py"}
     assert set(CODE_FALLBACK) <= train_deps
     # files, messages, paths and provenance shape no number the loop computes
-    plumbing = {f"study/{name}.py" for name in ("console", "errors", "files", "paths", "processes", "provenance")}
+    plumbing = {f"study/{name}.py" for name in ("console", "environment", "errors", "files", "paths", "processes",
+                                                "provenance")}
     assert loop - plumbing <= set(CODE_FALLBACK), sorted(loop - set(CODE_FALLBACK))

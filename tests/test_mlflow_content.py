@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -84,7 +85,17 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         # description and source
         assert "**alexnet**, 2 epochs, seed 0" in tags["mlflow.note.content"] and "test accuracy" in tags[
             "mlflow.note.content"]
-        assert tags["mlflow.source.name"] == str(project.resolve())
+        assert tags["mlflow.source.name"] == project.resolve().name  # the repository by name, no machine path
+        # the environment it ran in: tags, environment.txt, and record.json's copy, one digest of the package set
+        ran_in = record["provenance"]["environment"]
+        assert tags["env.torch"] == torch.__version__ == ran_in["torch"] and tags["env.mlflow"] == mlflow.__version__
+        assert tags["env.packages_sha256"] == ran_in["packages_sha256"] and len(ran_in["packages_sha256"]) == 64
+        assert tags["env.lock"] == ran_in["lock"]
+        assert {"env.cuda", "env.cudnn", "env.gpu_driver", "env.dvc", "env.numpy"} <= set(tags)
+        text = client.download_artifacts(run_id, "environment.txt", str(scratch))
+        listed = Path(text).read_text()
+        assert f"packages_sha256: {ran_in['packages_sha256']}" in listed
+        assert f"torch=={torch.__version__.split('+')[0]}" in listed
         # the model: loaded back through pyfunc, it predicts what the checkpoint predicts
         arrays, _ = load_prepared(project / "data" / "cifar10")
         images = np.ascontiguousarray(arrays["test_images"][:8].transpose(0, 3, 1, 2))  # uint8 NCHW
@@ -108,6 +119,12 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         if store == "local":  # the report registers it: one registered model per network, the reference aliased
             report = run_stage(project, "stages.report", **env)
             assert "registered test-exp-alexnet: version 1; @reference = version 1" in report.stdout
+            # the report's provenance names the environment the training ran in
+            import pandas as pd
+
+            provenance = pd.read_csv(project / "reports/tables/provenance_runs.csv", dtype=str)
+            lock = "the lock" if ran_in["lock"].startswith("matches") else ran_in["lock"].split(":")[0]
+            assert list(provenance["environment"]) == [f"{ran_in['packages_sha256'][:12]} ({lock})"]
             version = client.get_model_version_by_alias("test-exp-alexnet", "reference")
             assert version.source == f"models:/{model.model_id}" and version.run_id == run_id
             linked = client.get_logged_model(model.model_id).tags["mlflow.modelVersions"]  # the model page's link

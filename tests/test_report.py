@@ -107,6 +107,7 @@ def test_tables_show_exactly_the_matching_runs(store, analyses):
     provenance = pd.read_csv(tmp_path / "reports/tables/provenance_runs.csv")
     assert set(provenance["run id"]) == {ids[m] for m in ACC_40} | {ids["alexnet-5"], ids["vgg8-5"]}
     assert set(provenance["device"]) == {"test device", "cuda:1"}
+    assert set(provenance["environment"]) == {"not recorded"}  # runs logged without their environment
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["README.md", "figures", "report.md", "tables"]
     for figure in ("learning_curves.png", "receptive_field_growth.png"):
         assert (tmp_path / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"

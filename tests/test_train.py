@@ -55,7 +55,7 @@ def test_training_writes_outputs_and_one_mlflow_run(project):
     # bf16 only where it has native bf16
     assert record["runtime"] == {"device": "cpu", "precision": precision_choice("cpu", "bf16")[0],
                                  "channels_last": True, "compile": False,
-                                 "cuda_graphs": False}
+                                 "cuda_graphs": False, "deterministic": False}
 
     ckpt = torch.load(project / "outputs/vgg8/checkpoint.pt", weights_only=True)
     assert ckpt["model_name"] == "vgg8" and ckpt["record"] == record
@@ -83,7 +83,7 @@ def test_training_writes_outputs_and_one_mlflow_run(project):
     test_acc = {m.step: m.value for m in client.get_metric_history(run["run_id"], "test_acc")}
     assert test_acc[2] == pytest.approx(metrics["final_test_acc"])
     artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
-    assert artifacts == {"metrics.json", "history.csv", "record.json"}
+    assert artifacts == {"metrics.json", "history.csv", "record.json", "environment.txt"}
     assert mlflow.get_experiment_by_name("test-exp").artifact_location == (project / "mlartifacts").as_uri()
 
 
@@ -114,14 +114,19 @@ def test_the_training_process_never_imports_mlflow_or_the_compiler_and_owns_its_
 
 
 def test_same_seed_same_numbers_in_two_processes_and_another_seed_differs(project):
-    """Two trainings of seed 0, each in a process of its own, agree bit for bit in every weight and
-    every number of their history; seed 1 (trained here, in this process) differs in both."""
+    """Trainings of seed 0, each in a process of its own, agree bit for bit in every weight and every
+    number of their history: two with `runtime.deterministic` on (what it promises: the same sha256
+    of the weights), and one with it off, which on the CPU happens to agree too; seed 1 (trained
+    here, in this process) differs in both."""
+    import hashlib
+
     procs = {}
-    for name in ("a", "b"):
+    for name, deterministic in (("a", False), ("b", True), ("c", True)):
         folder = project / name
         folder.mkdir()
         (folder / "data").symlink_to(project / "data")
-        (folder / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
+        params = project_params(**{**TINY, "runtime": {**TINY.get("runtime", {}), "deterministic": deterministic}})
+        (folder / "params.yaml").write_text(yaml.safe_dump(params))
         procs[name] = subprocess.Popen([sys.executable, "-m", "stages.train", "--model", "alexnet", "--no-mlflow"],
                                        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                        env=subprocess_env())
@@ -132,6 +137,14 @@ def test_same_seed_same_numbers_in_two_processes_and_another_seed_differs(projec
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         trained[name] = torch.load(project / name / "outputs/alexnet/checkpoint.pt", weights_only=True)
+    assert [trained[n]["record"]["runtime"]["deterministic"] for n in "abc"] == [False, True, True]
+
+    def weights_sha256(name):
+        state = trained[name]["state_dict"]
+        return hashlib.sha256(b"".join(state[k].cpu().numpy().tobytes() for k in sorted(state))).hexdigest()
+
+    assert weights_sha256("b") == weights_sha256("c")  # deterministic: the promise
+    assert weights_sha256("a") == weights_sha256("b")  # off, on this CPU: identical anyway
     (weights, again), other_weights = [trained[n]["state_dict"] for n in "ab"], torch.load(
         project / "outputs/alexnet/checkpoint.pt", weights_only=True)["state_dict"]
     history, history_again = ([{k: v for k, v in h.items() if k != "epoch_time_s"} for h in trained[n]["record"][

@@ -41,7 +41,7 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
             ours = cell.values("final_test_acc") if cell else []
             theirs = paper.ACCURACY[model][idx] if in_paper else None
             missing = not_run(epochs, workspace_epochs, short_epochs)
-            row5[f"ours ({label})"] = fmt_stat(ours) if ours else missing
+            row5[f"ours ({label})"] = fmt_stat(ours) + mixed(cell) if ours else missing
             row5[f"paper ({paper.EPOCHS[idx]} ep)"] = NOT_IN_PAPER if theirs is None else f"{theirs:.2f}"
             row5[f"diff ({label})"] = "-" if not ours else NOT_IN_PAPER if theirs is None else \
                 fmt_number(mean_sd(ours)[0] - theirs, "+.2f")
@@ -67,6 +67,20 @@ def study_tables(models, study: dict[tuple[str, int], Cell], short: int | None, 
                    if points else "-"})
     return {"table1_parameters": pd.DataFrame(t1), "table5_accuracy": pd.DataFrame(t5),
             "table6_seconds_per_epoch": pd.DataFrame(t6), "table7_parameter_efficiency": pd.DataFrame(t7)}
+
+
+def mixed(cell: Cell | None) -> str:
+    """" [2 commits]", " [2 commits, 2 environments]": a cell whose seeds did not all run the same
+    code in the same environment (the installed packages' digest where a run recorded it, else
+    its torch version); "" when they did."""
+    if cell is None:
+        return ""
+    commits = {str(r.get("tags.git_commit")) for r in cell.runs}
+    environments = {str(r.get("tags.env.packages_sha256") if pd.notna(r.get("tags.env.packages_sha256"))
+                        else r.get("tags.torch_version")) for r in cell.runs}
+    parts = [f"{len(found)} {what}" for found, what in ((commits, "commits"), (environments, "environments"))
+             if len(found) > 1]
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def seed_values(study: dict[tuple[str, int], Cell], times: dict) -> pd.DataFrame:

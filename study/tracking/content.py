@@ -162,3 +162,13 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     client.log_batch(run_id, metrics=[Metric(EVAL_MARK, float(metrics["test_acc"]), now, step)],
                      tags=[RunTag("evaluated", "true")])
     return found
+
+
+def log_environment(client, run_id: str, record: dict) -> None:
+    """environment.txt: the environment the training ran in, from its record (none for a record
+    made before the environment was recorded)."""
+    from study.environment import environment_text
+
+    env = record.get("provenance", {}).get("environment")
+    if env:
+        client.log_text(run_id, environment_text(env), "environment.txt")

@@ -10,6 +10,7 @@ from typing import Any
 from study.config import flatten
 from study.console import plural
 from study.data import MIRROR_QUALITY
+from study.environment import environment_tags
 from study.paths import project_root
 from study.processes import process_start_ticks
 from study.recipe import RECIPE
@@ -73,13 +74,14 @@ def run_tags(record: dict[str, Any]) -> dict[str, str]:
         "record_id": record["record_id"], "git_commit": prov["git_commit"],
         "git_commits": ",".join(git_commits(record)),
         "mlflow.source.git.commit": prov["git_commit"], "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": str(project_root()),  # the real repository, also for queued experiments
+        "mlflow.source.name": project_root().name,  # the repository by name, never this machine's path
         "mlflow.runName": run_name(record["recipe"]),
         **({"dvc_exp_name": record["dvc_exp_name"]} if record.get("dvc_exp_name") else {}),  # only inside one
         "dvc_stage": f"train@{record['recipe']['model']}",
         "device": record["runtime"]["device"], "device_name": prov["device_name"],
         "precision": record["runtime"]["precision"], "torch_version": prov["torch_version"],
         "data_sha256": prov["data_sha256"], "mlflow.note.content": description(record), **process_tags(),
+        **environment_tags(prov.get("environment", {})),
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from study.errors import StageError
 from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 from study.outputs import bound_record
-from study.tracking.content import EVAL_MARK, log_evaluation, log_evaluation_artifacts
+from study.tracking.content import EVAL_MARK, log_environment, log_evaluation, log_evaluation_artifacts
 from study.tracking.naming import run_name
 from study.tracking.runs import TrainingRun, open_run, owned_by_live_process
 from study.tracking.store import connect, forbidden, store_error, tracking_uri
@@ -59,6 +59,7 @@ def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path])
         client.log_batch(run_id, metrics=metrics[start:start + 1000])
     for path in artifacts:
         client.log_artifact(run_id, str(path))
+    log_environment(client, run_id, record)
     client.set_terminated(run_id, "FINISHED", end_time=ended)
     return run_id
 

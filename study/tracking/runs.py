@@ -15,7 +15,7 @@ from pathlib import Path
 from study.errors import Interrupted, StageError
 from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 from study.processes import alive
-from study.tracking.content import dataset_input, log_dataset
+from study.tracking.content import dataset_input, log_dataset, log_environment
 from study.tracking.naming import description, git_commits, process_tags, run_name, run_params, run_tags
 from study.tracking.store import out_of_space, retry_busy, store_error, store_label, tracking_uri
 
@@ -125,6 +125,7 @@ class TrainingRun:
                                                       tags=[RunTag("mlflow.note.content", description(record))]))
             for path in artifacts:
                 retry_busy(lambda path=path: self.client.log_artifact(self.run_id, str(path)))
+            log_environment(self.client, self.run_id, record)
         except Exception as err:
             full = out_of_space(tracking_uri(), err) or self.disk_full
             problem = full or f"MLflow store {store_label(tracking_uri())} is unreachable ({type(err).__name__})"

@@ -44,6 +44,7 @@ class Recipe:
     channels_last: bool = True
     compile: bool = False
     cuda_graphs: bool = True  # replay the training step as one CUDA graph (CUDA only)
+    deterministic: bool = False  # bit-identical reruns of a seed on one machine (set_deterministic)
     init: str = RECIPE["init"]
     optimizer: str = RECIPE["optimizer"]  # or "adamw" (an ablation)
 
@@ -56,7 +57,23 @@ def effective_runtime(recipe: Recipe) -> dict:
     return {"device": device, "precision": precision_choice(device, recipe.precision)[0],
             "channels_last": recipe.channels_last, "compile": recipe.compile,
             # the captured step reads the lr from a tensor, which the project's SGD takes
-            "cuda_graphs": is_cuda and recipe.cuda_graphs and recipe.optimizer == "sgd"}
+            "cuda_graphs": is_cuda and recipe.cuda_graphs and recipe.optimizer == "sgd",
+            "deterministic": recipe.deterministic}
+
+
+def set_deterministic(on: bool) -> None:
+    """On: what torch needs for bit-identical reruns of one seed on one machine: deterministic
+    kernels (an op without one raises, never runs nondeterministically), no cuDNN autotuning (it
+    may pick other algorithms run to run), cuBLAS's fixed workspace (read at its first call).
+    Off: torch's defaults, with cuDNN's autotuning on CUDA for speed."""
+    import os
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if on or torch.are_deterministic_algorithms_enabled():  # the call imports torch._dynamo: only when it changes
+        torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = not on
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -78,6 +95,7 @@ class Trainer:
         self.recipe = recipe
         self.runtime = effective_runtime(recipe)
         self.device = self.runtime["device"]
+        set_deterministic(recipe.deterministic)
         torch.manual_seed(recipe.seed)  # model init and dropout are part of the seeded run
         self.model = build_model(model_name, init=recipe.init).to(self.device)
         self.model_name = model_name
@@ -87,7 +105,6 @@ class Trainer:
         is_cuda = self.device.startswith("cuda")
         if is_cuda:
             torch.cuda.set_device(torch.device(self.device).index or 0)  # graphs and streams use it
-            torch.backends.cudnn.benchmark = True
         self.precision = self.runtime["precision"]
         self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
         self.use_graph = self.runtime["cuda_graphs"]
