@@ -72,6 +72,9 @@ def relog_lost_artifacts(client, run, record: dict, artifacts: list[Path], eval_
     for path in lost:
         client.log_artifact(run.info.run_id, str(path))
     names = [path.name for path in lost]
+    if "environment.txt" not in held and record.get("provenance", {}).get("environment"):
+        log_environment(client, run.info.run_id, record)
+        names.append("environment.txt")
     if EVAL_MARK in run.data.metrics and "figures" not in held and (eval_dir / "figures").is_dir():
         log_evaluation_artifacts(client, run.info.run_id, record, eval_dir)
         names.append("the evaluation's figures and tables")
