@@ -8,6 +8,7 @@
   the arrays' schema;
 - no empty ``dvc_exp_name`` tag and no "DVC experiment `-`" in a description;
 - each run's data identity, ``data.jpeg_quality``, as the current train stage logs it;
+- each run's ``mlflow.source.name`` the repository's name, not the path of the machine that ran it;
 - the study's models in the Model Registry: one registered model per network, the seed-0
   recipe run aliased ``reference``, each logged model naming its version (study.tracking.registry).
 
@@ -106,6 +107,14 @@ def _data_identity(con, lines: list[str]) -> None:
     lines.append(f"{len(runs)} runs given data.jpeg_quality from their data.source")
 
 
+def _source_name(con, lines: list[str]) -> None:
+    """Each run's ``mlflow.source.name`` as the current code logs it: the repository's name, never
+    the path of the machine that ran it."""
+    changed = con.execute("update tags set value = 'alexnet-vgg-cifar10' where key = 'mlflow.source.name' "
+                          "and value like '%/%'").rowcount
+    lines.append(f"{changed} runs' mlflow.source.name set to the repository's name")
+
+
 def _register(db: Path, params: Path, lines: list[str]) -> None:
     import mlflow
     import pandas as pd
@@ -135,14 +144,14 @@ def _register(db: Path, params: Path, lines: list[str]) -> None:
                 client.update_model_version(registered.name, version.version, said + (version.description or ""))
 
 
-STEPS = ("models", "datasets", "descriptions", "data_identity", "register")
+STEPS = ("models", "datasets", "descriptions", "data_identity", "source_name", "register")
 
 
 def upgrade(store: Path, steps: tuple[str, ...] = STEPS) -> list[str]:
     lines: list[str] = []
     with rewritten(store, "upgrade") as tmp:
         with sqlite3.connect(tmp) as con:
-            for step in ("models", "datasets", "descriptions", "data_identity"):
+            for step in STEPS[:-1]:  # every step but the registry's, on the database itself
                 if step in steps:
                     globals()[f"_{step}"](con, lines)
         con.close()

@@ -430,3 +430,15 @@ def test_the_two_stores_side_by_side_regenerate_from_their_tables(tmp_path):
     paired = dict(zip(h100["seed"], h100["final_test_acc"], strict=True))
     assert row["same seed, first − second"] == ", ".join(
         f"{s}: {a - paired[s]:+.2f}" for s, a in zip(h200["seed"], h200["final_test_acc"], strict=True) if s in paired)
+
+
+@pytest.mark.parametrize("store", STORES, ids=[s.name for s in STORES])
+def test_a_committed_store_names_no_machine_path_as_a_runs_source(store):
+    """mlflow.source.name is the repository's name (benchmarks/store_upgrade.py --step source_name),
+    and every run carries its data's identity (--step data_identity)."""
+    with sqlite3.connect(store / "mlflow.db") as db:
+        sources = {value for (value,) in db.execute("select value from tags where key = 'mlflow.source.name'")}
+        runs = db.execute("select count(*) from runs").fetchone()[0]
+        identified = db.execute("select count(*) from params where key = 'data.jpeg_quality'").fetchone()[0]
+    db.close()
+    assert sources == {"alexnet-vgg-cifar10"} and identified == runs
