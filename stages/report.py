@@ -153,7 +153,8 @@ def data_name(source: str) -> str:
 
 def figure_sources(models, output_root: Path, client=None) -> dict[str, str]:
     """Per model: the one training behind its filter, feature-map and confusion figures, and how far
-    its first layer moved from its initial weights: from its MLflow run (the source of truth), else
+    its first layer moved from its initial weights: from its MLflow run (the source of truth; the run
+    that holds the training now, where the record's was deleted and the training logged again), else
     from the evaluate stage's metrics in the workspace."""
     sources = {}
     for model in models:
@@ -164,17 +165,36 @@ def figure_sources(models, output_root: Path, client=None) -> dict[str, str]:
             accuracy = f", test accuracy {summary['final_test_acc']:.2f}%" if "final_test_acc" in summary else ""
             evaluation = path.with_name("eval") / "metrics.json"
             corr = json.loads(evaluation.read_text()).get("first_layer_init_corr") if evaluation.exists() else None
-            if client is not None and record.get("mlflow_run_id"):
+            run_id = existing_run(client, record) if client is not None else record.get("mlflow_run_id")
+            if client is not None and run_id:
                 try:
-                    corr = client.get_run(record["mlflow_run_id"]).data.metrics.get("eval/first_layer_init_corr", corr)
+                    corr = client.get_run(run_id).data.metrics.get("eval/first_layer_init_corr", corr)
                 except Exception:  # a store without that run: the workspace's number, if any
                     pass
             moved = (f"; its trained first-layer filters correlate {corr:.2f} on average with this seed's initial ones"
                      if corr is not None else "; how far its first layer moved from its initial weights was not "
                      "measured (a store without the evaluation's metrics)")
             sources[model] = (f"seed {recipe.get('seed')}, {recipe.get('epochs')} epochs, MLflow run "
-                              f"`{record.get('mlflow_run_id') or 'not logged'}`{accuracy} (this seed alone){moved}")
+                              f"`{run_id or 'not logged'}`{accuracy} (this seed alone){moved}")
     return sources
+
+
+def existing_run(client, record: dict) -> str | None:
+    """The MLflow run that holds a training: its record's, or, where that one is gone (deleted,
+    purged by `mlflow gc`), the finished run logged again from the record (its record_id tag)."""
+    run_id = record.get("mlflow_run_id")
+    try:
+        if run_id and client.get_run(run_id).info.lifecycle_stage == "active":
+            return run_id
+    except Exception:  # purged, or in another store
+        pass
+    try:
+        found = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                   f"tags.record_id = '{record.get('record_id')}' and attributes.status = 'FINISHED'",
+                                   max_results=1, order_by=["attributes.start_time DESC"])
+    except Exception:
+        return None
+    return found[0].info.run_id if found else None
 
 
 def provenance_table(selection: Selection, short: int | None, long: int, models, shared: dict,

@@ -17,13 +17,17 @@ def plural(n: int, noun: str) -> str:
     """``1 epoch``, ``2 epochs``: a count in words, for messages and titles."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
-# a URL's user information: http://alice:password@host -> http://host
-USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+# a URL's user information: http://alice:password@host -> http://host. Up to the last "@" of the URL,
+# whatever the password holds ("/", "@", ":"): a path with an "@" loses its host too, never a secret
+USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"<>]*@")
+
 
 def redact(text: str) -> str:
     """``text`` with every URL's user information left out: a tracking URI may carry a password
     (http://user:password@host), and nothing the project prints may."""
     return USERINFO.sub(r"\1", text)
+
 
 class RedactedStream:
     """A text stream that writes through ``redact``: the stage's own lines, MLflow's and tqdm's."""
@@ -38,6 +42,7 @@ class RedactedStream:
     def __getattr__(self, name):
         return getattr(self.stream, name)
 
+
 def protect_output() -> None:
     """No secret in any output of this process: stdout and stderr redacted, and MLflow's own
     "View run" lines (the URI as given) left out; the stages print their own line instead."""
@@ -46,6 +51,7 @@ def protect_output() -> None:
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, RedactedStream):
             setattr(sys, name, RedactedStream(stream))
+
 
 def run_main(func) -> None:
     """Run a stage's work and end the process: a StageError becomes one line on stderr and exit
@@ -69,6 +75,7 @@ def run_main(func) -> None:
               file=sys.stderr)
         exit_now(143 if isinstance(err, Terminated) else 130)
     exit_now(0)
+
 
 def exit_now(code: int) -> None:
     """End the process once its work is done, without tearing the interpreter down: the exit

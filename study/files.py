@@ -38,6 +38,7 @@ def atomic_entries(folder: str | Path, names: tuple[str, ...]) -> Iterator[Path]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
 def sweep_torn_entries(folder: Path) -> list[Path]:
     """Remove the temporary folders of ``atomic_entries`` whose writer is gone (a SIGKILL mid-write
     leaves one, up to a checkpoint's size); a live writer's is left alone."""
@@ -57,6 +58,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     with atomic_entries(path.parent, (path.name,)) as tmp:
         yield tmp / path.name
 
+
 def tensor_bytes(obj: Any) -> int:
     """Bytes of the tensors in ``obj`` (nested dicts and lists): what writing it needs on disk."""
     if isinstance(obj, dict):
@@ -64,6 +66,7 @@ def tensor_bytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(tensor_bytes(v) for v in obj)
     return obj.numel() * obj.element_size() if hasattr(obj, "element_size") else 0
+
 
 def write_failure(what: str, where: Path, needed: int, err: BaseException, after: str) -> StageError:
     """One line for a write that failed (a full disk, a quota, a read-only folder): where, how
@@ -75,6 +78,7 @@ def write_failure(what: str, where: Path, needed: int, err: BaseException, after
         free = ""
     return StageError(f"could not write {what} to {where} ({reason}); it needs about {needed / 1e6:.0f} MB{free}; "
                       f"free space there and rerun ({after})")
+
 
 def write_json(path: str | Path, payload: Any) -> None:
     with atomic_path(path) as tmp:

@@ -13,11 +13,13 @@ RECEPTIVE_FIELD_DIR = OUTPUT_ROOT / "receptive_fields"
 
 INIT_SIGNAL_DIR = OUTPUT_ROOT / "init_signal"
 
+
 def output_paths(model: str, root: Path = OUTPUT_ROOT) -> dict[str, Path]:
     """A training's outputs (stage train@<model>), read by evaluate and the report."""
     folder = root / model
     return {"checkpoint": folder / "checkpoint.pt", "record": folder / "record.json",
             "metrics": folder / "metrics.json", "history": folder / "history.csv"}
+
 
 def project_root() -> Path:
     """The real repository root. Queued DVC experiments run in a temporary copy of the

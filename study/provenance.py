@@ -20,6 +20,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
+
 def device_name(device: str) -> str:
     import torch
 
@@ -35,6 +36,7 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
+
 
 def provenance(*, device: str, data_sha256: str) -> dict[str, Any]:
     """Where and with what a result was produced (the recipe is recorded beside it)."""

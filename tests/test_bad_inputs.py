@@ -387,3 +387,17 @@ def test_a_source_name_longer_than_the_file_system_allows_is_one_line():
 
     with pytest.raises(StageError, match=r"data.source 'x{60}\.\.\. \(307 characters\)' cannot be a path here"):
         resolve_source("x" * 300 + ".tar.gz")
+
+
+@pytest.mark.parametrize("uri", ["http://alice:s3cret@host:5000", "http://alice:p@ssW0rdX@host",
+                                 "http://alice:ab/cdSecretY@host", "https://bob:a:b%40c@host/path",
+                                 "postgresql://u:x@y/z@db:5432/mlflow"])
+def test_no_password_survives_redaction_whatever_it_holds(uri):
+    """Every URL's user information goes, to the last "@", whatever characters the password holds."""
+    from study.console import redact
+
+    for line in (f"store {uri} is unreachable", f"'{uri}'", f"({uri}), then", uri):
+        shown = redact(line)
+        assert not any(secret in shown for secret in ("s3cret", "ssW0rdX", "SecretY", "a:b%40c", "x@y/z")), shown
+        assert "@" not in shown.split("://", 1)[1].split()[0].split("'")[0], shown
+    assert redact(f"see {uri}").startswith("see " + uri.split("://")[0] + "://")

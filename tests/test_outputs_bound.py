@@ -118,3 +118,32 @@ def test_a_run_whose_artifacts_are_gone_is_completed_from_the_outputs(trained):
     assert sorted(info.path for info in client.list_artifacts(run["run_id"])) == held
     again = stage(project, "stages.report")  # whole now: nothing more to log
     assert "logged again" not in again.stdout
+
+
+def test_a_purged_run_is_never_named_the_training_logged_again_is(project, trained):
+    """`mlflow gc` purged the training's run: the report logs the training again from its record, and
+    its figures section names that run, never the purged one."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    with sqlite3.connect(project / "mlflow.db") as db:  # the copy's own artifacts: gc must not touch the original's
+        old, new = (trained[0] / "mlartifacts").as_uri(), (project / "mlartifacts").as_uri()
+        db.execute("update experiments set artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        db.execute("update runs set artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+    db.close()
+    purged = runs(project).iloc[0]["run_id"]
+    mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").delete_run(purged)
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    gc = subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", store, "--run-ids", purged],
+                        capture_output=True, text=True, env=subprocess_env(MLFLOW_TRACKING_URI=store))
+    assert gc.returncode == 0, gc.stderr[-2000:]
+    proc = stage(project, "stages.report")
+    assert proc.returncode == 0, proc.stderr
+    [again] = list(runs(project)["run_id"])
+    assert again != purged and f"logged alexnet-e1-s0 to MLflow from outputs/alexnet/record.json (run {again}" \
+        in proc.stdout
+    text = (project / "reports/report.md").read_text()
+    assert f"MLflow run `{again}`" in text and purged not in text
