@@ -323,7 +323,7 @@ def state_cost_markdown(env: dict, rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["calibrate", "study", "compare", "check-graphs", "state-cost", "precision"])
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
     parser.add_argument("--out", default="benchmarks/results/latest")

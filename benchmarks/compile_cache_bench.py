@@ -49,7 +49,7 @@ def measure(model: str, cache: str, images: int, epochs: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="vgg16_bn")
     parser.add_argument("--cache", required=True, help="folder of the saved cache artifacts")
     parser.add_argument("--images", type=int, default=50_000)

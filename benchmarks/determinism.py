@@ -41,7 +41,8 @@ def one_training(data: str, model: str, epochs: int, train_subset: int, determin
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--data", required=True, help="a data.source (the JPEG mirror, a variant, ...)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="vgg16_bn", help="default vgg16_bn: cuDNN's convolutions and BN")

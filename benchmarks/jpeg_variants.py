@@ -101,7 +101,7 @@ def make_variants(source: Path, qualities: list[int], out_dir: Path) -> list[dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="an image-folder tarball (the JPEG mirror)")
     parser.add_argument("--quality", type=int, nargs="+", default=[50, 25], help="JPEG qualities (default: 50 25)")
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for the variant tarballs")

@@ -123,7 +123,7 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the image-folder mirror or the official archive")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-subset", type=int, default=2000)

@@ -104,7 +104,7 @@ def make_portable(store: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("store", type=Path, help="a folder holding mlflow.db and mlartifacts/")
     args = parser.parse_args()
 

@@ -111,7 +111,7 @@ def markdown(env: dict, rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/cifar10")
     parser.add_argument("--models", nargs="+", default=["vgg16_bn"])
     parser.add_argument("--device", default="auto")

@@ -98,7 +98,8 @@ def tag_reference(files: Path, commit: str, tag: str, repo: Path, merge: bool = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Tag a real study's dvc.lock, metrics.json and params.yaml "
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description="Tag a real study's dvc.lock, metrics.json and params.yaml "
                                      "on the commit that ran them, and merge the tag into the current branch.")
     parser.add_argument("files", type=Path, help="a folder holding the run's dvc.lock, metrics.json and "
                         "params.yaml (a device run's main.tar.gz unpacked)")

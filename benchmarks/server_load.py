@@ -389,7 +389,7 @@ def write_results(results: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command_name")
     writer = sub.add_parser("writer")
     writer.add_argument("index", type=int)

@@ -173,7 +173,8 @@ def loop(workdir: Path, data: Path, kills: int, epochs: int, seed: int, subset: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Kill a tiny training with SIGKILL at random moments, then check "
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description="Kill a tiny training with SIGKILL at random moments, then check "
                                      "its MLflow run, its weights and its folders.")
     parser.add_argument("--data", type=Path, required=True, help="a prepared data folder (data/cifar10)")
     parser.add_argument("--kills", type=int, default=20, help="how many SIGKILLs must land (default 20)")

@@ -161,7 +161,8 @@ def upgrade(store: Path, steps: tuple[str, ...] = STEPS) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Bring a committed results store's models, datasets, descriptions "
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description="Bring a committed results store's models, datasets, descriptions "
                                      "and registry to what the current code logs, without training.")
     parser.add_argument("store", type=Path, help="the folder of a results store (holding mlflow.db)")
     parser.add_argument("--step", action="append", choices=STEPS, help="only this step (repeatable; default: all)")

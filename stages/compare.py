@@ -59,7 +59,8 @@ def why_missing(rev: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("revisions", nargs="+", help="experiments or git revisions, as `dvc plots diff` takes them")
     parser.add_argument("--metric", default="test_acc", help="a history.csv column (default test_acc)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"the image to write (default: {OUT})")

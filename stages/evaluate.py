@@ -287,7 +287,8 @@ def serve_evaluation_log(conn, model: str, experiment: str, log_model: bool) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
     parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     parser.add_argument("--no-mlflow", action="store_true", help="evaluate without logging to MLflow")

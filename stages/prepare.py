@@ -44,7 +44,8 @@ def prepare(*, source: str, out_dir: Path = PREPARED_DIR, download_dir: Path = D
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     args = parser.parse_args()
 

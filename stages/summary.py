@@ -36,7 +36,8 @@ def summarise(models, output_root: Path = OUTPUT_ROOT, path: Path = SUMMARY) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
     args = parser.parse_args()
 

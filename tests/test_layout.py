@@ -3,6 +3,7 @@
 
 import ast
 
+import pytest
 import yaml
 from conftest import ROOT
 from test_dvc_deps import imported_modules, module_file
@@ -122,3 +123,14 @@ def test_code_comments_say_why_not_which_issue():
     history = {f"{p.relative_to(ROOT)}:{i}": line.strip() for p in library_files()
                for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\b[Ii]ssue \d+", line)}
     assert not history, history
+
+
+@pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"))
+def test_a_stages_usage_line_is_the_command_a_user_types(stage, monkeypatch, capsys):
+    import importlib
+
+    module = importlib.import_module(f"stages.{stage}")
+    monkeypatch.setattr("sys.argv", [f"{stage}.py", "--help"])
+    with pytest.raises(SystemExit):
+        module.main()
+    assert capsys.readouterr().out.startswith(f"usage: python -m stages.{stage} "), stage
