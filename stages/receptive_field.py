@@ -26,7 +26,7 @@ def main() -> None:
         tables = analyse(models)
         for model, table in tables.items():
             residual = isinstance(NETWORKS[model], Residual)  # its table gives the stem, then each stage
-            steps = f"{len(table) - 2} stages after its stem" if residual else f"{len(table) - 1} conv/pool layers"
+            steps = f"{len(table) - 2} stages past its stem" if residual else f"{len(table) - 1} conv/pool layers"
             print(f"{model}: receptive field {int(table['receptive_field'].iloc[-1])} px after {steps} "
                   "(walk and gradient measurement agree)")
 

@@ -187,8 +187,8 @@ def test_seeds_are_aggregated_and_claims_judged_by_their_spread(tmp_path, monkey
     row = next(line for line in text.splitlines() if "VGG-8 outperforms AlexNet" in line)
     assert row.startswith('| "Despite having fewer parameters, VGG-8 outperforms AlexNet" | §8, 2; §6.3 | '
                           f"the paper's | {evidence}{fmt_p(adjusted['outperforms'])} (3) | ")
-    assert "| **not supported**; the observed gap lies against the claim; to show the paper's own gap (VGG-8 − " \
-           "AlexNet: +0.51) with 80% power would take about " in row
+    assert "| **not supported**; the observed gap lies against the claim; were the paper's own gap the truth " \
+           "(VGG-8 − AlexNet: +0.51), 80% power to show it would take about " in row
     row = next(line for line in text.splitlines() if "achieves comparable performance" in line)
     assert f"| {evidence}{fmt_p(adjusted['comparable'])} (3) | " in row and row.endswith("| not decided |")
     # our looser reading, a row of its own, labelled as ours, its own family of one
@@ -413,7 +413,8 @@ def test_the_committed_h100_store_does_not_support_vgg8_over_alexnet(tmp_path, m
         assert "| the paper's | VGG-8 84.61 ± 0.37% (40 ep), AlexNet 85.49 ± 0.18% (40 ep) | " \
                "VGG-8 − AlexNet: -0.88 | [-2.68, +0.92] | 2 / 2 | " in row
         assert "| **not supported**; the observed gap lies against the claim; " in row
-        assert "to show the paper's own gap (VGG-8 − AlexNet: +0.51) with 80% power would take about " in row
+        assert "were the paper's own gap the truth (VGG-8 − AlexNet: +0.51), 80% power to show it would take " \
+               "about " in row
     assert "/work/" not in text and "sqlite:" not in text and ".device/" not in text  # no machine paths
     assert "`store/mlflow.db`" in text
     provenance = pd.read_csv(store / "report/tables/provenance_runs.csv")
@@ -450,9 +451,9 @@ def test_runs_on_a_jpeg_variant_get_their_own_section_beside_the_mirror(store, a
     assert rows.loc["50", "test acc (%)"] == "84.75 ± 0.35"
     assert rows.loc["50", "difference to the mirror (same seeds)"] == "-1.75"
     ci = paired.confidence_interval(0.95)
-    assert rows.loc["50", "95% interval"] == f"[{ci.low:+.2f}, {ci.high:+.2f}]"
+    assert rows.loc["50", "95% interval (uncorrected)"] == f"[{ci.low:+.2f}, {ci.high:+.2f}]"
     assert rows.loc["25", "n"] == "1" and rows.loc["25", "test acc (%)"] == "80.00"  # the lr=0.1 run is not in it
-    assert rows.loc["25", "95% interval"] == "- (one seed)"
+    assert rows.loc["25", "95% interval (uncorrected)"] == "- (one seed)"
     assert (tmp_path / "reports/figures/jpeg_cost.png").stat().st_size > 10_000
     assert "share" not in text.split("## What the JPEG mirror costs")[1].split("## Why plain")[0]  # no share of a gap
     # the slope over quality per seed (seed 0: 87, 85, 80 at 75, 50, 25; seed 1: 86, 84 at 75, 50), tested over seeds

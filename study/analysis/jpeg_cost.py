@@ -25,7 +25,7 @@ from study.data import MIRROR_QUALITY
 
 MIRROR = f"{MIRROR_QUALITY} (the mirror)"
 COLUMNS = ["model", "epochs", "JPEG quality", "test acc (%)", "n", "seeds", "difference to the mirror (same seeds)",
-           "95% interval", "p (Holm)", "verdict"]
+           "95% interval (uncorrected)", "p (Holm)", "verdict"]
 
 
 def variant_quality(quality: object) -> int | None:
@@ -73,7 +73,8 @@ def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int
         rows.append({"model": NAMES.get(model, model), "epochs": epochs, "JPEG quality": MIRROR,
                      "test acc (%)": spread(base) if base else "not run", "n": len(base),
                      "seeds": ", ".join(map(str, mirror.seeds)) if mirror else "",
-                     "difference to the mirror (same seeds)": "", "95% interval": "", "p (Holm)": "", "verdict": ""})
+                     "difference to the mirror (same seeds)": "", "95% interval (uncorrected)": "", "p (Holm)": "",
+                     "verdict": ""})
         for quality in sorted((q for m, e, q in variants if (m, e) == (model, epochs)), reverse=True):
             cell = variants[(model, epochs, quality)]
             differences = paired(cell, mirror)
@@ -84,7 +85,7 @@ def cost_table(study: dict[tuple[str, int], Cell], variants: dict[tuple[str, int
                          "test acc (%)": spread(cell.values("final_test_acc")), "n": len(cell.runs),
                          "seeds": ", ".join(map(str, cell.seeds)),
                          "difference to the mirror (same seeds)": fmt_number(gap.gap, "+.2f") if gap else
-                         "no mirror run of these seeds", "95% interval": interval(gap) if gap else "",
+                         "no mirror run of these seeds", "95% interval (uncorrected)": interval(gap) if gap else "",
                          "p (Holm)": "-", "verdict": "not decided"})
     for i, p in holm({i: p_value(gap) for i, gap in gaps.items()}).items():
         rows[i]["p (Holm)"] = fmt_p(p)

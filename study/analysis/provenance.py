@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.analysis.selection import Selection
+from study.console import plural
 from study.paths import output_paths
 
 
@@ -36,8 +37,9 @@ def figure_sources(models, output_root: Path, client=None) -> dict[str, str]:
             moved = (f"; its trained first-layer filters correlate {corr:.2f} on average with this seed's initial ones"
                      if corr is not None else "; how far its first layer moved from its initial weights was not "
                      "measured (a store without the evaluation's metrics)")
-            sources[model] = (f"seed {recipe.get('seed')}, {recipe.get('epochs')} epochs, MLflow run "
-                              f"`{run_id or 'not logged'}`{accuracy} (this seed alone){moved}")
+            epochs = plural(int(recipe.get("epochs") or 0), "epoch")
+            sources[model] = (f"seed {recipe.get('seed')}, {epochs}, MLflow run `{run_id or 'not logged'}`{accuracy} "
+                              f"(this seed alone){moved}")
     return sources
 
 
