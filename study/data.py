@@ -217,6 +217,8 @@ def load_image_folder(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read ``[prefix/]train/<class>/*`` and ``[prefix/]test/<class>/*`` from a folder or tarball."""
     entries = _iter_tar_images(source) if source.is_file() else _iter_dir_images(source)
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {c: [] for c in CLASSES} for s in SPLITS}
+    names: dict[str, str] = {}  # lower-cased -> as stored
+    prefixes: dict[tuple[str, ...], str] = {}
     for name, size, read in entries:
         parts = Path(name).parts
         if len(parts) < 3 or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
@@ -224,6 +226,7 @@ def load_image_folder(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         split, cls = parts[-3], parts[-2]
         if split not in found:
             continue
+        check_member(source, name, names, prefixes)
         if cls not in found[split]:
             raise StageError(f"{source}: {name} is in class folder {cls!r}, not one of CIFAR-10's {', '.join(CLASSES)}")
         if size > MAX_IMAGE_BYTES:
@@ -243,6 +246,28 @@ def load_image_folder(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             labels += [label] * len(ordered)
         splits[split] = (decode_all(items), np.asarray(labels, dtype=np.int64))
     return splits
+
+
+def check_member(source: Path, name: str, names: dict[str, str], prefixes: dict[tuple, str]) -> None:
+    """Read an image tree as `tar x` would write it, or refuse it: a member stored twice (extraction
+    keeps the last), names that differ only in case (a case-insensitive disk keeps one) and the tree
+    present under two prefixes (every image twice) are each one line naming the members.
+    ``names``: the names read so far, lower-cased to as stored; ``prefixes``: the folders above the
+    splits so far, each to its first member."""
+    earlier = names.get(name.lower())
+    if earlier == name:
+        raise StageError(f"{source}: {name} is stored twice (extracting keeps only the last); repack it with "
+                         "each image once")
+    if earlier is not None:
+        raise StageError(f"{source}: {earlier} and {name} differ only in case (a case-insensitive disk keeps one); "
+                         "rename one and repack")
+    names[name.lower()] = name
+    prefix = Path(name).parts[:-3]
+    if prefixes and prefix not in prefixes:
+        other = next(iter(prefixes.values()))
+        raise StageError(f"{source}: the image tree is there twice ({other} and {name}, under different folders), "
+                         "so every image would count twice; keep one tree and repack")
+    prefixes.setdefault(prefix, name)
 
 
 def is_official_layout(source: Path) -> bool:

@@ -1,3 +1,4 @@
+import io
 import json
 import subprocess
 import sys
@@ -155,3 +156,34 @@ def test_a_16_bit_grey_png_is_scaled_not_clipped():
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
     assert np.array_equal(pixels[..., 0], np.rint(samples / 257).astype(np.uint8))
     assert np.array_equal(pixels[..., 0], pixels[..., 2])
+
+
+def retar(tree, archive, extra):
+    """The tree as a tarball, then each (name, from) of ``extra``: a member added under ``name`` with
+    the bytes of the tree's file ``from``."""
+    import tarfile
+
+    tar_folder(tree, archive.with_suffix(".base"))
+    with tarfile.open(archive.with_suffix(".base")) as base, tarfile.open(archive, "w:gz") as tar:
+        for member in base:
+            tar.addfile(member, base.extractfile(member) if member.isfile() else None)
+        for name, source in extra:
+            info = tarfile.TarInfo(name)
+            data = (tree / source).read_bytes()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([("train/cat/0000.png", "train/dog/0000.png")], "train/cat/0000.png is stored twice"),
+    ([("train/cat/0000.PNG", "train/cat/0000.png")], "train/cat/0000.png and train/cat/0000.PNG differ only in case"),
+    ([("copy/train/cat/0000.png", "train/cat/0000.png")], "the image tree is there twice"),
+])
+def test_a_tarball_is_read_as_tar_x_writes_it_or_refused(tmp_path, extra, message):
+    """Before: a member stored twice trained on both (tar x keeps the second), a second copy of the tree
+    doubled every image, a case-only twin was kept; exit 0, no word."""
+    tree = write_image_tree(tmp_path / "tree", {"train": 1, "test": 1})
+    with pytest.raises(StageError, match=message):
+        prepare(source=str(retar(tree, tmp_path / "bad.tar.gz", extra)), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
