@@ -554,6 +554,18 @@ def test_the_signal_at_initialisation_is_computed_once_per_machine_and_code(tmp_
     assert path.is_file() and path.is_relative_to(tmp_path)
     monkeypatch.setattr(init_signal, "layer_signal", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
     pd.testing.assert_frame_equal(init_signal.cached_signal("vgg8", "default", 0), first)
+    # a number edited in the cache, or the file cut short: computed again, in one line, never trusted
+    import json
+
+    cached = json.loads(path.read_text())
+    said = []
+    for broken in (json.dumps({**cached, "csv": cached["csv"].replace(",", ",9", 1)}), path.read_text()[:200]):
+        path.write_text(broken)
+        monkeypatch.setattr(init_signal, "layer_signal", lambda *a, **k: first.copy())
+        pd.testing.assert_frame_equal(init_signal.cached_signal("vgg8", "default", 0, log=said.append), first)
+        assert json.loads(path.read_text()) == cached  # rewritten whole
+    assert [line.split(str(path))[1].split(";")[0] for line in said] == [
+        " does not match its digest (edited or cut short)", " is unreadable"]
     monkeypatch.setattr(init_signal, "BATCH", init_signal.BATCH * 2)
     assert init_signal.signal_cache_file("vgg8", "default", 0) != path
 

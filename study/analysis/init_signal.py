@@ -73,25 +73,39 @@ def signal_cache_file(model_name: str, init: str, seed: int) -> Path:
         code.update(path.read_bytes())
     key = hashlib.sha256(f"{model_name}|{init}|{seed}|{BATCH}|{torch.__version__}|{code.hexdigest()}".encode())
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-vgg-cifar10" / "init_signal"
-    return cache / f"{model_name}-{init}-s{seed}-{key.hexdigest()[:16]}.csv"
+    return cache / f"{model_name}-{init}-s{seed}-{key.hexdigest()[:16]}.json"
 
 
-def cached_signal(model_name: str, init: str, seed: int) -> pd.DataFrame:
+def cached_signal(model_name: str, init: str, seed: int, log=print) -> pd.DataFrame:
     """``layer_signal``, computed once per machine for the same code (seconds a network on a CPU
-    core); a cache that cannot be read or written is computed around, never trusted half-written."""
+    core). The cache holds the table with the sha256 of its text and the key it was computed for,
+    and is verified on every read: an edited, cut or misplaced file is computed again, in one line;
+    a cache that cannot be written is computed around."""
+    import hashlib
+    import io
+    import json
+
     path = signal_cache_file(model_name, init, seed)
     try:
-        return pd.read_csv(path)
-    except (OSError, ValueError):
+        cached = json.loads(path.read_text())
+        if cached["key"] == path.stem and hashlib.sha256(cached["csv"].encode()).hexdigest() == cached["sha256"]:
+            return pd.read_csv(io.StringIO(cached["csv"]))
+        log(f"warning: the cached signal at initialisation {path} does not match its digest (edited or cut "
+            "short); computing it again")
+    except FileNotFoundError:
         pass
+    except (OSError, ValueError, KeyError, TypeError):
+        log(f"warning: the cached signal at initialisation {path} is unreadable; computing it again")
     table = layer_signal(model_name, init, seed)
+    text = table.to_csv(index=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            table.to_csv(tmp, index=False)
+            tmp.write_text(json.dumps({"key": path.stem, "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                                       "csv": text}))
     except OSError:
         pass
-    return table
+    return pd.read_csv(io.StringIO(text))  # as a read of the cache gives it, to the last digit
 
 
 def analyse(models, seed: int = 0, out_dir: Path = INIT_SIGNAL_DIR) -> pd.DataFrame:
