@@ -19,7 +19,7 @@ from study.console import exit_now, protect_output, run_main
 from study.data import PREPARED_DIR
 from study.errors import Interrupted, StageError, Terminated
 from study.files import atomic_path, sweep_torn_entries, write_json
-from study.outputs import binding, check_record, read_json, restore_hint
+from study.outputs import binding, check_record, read_json, restore_hint, weights_sha256
 from study.paths import OUTPUT_ROOT, output_paths
 from study.processes import process_age_s
 from study.tracking.process import Helper, ignore_interrupts, receive, reply
@@ -67,6 +67,10 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
                          f"and record); {fix}")
     if checkpoint["model_name"] != model or checkpoint["record"].get("recipe", {}).get("model") != model:
         raise StageError(f"{path} holds a {checkpoint['model_name']!r} checkpoint, not {model!r}; {fix}")
+    expected = checkpoint.get("weights_sha256")  # what the training wrote (checkpoints since it did)
+    if expected is not None and weights_sha256(checkpoint["state_dict"]) != expected:
+        raise StageError(f"{path}: its weights are not the ones its training wrote (their sha256 differs: a flipped "
+                         f"bit, a bad copy or cache); {fix}")
     net = skeleton(model)
     try:  # the checkpoint's tensors themselves (assign): no initialisation to overwrite
         net.load_state_dict(checkpoint["state_dict"], assign=True)

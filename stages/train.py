@@ -23,7 +23,7 @@ from study.data import PREPARED_DIR
 from study.errors import Diverged, Interrupted, StageError, Terminated
 from study.files import atomic_entries, atomic_path, sweep_torn_entries, tensor_bytes, write_failure, write_json
 from study.metrics import HISTORY_COLUMNS
-from study.outputs import training_metrics
+from study.outputs import training_metrics, weights_sha256
 from study.paths import OUTPUT_ROOT, output_paths
 from study.processes import process_age_s
 from study.provenance import provenance
@@ -242,8 +242,9 @@ def _write_outputs(model: str, trainer, record: dict, result: dict, paths: dict,
     metrics = training_metrics(record)  # bound to the record by its id and digest (study.outputs)
     try:
         with atomic_entries(paths["checkpoint"].parent, tuple(p.name for p in paths.values())) as tmp:
-            torch.save({"model_name": model, "state_dict": trainer.model.state_dict(), "record": record},
-                       tmp / paths["checkpoint"].name)
+            weights = trainer.model.state_dict()
+            torch.save({"model_name": model, "state_dict": weights, "record": record,
+                        "weights_sha256": weights_sha256(weights)}, tmp / paths["checkpoint"].name)
             write_json(tmp / paths["record"].name, record)
             write_history(tmp / paths["history"].name, result["history"])
             write_json(tmp / paths["metrics"].name, metrics)

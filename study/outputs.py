@@ -23,6 +23,16 @@ def record_digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def weights_sha256(state_dict) -> str:
+    """sha256 of a network's weights, tensor by tensor in name order: written into the checkpoint
+    when it is trained, checked whenever it is loaded, so a flipped bit is never evaluated."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        digest.update(name.encode())
+        digest.update(state_dict[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def binding(record: dict[str, Any]) -> dict[str, str]:
     """The identity a file derived from ``record`` carries: its training's id and digest."""
     return {"record_id": record["record_id"], "record_sha256": record_digest(record)}

@@ -147,3 +147,22 @@ def test_a_purged_run_is_never_named_the_training_logged_again_is(project, train
         in proc.stdout
     text = (project / "reports/report.md").read_text()
     assert f"MLflow run `{again}`" in text and purged not in text
+
+
+def test_a_checkpoint_whose_weights_changed_is_never_evaluated(project):
+    """One weight changed in checkpoint.pt (a flipped bit in a copy or a cache), the file still a valid
+    checkpoint: evaluate refuses it in one line naming the fix, and writes nothing (before: it evaluated
+    the corrupted network and logged its accuracy into the training's run)."""
+    import torch
+
+    path = project / "outputs/alexnet/checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    assert len(checkpoint["weights_sha256"]) == 64
+    before = (project / "outputs/alexnet/eval/metrics.json").read_text()
+    weight = checkpoint["state_dict"]["features.0.weight"]
+    weight[0, 0, 0, 0] = -weight[0, 0, 0, 0] * 2**20  # an exponent bit, as a flip does
+    torch.save(checkpoint, path)
+    line = error_line(stage(project, "stages.evaluate", "--model", "alexnet"))
+    assert "outputs/alexnet/checkpoint.pt: its weights are not the ones its training wrote" in line
+    assert "`dvc checkout" in line
+    assert (project / "outputs/alexnet/eval/metrics.json").read_text() == before
