@@ -176,6 +176,7 @@ def _resume(model: str, record: dict, trainer, held: contextlib.ExitStack, log) 
     trainer.load_state_dict(saved["trainer"])  # same code and recipe (the fingerprint): it fits
     history = saved["history"]
     resumed = {"after_epoch": len(history), "git_commit": record["provenance"]["git_commit"],
+               "packages_sha256": record["provenance"]["environment"]["packages_sha256"],  # this process's
                "at_ms": int(time.time() * 1000)}
     return {**saved["record"], "resumed": [*saved["record"].get("resumed", []), resumed]}, history, state
 

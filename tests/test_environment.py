@@ -43,3 +43,12 @@ def test_the_environment_is_one_digest_of_the_installed_set():
     assert "env.packages" not in tags and tags["env.lock"] == env["lock"]
     text = environment_text(env)
     assert text.splitlines()[0] == f"python: {env['python']}" and text.endswith(f"{env['packages'][-1]}\n")
+
+
+def test_a_training_resumed_in_another_installed_set_names_both():
+    from study.tracking.naming import resumed_environments
+
+    record = {"provenance": {"environment": {"packages_sha256": "a" * 64}},
+              "resumed": [{"packages_sha256": "a" * 64}, {"packages_sha256": "b" * 64}]}
+    assert resumed_environments(record) == {"env.packages_sha256s": f"{'a' * 64},{'b' * 64}"}
+    assert resumed_environments({**record, "resumed": [{"packages_sha256": "a" * 64}]}) == {}

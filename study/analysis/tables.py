@@ -84,9 +84,15 @@ def mixed(cell: Cell | None) -> str:
     its torch version); "" when they did."""
     if cell is None:
         return ""
-    commits = {str(r.get("tags.git_commit")) for r in cell.runs}
-    environments = {str(r.get("tags.env.packages_sha256") if pd.notna(r.get("tags.env.packages_sha256"))
-                        else r.get("tags.torch_version")) for r in cell.runs}
+    commits = set()
+    for r in cell.runs:  # a run resumed under another commit counts each one (its git_commits tag)
+        listed = r.get("tags.git_commits")
+        commits |= set(listed.split(",")) if isinstance(listed, str) and listed else {str(r.get("tags.git_commit"))}
+    environments = set()
+    for r in cell.runs:  # a run resumed in another installed set counts each one
+        sets = r.get("tags.env.packages_sha256s")
+        sets = sets if isinstance(sets, str) else r.get("tags.env.packages_sha256")
+        environments |= set(sets.split(",")) if isinstance(sets, str) else {str(r.get("tags.torch_version"))}
     parts = [f"{len(found)} {what}" for found, what in ((commits, "commits"), (environments, "environments"))
              if len(found) > 1]
     return f" [{', '.join(parts)}]" if parts else ""

@@ -82,8 +82,17 @@ def run_tags(record: dict[str, Any]) -> dict[str, str]:
         "precision": record["runtime"]["precision"], "torch_version": prov["torch_version"],
         "data_sha256": prov["data_sha256"], "mlflow.note.content": description(record), **process_tags(),
         **environment_tags(prov.get("environment", {})),
+        **resumed_environments(record),
     }
 
+
+
+def resumed_environments(record: dict[str, Any]) -> dict[str, str]:
+    """A training resumed under another installed set says so: every set it ran in, in order."""
+    digests = [record["provenance"].get("environment", {}).get("packages_sha256"),
+               *(r.get("packages_sha256") for r in record.get("resumed", []))]
+    digests = list(dict.fromkeys(d for d in digests if d))
+    return {"env.packages_sha256s": ",".join(digests)} if len(digests) > 1 else {}
 
 
 def process_tags(pid: int | None = None) -> dict[str, str]:

@@ -29,7 +29,7 @@ from study.training.sgd import OPTIMIZERS
 class Recipe:
     """What the loop needs: the recipe (section 5.1) plus the knobs that only change speed.
     The pipeline fills every field from the validated params.yaml (study.config); the defaults,
-    the paper's recipe (study.analysis.paper.RECIPE), serve the benchmarks, which run without it."""
+    the paper's recipe (study.recipe.RECIPE), serve the benchmarks, which run without it."""
 
     epochs: int = EPOCHS[1]
     seed: int = 0
