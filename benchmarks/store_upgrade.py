@@ -144,16 +144,19 @@ def _register(db: Path, params: Path, lines: list[str]) -> None:
                 client.update_model_version(registered.name, version.version, said + (version.description or ""))
 
 
-STEPS = ("models", "datasets", "descriptions", "data_identity", "source_name", "register")
+# the steps on the database itself, in order; then "register", through MLflow
+DATABASE_STEPS = {"models": _models, "datasets": _datasets, "descriptions": _descriptions,
+                  "data_identity": _data_identity, "source_name": _source_name}
+STEPS = (*DATABASE_STEPS, "register")
 
 
 def upgrade(store: Path, steps: tuple[str, ...] = STEPS) -> list[str]:
     lines: list[str] = []
     with rewritten(store, "upgrade") as tmp:
         with sqlite3.connect(tmp) as con:
-            for step in STEPS[:-1]:  # every step but the registry's, on the database itself
+            for step, run in DATABASE_STEPS.items():
                 if step in steps:
-                    globals()[f"_{step}"](con, lines)
+                    run(con, lines)
         con.close()
         if "register" in steps:
             _register(tmp, Path(store) / "params.yaml", lines)
