@@ -53,7 +53,7 @@ def lock_status(packages: dict[str, str], locks: Path = LOCKS) -> str:
     path = locks / lock_name()
     if not path.exists():
         return f"no lock for this platform ({lock_name()})"
-    pins = lock_pins(path)
+    pins = {name: version for name, version in lock_pins(path).items() if name not in TOOLING}
     differ = sorted(n for n in pins.keys() | packages.keys() if pins.get(n) != packages.get(n))
     if not differ:
         return f"matches requirements/{path.name}"
