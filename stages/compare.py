@@ -45,14 +45,14 @@ def missing_revisions(rows: list[dict], revisions: list[str]) -> list[str]:
 
 def why_missing(rev: str) -> str:
     """Why a revision gave no learning curves, and what to do: a commit without a dvc.lock ran
-    nothing (main, whose reference run sits under a tag); else its outputs are not here."""
+    nothing (main, whose reference run sits in its results store); else its outputs are not here."""
     def git(*args: str) -> bool:
         return subprocess.run(["git", *args], capture_output=True).returncode == 0
 
     if rev != "workspace" and git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") \
             and not git("cat-file", "-e", f"{rev}:dvc.lock"):
-        return (f"revision {rev} holds no run (no dvc.lock there: code only); name an experiment or a tag that "
-                "`dvc exp show -a -T` lists with metrics")
+        return (f"revision {rev} holds no run (no dvc.lock there: code only); name an experiment that "
+                "`dvc exp show` lists with metrics (the reference run's curves are in its store's report)")
     return (f"revision {rev} has no learning curves here (its outputs/<model>/history.csv are in neither the "
             "workspace nor this clone's DVC cache); get them with `dvc pull` for a commit or "
             f"`dvc exp pull origin {rev}` for an experiment, then rerun")

@@ -52,59 +52,53 @@ def test_dataloader_baseline_trains(tmp_path, image_tree):
     assert len(times) == 2 and all(t > 0 for t in times)
 
 
-def test_reference_tag_keeps_a_run_with_the_params_and_code_it_ran_with(tmp_path, monkeypatch):
-    """A real study's dvc.lock and metrics.json are tagged on the commit that ran them, beside the
-    params.yaml they ran with, and kept in the branch's history; the branch's own files stay as
-    they were. Files that do not tell one story are refused before anything is written."""
+def test_reference_run_keeps_a_run_in_its_store_with_the_params_and_code_it_ran_with(tmp_path, monkeypatch):
+    """A real study's dvc.lock and metrics.json go into its results store, beside the params.yaml
+    they ran with, once they agree with the commit that ran them and the store's own params.yaml.
+    Files that do not tell one story are refused before anything is written."""
     import hashlib
 
     import pytest
     import yaml
 
-    from benchmarks.reference_tag import tag_reference
+    from benchmarks.reference_run import keep_reference
     from study.errors import StageError
 
     for key, value in subprocess_env().items():
         if key.startswith("GIT_"):
             monkeypatch.setenv(key, value)
-    repo, run = tmp_path / "repo", tmp_path / "run"
+    repo, run, store = tmp_path / "repo", tmp_path / "run", tmp_path / "repo/results/gpu-2026-11-27"
     (repo / "stages").mkdir(parents=True)
     code = b"print('prepare')\n"
     (repo / "stages/prepare.py").write_bytes(code)
-    (repo / "params.yaml").write_text("data:\n  source: official\n")
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "code"]):
         subprocess.run(["git", *args], cwd=repo, check=True)
     ran = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     run.mkdir()
-    (run / "params.yaml").write_text("data:\n  source: ../mirror.tar.gz\n")
+    store.mkdir(parents=True)
     (run / "metrics.json").write_text('{"alexnet": {"acc": 85.55}}')
     lock = {"schema": "2.0", "stages": {"prepare": {
         "cmd": "python -m stages.prepare", "params": {"params.yaml": {"data.source": "../mirror.tar.gz"}},
         "deps": [{"path": "stages/prepare.py", "hash": "md5", "md5": hashlib.md5(code).hexdigest()}]}}}
     (run / "dvc.lock").write_text(yaml.safe_dump(lock))
 
-    def show(rev, path):
-        return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True).stdout
-
-    # a lock that names a data source its params.yaml does not, or code the commit does not hold
+    # a lock that names a data source its params.yaml does not, code the commit does not hold, a
+    # store matched against other parameters
     (run / "params.yaml").write_text("data:\n  source: official\n")
     with pytest.raises(StageError, match="data.source is '../mirror.tar.gz' in dvc.lock, 'official' in params.yaml"):
-        tag_reference(run, ran, "ref", repo)
+        keep_reference(run, ran, store, repo)
     (run / "params.yaml").write_text("data:\n  source: ../mirror.tar.gz\n")
     (repo / "stages/prepare.py").write_text("print('changed')\n")
     subprocess.run(["git", "commit", "-qam", "changed"], cwd=repo, check=True)
     with pytest.raises(StageError, match="stages/prepare.py at .* is not the file dvc.lock recorded"):
-        tag_reference(run, "HEAD", "ref", repo)
-    assert not subprocess.run(["git", "tag"], cwd=repo, capture_output=True, text=True).stdout
+        keep_reference(run, "HEAD", store, repo)
+    (store / "params.yaml").write_text("data:\n  source: official\n")
+    with pytest.raises(StageError, match="is not the params.yaml the run ran with"):
+        keep_reference(run, ran, store, repo)
+    assert sorted(p.name for p in store.iterdir()) == ["params.yaml"]
 
-    head = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=repo, capture_output=True, text=True).stdout
-    reference = tag_reference(run, ran, "ref", repo, date="2026-11-27T19:11:15Z")
-    assert show("ref", "params.yaml") == "data:\n  source: ../mirror.tar.gz\n"
-    assert show("ref", "dvc.lock") == (run / "dvc.lock").read_text()
-    assert show("ref", "stages/prepare.py") == code.decode()
-    parents = subprocess.run(["git", "rev-parse", f"{reference}^@"], cwd=repo, capture_output=True, text=True)
-    assert parents.stdout.split() == [ran]
-    assert subprocess.run(["git", "merge-base", "--is-ancestor", reference, "HEAD"], cwd=repo).returncode == 0
-    assert subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=repo, capture_output=True, text=True).stdout == head
-    dated = subprocess.run(["git", "log", "-1", "--format=%cI", "ref"], cwd=repo, capture_output=True, text=True)
-    assert dated.stdout.strip() == "2026-11-27T19:11:15+00:00"
+    (store / "params.yaml").write_text("data: {source: ../mirror.tar.gz}  # the same values\n")
+    assert keep_reference(run, ran, store, repo) == [store / "dvc.lock", store / "metrics.json"]
+    assert (store / "dvc.lock").read_text() == (run / "dvc.lock").read_text()
+    assert (store / "metrics.json").read_text() == '{"alexnet": {"acc": 85.55}}'
+    assert (store / "params.yaml").read_text().endswith("# the same values\n")  # the store's own, untouched

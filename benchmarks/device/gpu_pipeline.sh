@@ -5,7 +5,7 @@
 # store serves its files wherever it is copied), packed as a results store.
 #   A. `dvc repro` of the recipe (40 epochs, seed 0) with the GPU to itself while its four
 #      trainings run: they are Table 6's timing runs, its dvc.lock, metrics.json and params.yaml
-#      become the reference tag (python -m benchmarks.reference_tag, docs/experiments.md),
+#      become the store's reference run (python -m benchmarks.reference_run, docs/experiments.md),
 #      and its evaluate stages log the models (mlflow.log_model), the queued runs do not.
 #   B. from its first evaluate on, DVC's queue runs WORKERS experiments side by side on the one
 #      GPU (5 under NVIDIA MPS where the machine has it, else 3), most needed first: seeds 1 and 2
