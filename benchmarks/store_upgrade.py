@@ -9,8 +9,8 @@
 - no empty ``dvc_exp_name`` tag and no "DVC experiment `-`" in a description;
 - each run's data identity, ``data.jpeg_quality``, as the current train stage logs it;
 - each run's ``mlflow.source.name`` the repository's name, not the path of the machine that ran it;
-- the study's models in the Model Registry: one registered model per network, the seed-0
-  recipe run aliased ``reference``, each logged model naming its version (study.tracking.registry).
+- no registered model: a store without weights holds no version that claims to load
+  (``python -m stages.register`` registers a reference where its weights are).
 
     python -m benchmarks.store_upgrade results/h200-2026-11-27
 
@@ -115,39 +115,28 @@ def _source_name(con, lines: list[str]) -> None:
     lines.append(f"{changed} runs' mlflow.source.name set to the repository's name")
 
 
-def _register(db: Path, params: Path, lines: list[str]) -> None:
+def _unregister(db: Path, lines: list[str]) -> None:
+    """No registered model in a store that holds no weights: a READY version of a model that
+    cannot load says what is not so. ``stages.register`` registers a reference where its
+    weights are (the registry's rule: docs/mlflow.md)."""
     import mlflow
-    import pandas as pd
 
-    from study.analysis.selection import Cell
-    from study.config import load_settings
-    from study.tracking.registry import register_study
+    from study.tracking.registry import VERSIONS_TAG
 
-    settings = load_settings(params)
-    mlflow.set_tracking_uri(f"sqlite:///{db}")  # the registry finds a version's logged model through it
     client = mlflow.MlflowClient(f"sqlite:///{db}")
-    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
-    study: dict[tuple[str, int], Cell] = {}
-    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'"):
-        name = run.data.tags.get("mlflow.runName", "")
-        if re.fullmatch(r"[a-z0-9_]+-e\d+-s\d+", name):  # the recipe's runs: no ablation, no JPEG variant
-            row = pd.Series({"run_id": run.info.run_id, "experiment_id": experiment.experiment_id,
-                             "params.seed": run.data.params["seed"]})
-            study.setdefault((run.data.params["model"], int(run.data.params["epochs"])), Cell(runs=[])).runs.append(row)
-    lines += register_study(client, settings.mlflow.experiment, study, settings.epochs, settings.seed, checked=False)
     for registered in client.search_registered_models():
-        for version in client.search_model_versions(f"name = '{registered.name}'"):
-            why = WHY_NOT.format(model=registered.name.rsplit("-", 1)[-1])
-            client.set_model_version_tag(registered.name, version.version, "weights", why)
-            said = f"**Does not load here:** {why}. "
-            if not (version.description or "").startswith(said):  # the versions table's Description column
-                client.update_model_version(registered.name, version.version, said + (version.description or ""))
+        client.delete_registered_model(registered.name)
+        lines.append(f"unregistered {registered.name}: no weights of its versions are in this store")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for model in client.search_logged_models(experiments):
+        if VERSIONS_TAG in model.tags:
+            client.delete_logged_model_tag(model.model_id, VERSIONS_TAG)
 
 
-# the steps on the database itself, in order; then "register", through MLflow
+# the steps on the database itself, in order; then "unregister", through MLflow
 DATABASE_STEPS = {"models": _models, "datasets": _datasets, "descriptions": _descriptions,
                   "data_identity": _data_identity, "source_name": _source_name}
-STEPS = (*DATABASE_STEPS, "register")
+STEPS = (*DATABASE_STEPS, "unregister")
 
 
 def upgrade(store: Path, steps: tuple[str, ...] = STEPS) -> list[str]:
@@ -158,8 +147,8 @@ def upgrade(store: Path, steps: tuple[str, ...] = STEPS) -> list[str]:
                 if step in steps:
                     run(con, lines)
         con.close()
-        if "register" in steps:
-            _register(tmp, Path(store) / "params.yaml", lines)
+        if "unregister" in steps:
+            _unregister(tmp, lines)
     return lines
 
 

@@ -9,7 +9,6 @@ outputs and MLflow never disagree. Which runs count: study/analysis/selection.py
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ from study.analysis.speed import device_sharing, epoch_times, sharing_note, timi
 from study.analysis.tables import ablation_gaps, ablation_table, seed_values, study_tables
 from study.config import Settings, load_settings
 from study.console import plural, run_main
-from study.data import PREPARED_DIR
+from study.data import PREPARED_DIR, prepared_meta
 from study.errors import StageError
 from study.figures import FEATURE_MAP_TOP, SEED_MARKERS, SEED_STYLES, md_table, plot_cost, plot_curve_rows
 from study.files import atomic_entries
@@ -113,29 +112,6 @@ def fetch_runs(settings: Settings, output_root: Path, weights: bool = True, copy
     return runs, workspace, mlflow.MlflowClient(uri), uri, warnings
 
 
-def register_models(client, settings: Settings, selection: Selection) -> list[str]:
-    """The study's checked models in the Model Registry (study.tracking.registry); a store that
-    will not take them (a READ member, a server without the registry) is one warning line."""
-    from study.tracking.registry import register_study
-    from study.tracking.store import store_error, tracking_uri
-
-    try:
-        return register_study(client, settings.mlflow.experiment, selection.study, settings.epochs, settings.seed)
-    except Exception as err:
-        return [f"warning: the study's models were not registered ({store_error(tracking_uri(), err)}); the tables "
-                "are whole, and a report built with EDIT permission registers them"]
-
-
-def data_meta(data_dir: Path) -> dict:
-    """What prepare recorded of the workspace's data (its digest, its JPEG quality); {} without it."""
-    meta = data_dir / "meta.json"
-    return json.loads(meta.read_text()) if meta.exists() else {}
-
-
-def data_sha256(data_dir: Path) -> str | None:
-    return data_meta(data_dir).get("sha256")
-
-
 def store_name(uri: str) -> str:
     """The store as any reader can find it: a local file relative to the project (never this
     machine's absolute path), a server by its address without credentials."""
@@ -165,15 +141,11 @@ def build_report(*, settings: Settings, report_dir: Path = REPORT_DIR, output_ro
     steps = StepReader(client)  # each run's metrics per epoch, and which runs held an epoch twice
     # the JPEG section's runs; every other one goes through select. A workspace trained on a variant
     # shows its own runs in the tables: the comparison against the mirror is a mirror report's
-    on_variant = variant_quality(data_meta(data_dir).get("jpeg_quality"))  # the data's identity (prepare)
+    on_variant = variant_quality(prepared_meta(data_dir).get("jpeg_quality"))  # the data's identity (prepare)
     variants = variant_cells(runs, settings) if on_variant is None else {}
     in_jpeg = {r["run_id"] for cell in variants.values() for r in cell.runs}
-    selection = select(runs[~runs["run_id"].isin(in_jpeg)], settings, data_sha256(data_dir), workspace)
+    selection = select(runs[~runs["run_id"].isin(in_jpeg)], settings, prepared_meta(data_dir).get("sha256"), workspace)
     short, long = choose_epochs(selection.study, settings.epochs, settings.report.short_epochs)
-    if weights:  # a results store is read, never written
-        for line in register_models(client, settings, selection):
-            print(line)
-            warnings += [line] if line.startswith("warning: ") else []
     times = epoch_times(steps, [r for cell in selection.study.values() for r in cell.runs])
     shared = device_sharing(runs)
     tables = study_tables(models, selection.study, short, long, settings.epochs, settings.report.short_epochs,

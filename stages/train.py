@@ -97,7 +97,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
            progress: bool | None, log, started: float, held: contextlib.ExitStack) -> dict:
     """``run_training``'s work, its MLflow run kept by ``tracker`` (None: not logged)."""
     phases = Phases(started)
-    from study.data import load_prepared
+    from study.data import load_prepared, split_profile
     from study.tracking.runs import NullRun
     from study.training.device import compile_cache_dir, load_compile_cache, pick_device, precision_choice
     from study.training.engine import Trainer
@@ -114,7 +114,8 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
     log(f"{model}: {precision_choice(trainer.device, settings.runtime.precision)[1]}")
     if trainer.recipe.compile:  # kernels an earlier process of this torch and device compiled: seconds, not a minute
         log(f"{model}: {load_compile_cache(compile_cache_dir(), trainer.device)}")
-    record, history, state = _resume(model, new_record(model, settings, trainer, data_meta), trainer, held, log)
+    splits = {split: split_profile(arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in ("train", "test")}
+    record, history, state = _resume(model, new_record(model, settings, trainer, data_meta, splits), trainer, held, log)
     resumed_epochs = len(history)  # trained by an earlier process: not part of this one's time
     phases.mark("resume_check_s")
 
@@ -135,16 +136,17 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
             "resumed_epochs": resumed_epochs}
 
 
-def new_record(model: str, settings: Settings, trainer, data_meta: dict) -> dict:
-    """A new training's record: what it is (recipe, data as prepare read it), where and how it runs,
-    its provenance and the code it runs."""
+def new_record(model: str, settings: Settings, trainer, data_meta: dict, splits: dict | None = None) -> dict:
+    """A new training's record: what it is (recipe, data as prepare read it, each split as trained
+    on: ``study.data.split_profile``), where and how it runs, its provenance and the code it runs."""
     from study.training.resume import code_hashes
 
     recipe = settings.recipe(model)
     recipe["data"]["source"] = data_meta["source"]  # what prepare really read
     recipe["data"]["jpeg_quality"] = data_meta.get("jpeg_quality")  # and what it is, from its images
     return {"record_id": uuid.uuid4().hex, "recipe": recipe, "runtime": trainer.runtime,
-            "provenance": provenance(device=trainer.device, data_sha256=data_meta["sha256"]),
+            "provenance": {**provenance(device=trainer.device, data_sha256=data_meta["sha256"]),
+                           **({"data_splits": splits} if splits else {})},
             "num_parameters": trainer.num_parameters, "experiment": settings.mlflow.experiment,
             "code_sha256": code_hashes(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
             "started_ms": int(time.time() * 1000)}

@@ -354,3 +354,20 @@ def load_prepared(data_dir: Path = PREPARED_DIR) -> tuple[dict[str, np.ndarray],
         raise StageError(f"{data_dir} holds no prepared data; run `dvc repro prepare` (or python -m stages.prepare)")
     arrays = {name: np.load(Path(data_dir) / f"{name}.npy") for name in ARRAY_FILES}
     return arrays, json.loads(meta_path.read_text())
+
+
+def prepared_meta(data_dir: Path = PREPARED_DIR) -> dict:
+    """What prepare recorded of the workspace's data (its digest, its JPEG quality); {} before
+    prepare has run."""
+    meta = Path(data_dir) / "meta.json"
+    return json.loads(meta.read_text()) if meta.exists() else {}
+
+
+def split_profile(images: np.ndarray, labels: np.ndarray) -> dict:
+    """One split as trained on: the sha256 of its own arrays (images, then labels as int64), how
+    many images, one image's shape, and the count per class."""
+    digest = hashlib.sha256(np.ascontiguousarray(images))
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64))
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))
+    return {"sha256": digest.hexdigest(), "images": int(len(labels)), "shape": list(images.shape[1:]),
+            "per_class": {name: int(n) for name, n in zip(CLASSES, counts, strict=False)}}

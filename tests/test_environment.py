@@ -1,9 +1,8 @@
 """The environment pinned and recorded: the lock file agrees with pyproject.toml's ranges, and a
 run's environment says which packages ran and whether they were the lock's."""
 
-import tomllib
-
 import pytest
+import tomllib
 from conftest import ROOT
 from packaging.requirements import Requirement
 
@@ -35,7 +34,8 @@ def test_the_locks_agree_on_every_package_they_share():
     """One package set on every platform: a package both locks name has one version, and what
     only Linux's holds is its CUDA stack."""
     linux, macos = (lock_pins(path) for path in LOCKS)
-    assert {name: (linux[name], macos[name]) for name in linux.keys() & macos.keys() if linux[name] != macos[name]} == {}
+    shared = linux.keys() & macos.keys()
+    assert {name: (linux[name], macos[name]) for name in shared if linux[name] != macos[name]} == {}
     only_linux = linux.keys() - macos.keys()
     assert only_linux and all(name.startswith(("nvidia-", "cuda-", "triton")) for name in only_linux), only_linux
 

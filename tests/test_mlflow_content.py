@@ -33,7 +33,9 @@ def run_stage(project, *args, **env):
 def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, image_tree, store):
     project = tmp_path / "project"
     prepare(source=str(image_tree), out_dir=project / "data" / "cifar10")
-    (project / "params.yaml").write_text(yaml.safe_dump(project_params(**TINY)))
+    # at full size (the tiny data's 40 and 20 images): what the registry's reference needs
+    (project / "params.yaml").write_text(yaml.safe_dump(project_params(**{**TINY, "data": {
+        **TINY["data"], "train_subset": 0, "test_subset": 0}})))
     env, server = {}, None
     if store == "server":
         port = free_port()
@@ -74,11 +76,18 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         # the dataset, with the data's digest, as training and as evaluation input
         inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
         assert set(inputs) == {"training", "evaluation"}
-        assert {d.digest for d in inputs.values()} == {record["provenance"]["data_sha256"][:32]}
-        # named by source and split, the source as set (no machine's absolute path where it was relative), a schema
-        assert inputs["training"].name == f"{image_tree.name}-train-30"
-        assert inputs["evaluation"].name == f"{image_tree.name}-test-20"
-        assert json.loads(inputs["training"].source) == {"uri": record["recipe"]["data"]["source"]}
+        # each split by the digest of its own arrays and its profile (before: both the whole data's digest, no profile)
+        splits = record["provenance"]["data_splits"]
+        assert inputs["training"].digest == splits["train"]["sha256"][:32] != inputs["evaluation"].digest
+        assert inputs["evaluation"].digest == splits["test"]["sha256"][:32]
+        assert json.loads(inputs["training"].profile) == {"images": 40, "shape": [32, 32, 3],
+                                                          "per_class": {c: 4 for c in CLASSES}}
+        assert json.loads(inputs["evaluation"].profile)["per_class"] == {c: 2 for c in CLASSES}
+        # named by source and split; the source outside the project given by its name (no machine's path), a schema
+        assert inputs["training"].name == f"{image_tree.name}-train"
+        assert inputs["evaluation"].name == f"{image_tree.name}-test"
+        assert record["recipe"]["data"]["source"].startswith("/")
+        assert json.loads(inputs["training"].source) == {"uri": image_tree.name}
         assert json.loads(inputs["training"].schema)["mlflow_colspec"][0]["tensor-spec"] == {
             "dtype": "uint8", "shape": [-1, 32, 32, 3]}
         assert "dvc_exp_name" not in tags and "DVC experiment" not in tags["mlflow.note.content"]  # not in one
@@ -111,20 +120,28 @@ def test_a_run_holds_its_evaluation_model_dataset_and_description(tmp_path, imag
         # evaluated again (a changed evaluate setting, `dvc repro -f`): the run keeps one model
         [model] = client.search_logged_models([experiment.experiment_id])
         assert model.source_run_id == run_id and model.name == "alexnet-e2"
+        # its page's "Datasets used": the test set its accuracy was measured on
+        linked = {(m.key, m.dataset_name, m.dataset_digest) for m in model.metrics if m.dataset_name}
+        assert linked == {("eval/test_acc", inputs["evaluation"].name, inputs["evaluation"].digest)}
         ours = {key for key in model.tags if not key.startswith("mlflow.")}
         assert ours == {"checkpoint_sha256"}  # checked: one tag per state, the unchecked one gone
         out = run_stage(project, "stages.evaluate", "--model", "alexnet", TMPDIR=str(scratch), **env)
         assert f"its model was there already, from this checkpoint (model {model.model_id})" in out.stdout
         assert [m.model_id for m in client.search_logged_models([experiment.experiment_id])] == [model.model_id]
-        if store == "local":  # the report registers it: one registered model per network, the reference aliased
-            report = run_stage(project, "stages.report", **env)
-            assert "registered test-exp-alexnet: version 1; @reference = version 1" in report.stdout
+        if store == "local":  # the report never writes the registry; `stages.register` aliases the reference
+            run_stage(project, "stages.report", **env)
+            assert client.search_registered_models() == []
             # the report's provenance names the environment the training ran in
             import pandas as pd
 
             provenance = pd.read_csv(project / "reports/tables/provenance_runs.csv", dtype=str)
             lock = "the lock" if ran_in["lock"].startswith("matches") else ran_in["lock"].split(":")[0]
             assert list(provenance["environment"]) == [f"{ran_in['packages_sha256'][:12]} ({lock})"]
+            out = run_stage(project, "stages.register", **env)
+            assert out.stdout.splitlines() == [
+                f"test-exp-alexnet@reference: version 1 added, run {run_id}",
+                "warning: no finished run of the recipe (2 epochs, seed 0, full size) with a checked model for vgg16, "
+                "vgg16_bn, vgg8: `dvc repro` trains and evaluates it (mlflow.log_model: true)"]
             version = client.get_model_version_by_alias("test-exp-alexnet", "reference")
             assert version.source == f"models:/{model.model_id}" and version.run_id == run_id
             linked = client.get_logged_model(model.model_id).tags["mlflow.modelVersions"]  # the model page's link

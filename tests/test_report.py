@@ -4,7 +4,8 @@ import time
 import mlflow
 import pandas as pd
 import pytest
-from conftest import project_settings
+import yaml
+from conftest import project_params, project_settings
 from scipy import stats
 
 from stages.report import build_report, choose_epochs
@@ -15,6 +16,7 @@ from study.analysis.ledger import Evidence
 from study.analysis.receptive_field import analyse as analyse_receptive_fields
 from study.analysis.selection import expected_params
 from study.analysis.stats import fmt_p, holm, p_value, planning_seeds, prediction, seeds_for_power, welch
+from study.config import flatten
 from study.errors import StageError
 from study.tracking.naming import run_label, run_name
 from study.tracking.store import connect
@@ -628,38 +630,57 @@ def test_decimal_rounding_is_half_up_and_a_spread_never_prints_as_zero():
     assert fmt_stat([271.9, 272.2, 272.4], ".0f") == "272 ± 0.25 (n=3)"
 
 
-def test_the_reference_alias_picks_its_version_moves_with_the_recipe_and_versions_are_never_doubled(tmp_path,
-                                                                                                    monkeypatch):
-    """Three checked models of one network (40 epochs seeds 0 and 1, 5 epochs seed 0) and one
-    unchecked: three versions, `@reference` on the long run of the recipe's seed; a new seed in
-    params.yaml moves it without a version more; a second registration adds nothing."""
-    from study.analysis.selection import Cell
+def test_the_reference_is_registered_only_on_request_from_the_full_size_recipe_and_never_twice(tmp_path,
+                                                                                              monkeypatch):
+    """`stages.register` alone writes the registry: a params.yaml with a subset is refused in one
+    line; the recipe's run of params.yaml's seed takes `@reference`, a run of another seed or
+    length gets no version; a new seed moves the alias with a version of its own; registering
+    again adds nothing; without a reference, loading it is one line naming what to run."""
+    from stages.register import full_size_refusal, register
+    from study.config import parse_settings
+    from study.errors import StageError
     from study.tracking.naming import CHECKPOINT_TAG
-    from study.tracking.registry import REFERENCE_ALIAS, register_study
+    from study.tracking.registry import REFERENCE_ALIAS, load_reference
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # models:/ resolved there
     monkeypatch.chdir(tmp_path)
+    params = project_params(models=["vgg8"], mlflow={"experiment": "exp"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(StageError, match=r"^no exp-vgg8@reference in the MLflow store .*`python -m stages.register`$"):
+        load_reference("vgg8")
     client, experiment = connect("exp")  # the store made as the stages make it (MLflow's creation, locked)
+    settings = parse_settings(params)
+    expected = {f"params.{k}": str(v) for k, v in flatten(settings.recipe("vgg8")).items()}
 
     def trained(epochs, seed, checked=True):
-        run_id = client.create_run(experiment).info.run_id
-        model = client.create_logged_model(experiment, name=f"vgg8-e{epochs}", source_run_id=run_id,
+        run = client.create_run(experiment)
+        for key, value in {**expected, "params.epochs": str(epochs), "params.seed": str(seed)}.items():
+            client.log_param(run.info.run_id, key.removeprefix("params."), value)
+        client.set_terminated(run.info.run_id)
+        model = client.create_logged_model(experiment, name=f"vgg8-e{epochs}", source_run_id=run.info.run_id,
                                            tags={CHECKPOINT_TAG: "f" * 64} if checked else {})
-        return pd.Series({"run_id": run_id, "experiment_id": experiment, "params.seed": str(seed)}), model.model_id
+        return run.info.run_id, model.model_id
 
-    (long0, m_long0), (long1, m_long1), (short0, m_short0) = trained(40, 0), trained(40, 1), trained(5, 0)
-    unchecked, _ = trained(40, 2, checked=False)
-    study = {("vgg8", 40): Cell([long0, long1, unchecked]), ("vgg8", 5): Cell([short0])}
+    (long0, m_long0), (long1, m_long1), _, _ = trained(40, 0), trained(40, 1), trained(5, 0), trained(40, 2, False)
 
     def versions():
         return {v.source.removeprefix("models:/"): v.version for v in client.search_model_versions("name = 'exp-vgg8'")}
 
-    assert register_study(client, "exp", study, epochs=40, seed=0) == [
-        "registered exp-vgg8: version 1, 2, 3; @reference = version 1"]
-    assert set(versions()) == {m_long0, m_long1, m_short0}  # the unchecked model is never registered
-    assert client.get_model_version_by_alias("exp-vgg8", REFERENCE_ALIAS).source == f"models:/{m_long0}"
-    assert register_study(client, "exp", study, epochs=40, seed=1) == [
-        f"registered exp-vgg8: no new version; @reference = version {versions()[m_long1]}"]
+    subset = parse_settings({**params, "data": {**params["data"], "train_subset": 4500}})
+    assert full_size_refusal(subset).startswith("@reference is the study's recipe at full size, and params.yaml asks "
+                                                "for a subset (data.train_subset 4500); reset it")
+    with pytest.raises(StageError, match="full size"):
+        register(subset, None)
+    assert versions() == {}
+    assert register(settings, None) == [f"exp-vgg8@{REFERENCE_ALIAS}: version 1 added, run {long0}"]
+    assert versions() == {m_long0: 1}  # seed 1, the 5-epoch run and the unchecked one: no version
+    assert register(settings, None) == [f"exp-vgg8@{REFERENCE_ALIAS}: version 1 already there, run {long0} (unchanged)"]
+    seed1 = parse_settings({**params, "seed": 1})
+    assert register(seed1, None) == [f"exp-vgg8@{REFERENCE_ALIAS}: version 2 added, run {long1}"]
     assert client.get_model_version_by_alias("exp-vgg8", REFERENCE_ALIAS).source == f"models:/{m_long1}"
-    assert register_study(client, "exp", study, epochs=40, seed=1) == []
-    assert len(client.search_model_versions("name = 'exp-vgg8'")) == 3
+    assert versions() == {m_long0: 1, m_long1: 2}
+    with pytest.raises(StageError, match=r"^exp-vgg8@reference \(version 2, run .*\) has no weights in this store"):
+        load_reference("vgg8")  # a logged model's entry without its files, as a results store holds them
+    with pytest.raises(StageError, match="no finished run of the recipe \\(40 epochs, seed 2, full size\\) with a "
+                       "checked model for vgg8"):
+        register(parse_settings({**params, "seed": 2}), None)

@@ -249,10 +249,10 @@ def test_the_study_runs_carry_what_an_mlflow_user_expects(store):
 
 
 @pytest.mark.parametrize("store", [ROOT / "results" / name for name in CONTENT], ids=lambda s: s.name)
-def test_the_store_names_its_models_and_datasets_and_registers_the_networks(store):
-    """Issue 37 on the committed store (benchmarks/store_upgrade.py): a model without weights says so
+def test_the_store_names_its_models_and_datasets_and_registers_nothing_without_weights(store):
+    """The committed store as benchmarks/store_upgrade.py left it: a model without weights says so
     and how to get them back, datasets are named by source and split with the source as set, and the
-    registry holds the four networks, each with its reference."""
+    registry is empty: no version claims a model that cannot load here."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
@@ -265,8 +265,7 @@ def test_the_store_names_its_models_and_datasets_and_registers_the_networks(stor
         assert f"`dvc repro evaluate@{network}`" in model.status_message == model.tags["weights"]
         assert "checkpoint_sha256_unchecked" not in model.tags
         assert model.tags["mlflow.note.content"] == f"**Does not load here:** {model.status_message}."  # Description
-        assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": f"alexnet-vgg-cifar10-{network}",
-                                                                   "version": "1"}]  # its page: the version
+        assert "mlflow.modelVersions" not in model.tags  # its page names no version
     with sqlite3.connect(store / "mlflow.db") as con:
         datasets = con.execute("select name, dataset_source, dataset_schema from datasets").fetchall()
     con.close()
@@ -277,15 +276,7 @@ def test_the_store_names_its_models_and_datasets_and_registers_the_networks(stor
         assert uri in ("../shared/data/cifar10-jpeg.tar.gz", ".device/gpu/cifar10-jpeg-q50.tar.gz",
                        ".device/gpu/cifar10-jpeg-q25.tar.gz"), (name, uri)
         assert json.loads(schema)["mlflow_colspec"][0]["tensor-spec"]["shape"] == [-1, 32, 32, 3]
-    by_network = {m.name.removesuffix("-e40"): m for m in logged}
-    registered = sorted(r.name for r in client.search_registered_models())
-    assert registered == [f"alexnet-vgg-cifar10-{n}" for n in ("alexnet", "vgg16", "vgg16_bn", "vgg8")]
-    for name in registered:
-        reference = client.get_model_version_by_alias(name, "reference")
-        model = by_network[name.removeprefix("alexnet-vgg-cifar10-")]
-        assert reference.source == f"models:/{model.model_id}" and reference.run_id == model.source_run_id
-        assert "dvc repro evaluate@" in reference.tags["weights"]
-        assert reference.description.startswith(f"**Does not load here:** {reference.tags['weights']}. ")
+    assert client.search_registered_models() == []
     runs = client.search_runs([experiment.experiment_id])
     assert not [r for r in runs if "DVC experiment `-`" in r.data.tags["mlflow.note.content"]]
     assert not [r for r in runs if r.data.tags.get("dvc_exp_name") == ""]
@@ -293,7 +284,7 @@ def test_the_store_names_its_models_and_datasets_and_registers_the_networks(stor
 
 @pytest.mark.parametrize("store", [ROOT / "results" / name for name in CONTENT], ids=lambda s: s.name)
 def test_the_store_upgrade_is_done_and_changes_nothing_more(store, tmp_path):
-    """Run again on the committed store, the upgrade renames, re-points and registers nothing."""
+    """Run again on the committed store, the upgrade renames, re-points and unregisters nothing."""
     from benchmarks.store_upgrade import upgrade
 
     copy = tmp_path / store.name
@@ -301,7 +292,7 @@ def test_the_store_upgrade_is_done_and_changes_nothing_more(store, tmp_path):
     for name in ("mlflow.db", "params.yaml"):
         shutil.copy(store / name, copy / name)
     lines = upgrade(copy)
-    assert not [line for line in lines if line.startswith(("dataset ", "registered "))], lines
+    assert not [line for line in lines if line.startswith(("dataset ", "unregistered "))], lines
     assert all(line.split(": ", 1)[1].split(",")[0] in (f"{n} -> {n}" for n in (
         "alexnet-e40", "vgg16-e40", "vgg16_bn-e40", "vgg8-e40")) for line in lines if line.startswith("model ")), lines
 
@@ -499,4 +490,4 @@ def test_a_clone_of_main_shows_the_reference_run_and_sets_a_new_run_beside_it(tm
         row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("results/"))
         assert row[1::2] == ["85.55", "10.0", "88.79", "84.83"], (command, proc.stdout)
         if " metrics.json " in f"{command} ":
-            assert "metrics.json               12.34" in proc.stdout, proc.stdout
+            assert re.search(r"^metrics\.json +12\.34 ", proc.stdout, re.M), proc.stdout

@@ -9,6 +9,7 @@ model) and the report stage (the same for a run it logs again from a training's 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import tempfile
@@ -63,20 +64,33 @@ def dataset_schema():
                    TensorSpec(np.dtype(np.int64), (-1,), "label")])
 
 
+def portable_source(source: str) -> str:
+    """A local ``data.source`` as any reader can find it: relative to the project when it is
+    inside it or was given relative, else by its name alone (an absolute path is one machine's)."""
+    from study.paths import project_root
+
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    root = project_root().resolve()
+    return path.resolve().relative_to(root).as_posix() if path.resolve().is_relative_to(root) else path.name
+
+
 def dataset_input(record: dict[str, Any], context: str):
-    """The prepared CIFAR-10 arrays as an MLflow dataset input, named by source and split, its
-    source the ``data.source`` as set (relative to the project: no machine's path), with the
-    arrays' schema. MLflow keeps a digest of at most 36 characters: the first 32 of the data
-    sha256 (the whole one is the run's `data.sha256` param)."""
+    """The split a run trained or was evaluated on as an MLflow dataset input: named by source and
+    split, its source the ``data.source`` with no machine's path (``portable_source``), the arrays'
+    schema, the digest of that split's own arrays (as trained on: the subset, where one was taken)
+    and its profile (images, one image's shape, count per class). MLflow keeps a digest of at
+    most 36 characters: the first 32 of the split's sha256 (the whole one is in the record's
+    ``provenance.data_splits``). A record made before splits were recorded has the whole data's."""
     from mlflow.data.http_dataset_source import HTTPDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
     data = record["recipe"]["data"]
     source = data["source"]
     if source == "official":
         origin = HTTPDatasetSource(OFFICIAL_URL)
-    else:  # MLflow's local-file source type, given the source as set rather than this machine's path
+    else:  # MLflow's local-file source type, given the source as a reader can find it
         import warnings
 
         from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -84,11 +98,35 @@ def dataset_input(record: dict[str, Any], context: str):
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": twice the same local source
             warnings.simplefilter("ignore", UserWarning)
             local = type(resolve_dataset_source(Path(source).resolve().as_uri()))
-        origin = local(source)
+        origin = local(portable_source(source))
     split = "train" if context == "training" else "test"
-    dataset = MetaDataset(origin, name=dataset_name(source, split, data[f"{split}_subset"]),
-                          digest=record["provenance"]["data_sha256"][:32], schema=dataset_schema())
+    profile = record["provenance"].get("data_splits", {}).get(split)
+    digest = (profile or {}).get("sha256", record["provenance"]["data_sha256"])[:32]
+    dataset = _profiled()(origin, name=dataset_name(source, split, data[f"{split}_subset"]), digest=digest,
+                              schema=dataset_schema(), profile={k: v for k, v in (profile or {}).items()
+                                                                if k != "sha256"} or None)
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+
+
+@functools.cache
+def _profiled():  # MLflow's dataset classes load with the first dataset, not with this module
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class ProfiledDataset(MetaDataset):
+        """MLflow's MetaDataset with a profile (MLflow's own gives none)."""
+
+        def __init__(self, source, name: str, digest: str, schema, profile: dict | None):
+            super().__init__(source, name=name, digest=digest, schema=schema)
+            self._profile = profile
+
+        @property
+        def profile(self):
+            return self._profile
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), **({"profile": json.dumps(self._profile)} if self._profile else {})}
+
+    return ProfiledDataset
 
 
 @contextlib.contextmanager
@@ -151,16 +189,20 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "test_acc"},
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
-    log_dataset(client, run_id, dataset_input(record, "evaluation"))
+    evaluation = dataset_input(record, "evaluation")
+    log_dataset(client, run_id, evaluation)
     log_evaluation_artifacts(client, run_id, record, eval_dir)
-    found = None
+    model_id, found = None, None
     if checkpoint is not None:
         from study.tracking.model_log import log_model  # torch and torch.export: only when a model is logged
 
-        found = log_model(client, run_id, record, checkpoint)
-    # the mark last: a run that has it has all of the above, else the report stage logs it again
-    client.log_batch(run_id, metrics=[Metric(EVAL_MARK, float(metrics["test_acc"]), now, step)],
-                     tags=[RunTag("evaluated", "true")])
+        model_id, held = log_model(client, run_id, record, checkpoint)
+        found = model_id if held else None
+    # the mark last: a run that has it has all of the above, else the report stage logs it again. It
+    # names the model and the test set it measured, so the model's page lists the dataset it was evaluated on
+    mark = Metric(EVAL_MARK, float(metrics["test_acc"]), now, step, model_id=model_id,
+                  dataset_name=evaluation.dataset.name, dataset_digest=evaluation.dataset.digest)
+    client.log_batch(run_id, metrics=[mark], tags=[RunTag("evaluated", "true")])
     return found
 
 

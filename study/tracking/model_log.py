@@ -61,13 +61,13 @@ def _forget(client, model_id: str) -> None:
         client.delete_logged_model(model_id)
 
 
-def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> str | None:
+def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> tuple[str, bool]:
     """The trained network as an MLflow model (``mlflow.pytorch``, saved with torch.export:
     no pickle, and no code of this project needed to load it), with a signature and an input
     example of what it really takes: uint8 NCHW 3x32x32 images, float32 logits out. Loaded
     back on the CPU, it must give the checkpoint's logits, or this raises. A run that holds
-    this checkpoint's model already (the evaluation ran again) gets no second copy: its id
-    is returned, else None."""
+    this checkpoint's model already (the evaluation ran again) gets no second copy. Returns the
+    model's id, and whether the run held it already."""
     import mlflow
     import numpy as np
 
@@ -77,7 +77,7 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     run = client.get_run(run_id)
     if (found := logged_model_id(client, run, digest)) is not None:
-        return found
+        return found, True
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     net = build_model(record["recipe"]["model"])
     # copied into the net's own tensors, not assigned: torch.export's archive warns about tensors
@@ -91,13 +91,12 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        _log_checked(client, run, model, example, logits, digest, model_name(record["recipe"]))
+        return _log_checked(client, run, model, example, logits, digest, model_name(record["recipe"])), False
     finally:
         mlflow.set_tracking_uri(previous_uri)
-    return None
 
 
-def _log_checked(client, run, model: nn.Module, example, logits, digest: str, name: str) -> None:
+def _log_checked(client, run, model: nn.Module, example, logits, digest: str, name: str) -> str:
     """``log_model``'s logging into ``run`` and its load-back check."""
     import mlflow
     import numpy as np
@@ -130,3 +129,4 @@ def _log_checked(client, run, model: nn.Module, example, logits, digest: str, na
     client.set_logged_model_tags(info.model_id, {CHECKPOINT_TAG: digest})  # checked: found, not logged, next time
     with contextlib.suppress(Exception):  # one tag per state: checked replaces unchecked
         client.delete_logged_model_tag(info.model_id, UNCHECKED_TAG)
+    return info.model_id

@@ -1,7 +1,8 @@
-"""The study's models in MLflow's Model Registry: one registered model per network
-(``<experiment>-<model>``), a version per recipe run whose model was logged and checked, and
-the alias ``reference`` on the version of the seed-``seed`` run of the long recipe. The report
-stage registers them; loading one is a single line:
+"""The study's reference models in MLflow's Model Registry: one registered model per network
+(``<experiment>-<model>``), a version per reference registered, and the alias ``reference`` on
+the run of the study's recipe at full size (params.yaml's, no subset). Only the explicit command
+``python -m stages.register`` writes the registry: never the report, never a toy or subset run.
+Loading one is a single line (``load_reference`` says in one line what is missing):
 
     mlflow.pyfunc.load_model("models:/alexnet-vgg-cifar10-vgg16_bn@reference")
 """
@@ -9,12 +10,14 @@ stage registers them; loading one is a single line:
 from __future__ import annotations
 
 import json
-from typing import Any
 
+from study.errors import StageError
 from study.tracking.naming import CHECKPOINT_TAG
 
 REFERENCE_ALIAS = "reference"
 VERSIONS_TAG = "mlflow.modelVersions"  # what the logged model's page lists as its registered versions
+GRANT = ("AuthServiceClient(uri).grant_user_permission('{user}', 'registered_model', '{name}', 'EDIT') "
+         "(docs/team.md)")
 
 
 def link_version(client, found, name: str, version: str) -> None:
@@ -37,51 +40,76 @@ def aliased_version(client, name: str) -> str | None:
         return None
 
 
-def register_study(client, experiment: str, study: dict[tuple[str, int], Any], epochs: int, seed: int,
-                   checked: bool = True) -> list[str]:
-    """Register every recipe run's checked model (any, without ``checked``: a store logged before
-    the check's tag) not registered yet; alias the reference. One line per network that gained a
-    version or its alias."""
-    runs = {str(run["run_id"]): (model, cell_epochs, int(run["params.seed"]))
-            for (model, cell_epochs), cell in study.items() for run in cell.runs}
-    if not runs:
-        return []
-    experiment_ids = sorted({str(run["experiment_id"]) for cell in study.values() for run in cell.runs})
-    logged = {}  # run id -> its checked model (the newest, if a run held more)
-    for found in client.search_logged_models(experiment_ids, order_by=[{"field_name": "creation_timestamp"}]):
-        if found.source_run_id in runs and (CHECKPOINT_TAG in found.tags or not checked):
-            logged[found.source_run_id] = found
-    lines = []
-    for model in sorted({model for model, _, _ in runs.values()}):
-        mine = {run_id: found for run_id, found in logged.items() if runs[run_id][0] == model}
-        if not mine:
-            continue
-        name = registered_name(experiment, model)
+def checked_model(client, experiment_id: str, run_id: str):
+    """The newest logged model of the run that evaluate checked against its checkpoint, or None."""
+    found = [m for m in client.search_logged_models([experiment_id], order_by=[{"field_name": "creation_timestamp"}])
+             if m.source_run_id == run_id and CHECKPOINT_TAG in m.tags]
+    return found[-1] if found else None
+
+
+def _refusal(err: Exception, name: str, user: str | None) -> StageError | None:
+    """A server's refusal to write the registered model, as one line that says why and what to do."""
+    code = getattr(err, "error_code", "")
+    status = getattr(err, "get_http_status_code", lambda: None)()
+    grant = GRANT.format(user=user or "<you>", name=name)
+    if code == "RESOURCE_ALREADY_EXISTS":
+        return StageError(f"registered model {name} already exists and belongs to another member (its creator holds "
+                          f"MANAGE on it; you may not read it): ask them or the server's admin to grant you EDIT on "
+                          f"it: {grant}")
+    if status == 403 or code == "PERMISSION_DENIED":
+        return StageError(f"user {user!r} may not write registered model {name} (403): registering needs EDIT on "
+                          f"it; ask its owner or the server's admin: {grant}")
+    return None
+
+
+def register_reference(client, name: str, found, run_id: str, epochs: int, seed: int, user: str | None = None) -> str:
+    """The logged model ``found`` (of run ``run_id``) as a version of ``name`` (one version per
+    logged model, never two), aliased ``reference``; the line that says what changed."""
+    try:
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
-            client.create_registered_model(name, description=f"{model} trained on CIFAR-10 with the study's recipe, "
-                                           "a version per run; alias `reference`: the reference run")
-        # keyed by the logged model each version points at (a version read back may not carry model_id)
+            client.create_registered_model(name, description="trained on CIFAR-10 with the study's recipe at full "
+                                           "size; alias `reference`: the run `python -m stages.register` chose")
         versions = {v.source.removeprefix("models:/"): v
                     for v in client.search_model_versions(filter_string=f"name = '{name}'")}
-        added = []
-        for run_id, found in sorted(mine.items(), key=lambda item: item[1].creation_timestamp):
-            if found.model_id in versions:
-                link_version(client, found, name, versions[found.model_id].version)  # a store registered before
-                continue
-            _, run_epochs, run_seed = runs[run_id]
-            versions[found.model_id] = client.create_model_version(
+        version = versions.get(found.model_id)
+        added = version is None
+        if added:
+            version = client.create_model_version(
                 name, source=f"models:/{found.model_id}", run_id=run_id, model_id=found.model_id,
-                tags={"epochs": str(run_epochs), "seed": str(run_seed)},
-                description=f"{found.name}, seed {run_seed}: MLflow run {run_id}")
-            added.append(versions[found.model_id].version)
-            link_version(client, found, name, added[-1])
-        reference = next((versions[found.model_id] for run_id, found in mine.items()
-                          if runs[run_id][1:] == (epochs, seed)), None)
-        aliased = ""
-        if reference is not None and aliased_version(client, name) != str(reference.version):
-            client.set_registered_model_alias(name, REFERENCE_ALIAS, reference.version)
-            aliased = f"; @{REFERENCE_ALIAS} = version {reference.version}"
-        if added or aliased:
-            versions_said = f"version {', '.join(map(str, added))}" if added else "no new version"
-            lines.append(f"registered {name}: {versions_said}{aliased}")
-    return lines
+                tags={"epochs": str(epochs), "seed": str(seed)},
+                description=f"{found.name}, seed {seed}: MLflow run {run_id}")
+        link_version(client, found, name, version.version)
+        moved = aliased_version(client, name) != str(version.version)
+        if moved:
+            client.set_registered_model_alias(name, REFERENCE_ALIAS, version.version)
+    except Exception as err:
+        if (refused := _refusal(err, name, user)) is not None:
+            raise refused from err
+        raise
+    said = f"version {version.version} {'added' if added else 'already there'}"
+    return f"{name}@{REFERENCE_ALIAS}: {said}, run {run_id}" + ("" if moved else " (unchanged)")
+
+
+def load_reference(model: str, params: str = "params.yaml"):
+    """The registered reference of ``model`` in the project's store (``mlflow.db``, or
+    ``MLFLOW_TRACKING_URI``) as an MLflow pyfunc model (uint8 NCHW images in, logits out); one
+    line naming what to run where the store has none, or no weights for it."""
+    import mlflow
+
+    from study.config import load_settings
+    from study.tracking.store import tracking_uri
+
+    name = registered_name(load_settings(params).mlflow.experiment, model)
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, REFERENCE_ALIAS)
+    except Exception:
+        raise StageError(f"no {name}@{REFERENCE_ALIAS} in the MLflow store {mlflow.get_tracking_uri()}: train the "
+                         "study's recipe (`dvc repro`), then register it with `python -m stages.register`") from None
+    try:
+        return mlflow.pyfunc.load_model(f"models:/{name}@{REFERENCE_ALIAS}")
+    except Exception as err:
+        raise StageError(f"{name}@{REFERENCE_ALIAS} (version {version.version}, run {version.run_id}) has no "
+                         f"weights in this store ({type(err).__name__}); retrain it with `dvc repro` and register "
+                         "again") from None

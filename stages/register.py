@@ -1,0 +1,100 @@
+"""`python -m stages.register`: alias the study's reference models in MLflow's Model Registry.
+
+For each network in params.yaml's `models`: the latest finished run of the study's recipe at full
+size (params.yaml's epochs and seed, no subset) whose logged model evaluate checked becomes a
+version of `<experiment>-<model>` (never twice) and takes the alias `reference`. This command is
+the only writer of the registry: the report never registers, and a subset run is refused, so
+`@reference` moves only when someone asks it to.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from study.config import Settings, load_settings
+from study.console import run_main
+from study.errors import StageError
+
+NOT_FULL_SIZE = ("data.train_subset", "data.test_subset")
+
+
+def full_size_refusal(settings: Settings) -> str | None:
+    subsets = {key: value for key, value in (("data.train_subset", settings.data.train_subset),
+                                             ("data.test_subset", settings.data.test_subset)) if value}
+    if not subsets:
+        return None
+    said = ", ".join(f"{key} {value}" for key, value in subsets.items())
+    return (f"@reference is the study's recipe at full size, and params.yaml asks for a subset ({said}); reset it "
+            "(`git checkout params.yaml`), train with `dvc repro` and register again, or load a run's own model "
+            "(`runs:/<run id>/model`) without the registry")
+
+
+def reference_runs(settings: Settings, data_sha256: str | None) -> dict[str, object]:
+    """Per network, the latest finished run of the recipe at params.yaml's epochs and seed."""
+    from study.analysis.selection import select
+    from study.tracking.store import finished_runs
+
+    selection = select(finished_runs(settings.mlflow.experiment), settings, data_sha256)
+    chosen = {}
+    for model in settings.models:
+        cell = selection.study.get((model, settings.epochs))
+        run = next((r for r in (cell.runs if cell else []) if int(r["params.seed"]) == settings.seed), None)
+        if run is not None:
+            chosen[model] = run
+    return chosen
+
+
+def register(settings: Settings, data_sha256: str | None) -> list[str]:
+    from urllib.parse import urlsplit
+
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    from study.tracking.registry import checked_model, register_reference, registered_name
+    from study.tracking.store import connect, store_error, tracking_uri
+
+    if (refused := full_size_refusal(settings)) is not None:
+        raise StageError(refused)
+    client, _ = connect(settings.mlflow.experiment, create=False)
+    runs = reference_runs(settings, data_sha256)
+    user = read_mlflow_creds().username or urlsplit(tracking_uri()).username
+    lines, missing = [], []
+    for model in settings.models:
+        run = runs.get(model)
+        found = run is not None and checked_model(client, str(run["experiment_id"]), run["run_id"])
+        if not found:
+            missing.append(model)
+            continue
+        name = registered_name(settings.mlflow.experiment, model)
+        try:
+            lines.append(register_reference(client, name, found, run["run_id"], settings.epochs, settings.seed, user))
+        except StageError:
+            raise
+        except Exception as err:
+            raise store_error(tracking_uri(), err) from err
+    if missing:
+        line = (f"no finished run of the recipe ({settings.epochs} epochs, seed {settings.seed}, full size) with a "
+                f"checked model for {', '.join(missing)}: `dvc repro` trains and evaluates it "
+                "(mlflow.log_model: true)")
+        if not lines:
+            raise StageError(line)
+        lines.append(f"warning: {line}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
+                                     description=" ".join(__doc__.split("\n\n")[1].split()))
+    parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
+    args = parser.parse_args()
+
+    def work():
+        from study.data import prepared_meta
+
+        for line in register(load_settings(args.params), prepared_meta().get("sha256")):
+            print(line)
+
+    run_main(work)
+
+
+if __name__ == "__main__":
+    main()
