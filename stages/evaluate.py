@@ -18,7 +18,7 @@ from study.config import load_settings
 from study.console import exit_now, protect_output, run_main
 from study.data import PREPARED_DIR
 from study.errors import Interrupted, StageError, Terminated
-from study.files import atomic_path, sweep_torn_entries, write_json
+from study.files import atomic_path, damaged_member, sweep_torn_entries, write_json
 from study.outputs import binding, check_record, read_json, restore_hint, weights_sha256
 from study.paths import OUTPUT_ROOT, output_paths
 from study.processes import process_age_s
@@ -49,6 +49,9 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
     if not path.exists():
         raise StageError(f"{path} not found; train it first with `dvc repro train@{model}`")
     fix = f"restore it with `dvc checkout {path}` or retrain with `dvc repro -f train@{model}`"
+    if (damaged := damaged_member(path)) is not None:
+        raise StageError(f"{path} is damaged: {damaged} fails the CRC-32 it was written with (a flipped bit, a bad "
+                         f"copy or cache); {fix}")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
             warnings.simplefilter("ignore")
@@ -237,6 +240,7 @@ def log_to_training_run(model: str, experiment: str, log_model: bool, output_roo
 
     from study.tracking.content import log_evaluation
     from study.tracking.restore import find_run
+    from study.tracking.runs import settle_reopened
     from study.tracking.store import connect
 
     paths = output_paths(model, output_root)
@@ -244,13 +248,15 @@ def log_to_training_run(model: str, experiment: str, log_model: bool, output_roo
     later = f"the report stage logs it from outputs/{model} later"
     try:
         client, experiment_id = connect(experiment)
-        run = find_run(client, experiment_id, record["record_id"])
-        if run is None:
+        # a run an earlier evaluate reopened and could not close (its store went away) closed as it was first
+        run = settle_reopened(client, find_run(client, experiment_id, record["record_id"], finished=False))
+        if run is None or run.info.status != "FINISHED":
             return f"{model}: the MLflow store has no finished run of this training yet; {later}"
         found = log_evaluation(client, run.info.run_id, record, eval_dir(model, output_root),
                                paths["checkpoint"] if log_model else None)
     except Exception as err:  # StageError from connect included: one line, the stage's outputs stand
-        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        # our own one-line errors whole (their fix at the end); anything else cut to its first 160 characters
+        first = str(err) if isinstance(err, StageError) else (str(err).splitlines()[0][:160] or type(err).__name__)
         return f"warning: {model}: evaluation not logged to MLflow ({first}); {later}"
     if found is not None:
         return (f"{model}: evaluation logged to MLflow run {run.info.run_id}; its model was there already, "

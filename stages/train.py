@@ -26,7 +26,7 @@ from study.metrics import HISTORY_COLUMNS
 from study.outputs import training_metrics, weights_sha256
 from study.paths import OUTPUT_ROOT, output_paths
 from study.processes import process_age_s
-from study.provenance import provenance
+from study.provenance import now_ms, provenance
 from study.tracking.process import TrackingProcess
 
 
@@ -46,6 +46,20 @@ def select_subsets(arrays: dict, train_subset: int, test_subset: int, seed: int)
         picked[f"{split}_images"] = arrays[f"{split}_images"][idx]
         picked[f"{split}_labels"] = arrays[f"{split}_labels"][idx]
     return picked
+
+
+def split_profiles(arrays: dict, data_meta: dict, settings: Settings) -> dict:
+    """Each split as trained on (``study.data.split_profile``): a whole split's digest from what
+    prepare recorded and load_prepared checked, a subset's from its own arrays."""
+    from study.data import split_profile
+
+    recorded = data_meta.get("array_sha256", {})
+    profiles = {}
+    for split, subset in (("train", settings.data.train_subset), ("test", settings.data.test_subset)):
+        names = (f"{split}_images", f"{split}_labels")
+        whole = None if subset or not all(n in recorded for n in names) else tuple(recorded[n] for n in names)
+        profiles[split] = split_profile(arrays[names[0]], arrays[names[1]], whole)
+    return profiles
 
 
 def epochs_upto(n: int) -> str:
@@ -97,7 +111,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
            progress: bool | None, log, started: float, held: contextlib.ExitStack) -> dict:
     """``run_training``'s work, its MLflow run kept by ``tracker`` (None: not logged)."""
     phases = Phases(started)
-    from study.data import load_prepared, split_profile
+    from study.data import load_prepared
     from study.tracking.runs import NullRun
     from study.training.device import compile_cache_dir, load_compile_cache, pick_device, precision_choice
     from study.training.engine import Trainer
@@ -114,7 +128,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
     log(f"{model}: {precision_choice(trainer.device, settings.runtime.precision)[1]}")
     if trainer.recipe.compile:  # kernels an earlier process of this torch and device compiled: seconds, not a minute
         log(f"{model}: {load_compile_cache(compile_cache_dir(), trainer.device)}")
-    splits = {split: split_profile(arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in ("train", "test")}
+    splits = split_profiles(arrays, data_meta, settings)
     record, history, state = _resume(model, new_record(model, settings, trainer, data_meta, splits), trainer, held, log)
     resumed_epochs = len(history)  # trained by an earlier process: not part of this one's time
     phases.mark("resume_check_s")
@@ -149,7 +163,7 @@ def new_record(model: str, settings: Settings, trainer, data_meta: dict, splits:
                            **({"data_splits": splits} if splits else {})},
             "num_parameters": trainer.num_parameters, "experiment": settings.mlflow.experiment,
             "code_sha256": code_hashes(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
-            "started_ms": int(time.time() * 1000)}
+            "started_ms": now_ms()}
 
 
 class SavedState:
@@ -179,7 +193,7 @@ def _resume(model: str, record: dict, trainer, held: contextlib.ExitStack, log) 
     history = saved["history"]
     resumed = {"after_epoch": len(history), "git_commit": record["provenance"]["git_commit"],
                "packages_sha256": record["provenance"]["environment"]["packages_sha256"],  # this process's
-               "at_ms": int(time.time() * 1000)}
+               "at_ms": now_ms()}
     return {**saved["record"], "resumed": [*saved["record"].get("resumed", []), resumed]}, history, state
 
 
@@ -203,7 +217,7 @@ def _epochs(model: str, settings: Settings, arrays: dict, trainer, run, state: S
         history.append(epoch_record)
         log_saved()  # the last epoch's write is done (and logged), its buffers free for state_dict()
         state.writer.save({"fingerprint": state.fingerprint, "trainer": trainer.state_dict(),
-                           "history": list(history), "record": record, "saved_ms": int(time.time() * 1000)})
+                           "history": list(history), "record": record, "saved_ms": now_ms()})
         saved_epochs = len(history)
         state.owner.saved = True
         unlogged.append(epoch_record)
@@ -241,7 +255,7 @@ def _write_outputs(model: str, trainer, record: dict, result: dict, paths: dict,
     if trainer.recipe.compile:
         log(f"{model}: {save_compile_cache(compile_cache_dir(), trainer.device)}")
     summary = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-    record.update(history=result["history"], summary=summary, ended_ms=int(time.time() * 1000), timings_s=timings)
+    record.update(history=result["history"], summary=summary, ended_ms=now_ms(), timings_s=timings)
     metrics = training_metrics(record)  # bound to the record by its id and digest (study.outputs)
     try:
         with atomic_entries(paths["checkpoint"].parent, tuple(p.name for p in paths.values())) as tmp:

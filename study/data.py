@@ -349,11 +349,36 @@ def source_jpeg_quality(source: str) -> int | None:
 
 
 def load_prepared(data_dir: Path = PREPARED_DIR) -> tuple[dict[str, np.ndarray], dict]:
+    """The prepared arrays, each checked against the sha256 prepare recorded in meta.json before
+    anything trains on it or records its digest: a changed bit (a DVC cache entry gone bad, an
+    edited file) is one line, never a silent training on other data."""
     meta_path = Path(data_dir) / "meta.json"
     if not meta_path.exists():
         raise StageError(f"{data_dir} holds no prepared data; run `dvc repro prepare` (or python -m stages.prepare)")
-    arrays = {name: np.load(Path(data_dir) / f"{name}.npy") for name in ARRAY_FILES}
-    return arrays, json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text())
+    arrays = {}
+    for name in ARRAY_FILES:
+        try:
+            arrays[name] = np.load(Path(data_dir) / f"{name}.npy")
+        except (OSError, ValueError) as err:
+            raise _not_as_prepared(data_dir, f"{name}.npy is unreadable ({type(err).__name__})") from None
+    recorded = meta.get("array_sha256", {})
+    for name in ARRAY_FILES:
+        if name in recorded and array_sha256(arrays[name]) != recorded[name]:
+            raise _not_as_prepared(data_dir, f"{name}.npy does not match the sha256 prepare recorded in meta.json")
+    if not recorded and arrays_sha256(arrays) != meta.get("sha256"):  # a meta.json of before per-array digests
+        raise _not_as_prepared(data_dir, "its arrays do not match the sha256 prepare recorded in meta.json")
+    return arrays, meta
+
+
+def _not_as_prepared(data_dir: Path, what: str) -> StageError:
+    return StageError(f"{data_dir}/{what}: it changed after prepare wrote it (a bad DVC cache entry or an edit); "
+                      "restore it with `dvc checkout data/cifar10`, or rebuild it with `dvc repro -f prepare` "
+                      "if the cache itself is bad")
+
+
+def array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
 
 
 def prepared_meta(data_dir: Path = PREPARED_DIR) -> dict:
@@ -363,11 +388,12 @@ def prepared_meta(data_dir: Path = PREPARED_DIR) -> dict:
     return json.loads(meta.read_text()) if meta.exists() else {}
 
 
-def split_profile(images: np.ndarray, labels: np.ndarray) -> dict:
-    """One split as trained on: the sha256 of its own arrays (images, then labels as int64), how
-    many images, one image's shape, and the count per class."""
-    digest = hashlib.sha256(np.ascontiguousarray(images))
-    digest.update(np.ascontiguousarray(labels, dtype=np.int64))
+def split_profile(images: np.ndarray, labels: np.ndarray, recorded: tuple[str, str] | None = None) -> dict:
+    """One split as trained on: a sha256 of its own arrays (of the images' and the labels'
+    sha256, so a whole split's comes from the digests prepare recorded, ``recorded``, without
+    hashing it again), how many images, one image's shape, and the count per class."""
+    images_sha, labels_sha = recorded or (array_sha256(images), array_sha256(labels))
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))
-    return {"sha256": digest.hexdigest(), "images": int(len(labels)), "shape": list(images.shape[1:]),
-            "per_class": {name: int(n) for name, n in zip(CLASSES, counts, strict=False)}}
+    per_class = {name: int(n) for name, n in zip(CLASSES, counts, strict=False)}
+    return {"sha256": hashlib.sha256(f"{images_sha}{labels_sha}".encode()).hexdigest(), "images": int(len(labels)),
+            "shape": list(images.shape[1:]), "per_class": per_class}

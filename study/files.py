@@ -51,6 +51,19 @@ def sweep_torn_entries(folder: Path) -> list[Path]:
     return removed
 
 
+def damaged_member(path: Path) -> str | None:
+    """The first member of a ``torch.save`` archive whose bytes fail the CRC-32 they were written
+    with, or None when all hold. ``torch.load`` never checks them: a flipped bit loads as a wrong
+    number."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"the archive itself ({type(err).__name__})"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds."""

@@ -8,8 +8,20 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+# one reading of the wall clock when this process started, then the monotonic clock only: every
+# time a process records (a run's start and end, an epoch's metrics, a record's start and end)
+# keeps its order and its durations when the system clock is stepped back or forward meanwhile
+_WALL_MS, _MONOTONIC = int(time.time() * 1000), time.monotonic()
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, as this process's clock said at its start plus the
+    monotonic time since: never earlier than a time this process recorded before."""
+    return _WALL_MS + int((time.monotonic() - _MONOTONIC) * 1000)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

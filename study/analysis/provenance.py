@@ -12,6 +12,7 @@ import pandas as pd
 from study.analysis.selection import Selection
 from study.console import plural
 from study.paths import output_paths
+from study.tracking.naming import SEQUENCE_TAG
 
 
 def figure_sources(models, output_root: Path, client=None) -> dict[str, str]:
@@ -55,7 +56,7 @@ def existing_run(client, record: dict) -> str | None:
     try:
         found = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                    f"tags.record_id = '{record.get('record_id')}' and attributes.status = 'FINISHED'",
-                                   max_results=1, order_by=["attributes.start_time DESC"])
+                                   max_results=1, order_by=[f"tags.{SEQUENCE_TAG} DESC", "attributes.start_time DESC"])
     except Exception:
         return None
     return found[0].info.run_id if found else None

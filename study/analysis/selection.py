@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from study.config import Settings, flatten, recipe_defaults
+from study.tracking.naming import SEQUENCE_TAG
 
 NOT_COMPARED = ("model", "epochs", "seed")  # what varies across a study's cells
 
@@ -60,13 +61,22 @@ class Selection:
     left_out: list[str]  # one line per reason
 
 
+def opened_order(runs: pd.DataFrame) -> pd.Series:
+    """The order each run was opened in, by its ``sequence`` tag (the project's own count, not a
+    clock); runs logged before the tag existed come before every run that has one."""
+    tagged = runs.get(f"tags.{SEQUENCE_TAG}", pd.Series(index=runs.index, dtype=object))
+    return pd.to_numeric(tagged, errors="coerce").fillna(-1)
+
+
 def cells(runs: pd.DataFrame, keys: list[str], workspace: set[str]) -> dict[tuple, Cell]:
     """Per cell, one run per seed: the workspace's own training if it is one of them (what
-    DVC shows), else the latest."""
+    DVC shows), else the latest opened (``opened_order``; start time only among runs opened
+    in the same order)."""
     cells: dict[tuple, Cell] = {}
     latest: dict[tuple, int] = {}
-    runs = runs.assign(in_workspace=runs.get("tags.record_id", pd.Series(index=runs.index)).isin(workspace))
-    for _, run in runs.sort_values(["in_workspace", "start_time"], ascending=False).iterrows():
+    runs = runs.assign(in_workspace=runs.get("tags.record_id", pd.Series(index=runs.index)).isin(workspace),
+                       opened=opened_order(runs))
+    for _, run in runs.sort_values(["in_workspace", "opened", "start_time"], ascending=False).iterrows():
         key = tuple(run[k] for k in keys)
         seed = (*key, int(run["params.seed"]))
         cell = cells.setdefault(key, Cell(runs=[]))

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from study.provenance import now_ms
 from study.tracking.naming import run_label
 from study.tracking.store import retry_busy
 
@@ -182,13 +183,15 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     from mlflow.entities import Metric, RunTag
 
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    now = int(time.time() * 1000)
+    now = now_ms()
     step = record["recipe"]["epochs"]
     # every number the evaluation wrote, under eval/ (test_acc last, as the mark), each class's accuracy
     values = {**{f"eval/{k}": v for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "test_acc"},
               **{f"test_acc_class/{cls}": acc for cls, acc in metrics["per_class_acc"].items()}}
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+    held = client.get_run(run_id).data.metrics  # an earlier attempt that lost its store logged some: once each
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()
+                                      if held.get(k) != float(v)])
     evaluation = dataset_input(record, "evaluation")
     log_dataset(client, run_id, evaluation)
     log_evaluation_artifacts(client, run_id, record, eval_dir)
@@ -202,7 +205,8 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     # names the model and the test set it measured, so the model's page lists the dataset it was evaluated on
     mark = Metric(EVAL_MARK, float(metrics["test_acc"]), now, step, model_id=model_id,
                   dataset_name=evaluation.dataset.name, dataset_digest=evaluation.dataset.digest)
-    client.log_batch(run_id, metrics=[mark], tags=[RunTag("evaluated", "true")])
+    again = held.get(EVAL_MARK) == mark.value and (model_id is None or found is not None)  # nothing new to link
+    client.log_batch(run_id, metrics=[] if again else [mark], tags=[RunTag("evaluated", "true")])
     return found
 
 

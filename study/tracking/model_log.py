@@ -17,6 +17,7 @@ from torch import nn
 
 from study.errors import StageError
 from study.tracking.naming import CHECKPOINT_TAG, UNCHECKED_TAG, model_name
+from study.tracking.runs import reopened
 from study.training.batches import MEAN, STD
 
 
@@ -103,16 +104,13 @@ def _log_checked(client, run, model: nn.Module, example, logits, digest: str, na
     from mlflow.models import infer_signature
 
     run_id = run.info.run_id
-    try:  # log_model writes into the active run: reopen the finished run, then end it as it was
-        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-            # MLflow's own check of the example only warns, and fails on CUDA machines (it
-            # loads there, where exported CPU weights can't go): ours below raises instead
-            info = mlflow.pytorch.log_model(model, name=name, signature=infer_signature(example, logits),
-                                            input_example=example, validate_serving_input=False,
-                                            tags={UNCHECKED_TAG: digest},
-                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
-    finally:
-        client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
+    with reopened(client, run):  # log_model writes into the active run: the finished run, closed as it was after
+        # MLflow's own check of the example only warns, and fails on CUDA machines (it
+        # loads there, where exported CPU weights can't go): ours below raises instead
+        info = mlflow.pytorch.log_model(model, name=name, signature=infer_signature(example, logits),
+                                        input_example=example, validate_serving_input=False,
+                                        tags={UNCHECKED_TAG: digest},
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"])
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per check: noise in DVC's log
     try:  # into a folder removed after: left to MLflow, each check leaked a copy of the model in the temporary folder
         with tempfile.TemporaryDirectory(prefix="model-check-") as copy:

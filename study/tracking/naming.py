@@ -39,6 +39,7 @@ def run_name(recipe: dict[str, Any]) -> str:
 # the logged model's tag naming the checkpoint it came from, set once its load-back check passed:
 # an evaluation run again finds it (study.tracking.model_log), and the registry registers it
 CHECKPOINT_TAG = "checkpoint_sha256"
+SEQUENCE_TAG = "sequence"  # the order runs were opened in an experiment (study.tracking.runs.next_sequence)
 # set as it is logged, removed once checked: a model with this tag was never checked (its process
 # stopped in between), and the next evaluation of the checkpoint replaces it
 UNCHECKED_TAG = "checkpoint_sha256_unchecked"

@@ -13,7 +13,7 @@ from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 from study.outputs import bound_record
 from study.tracking.content import EVAL_MARK, log_environment, log_evaluation, log_evaluation_artifacts
 from study.tracking.naming import run_name
-from study.tracking.runs import TrainingRun, open_run, owned_by_live_process
+from study.tracking.runs import TrainingRun, open_run, owned_by_live_process, settle_reopened
 from study.tracking.store import connect, forbidden, store_error, tracking_uri
 
 
@@ -98,7 +98,7 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
         record_ids.add(record["record_id"])
         eval_dir, checkpoint = path.with_name("eval"), path.with_name("checkpoint.pt")
         try:
-            found = find_run(client, experiment_id, record["record_id"], finished=False)
+            found = settle_reopened(client, find_run(client, experiment_id, record["record_id"], finished=False))
             siblings = [p for p in (path.with_name("history.csv"), path.with_name("metrics.json")) if p.exists()]
             if found is None:
                 run_id = restore_run(client, experiment_id, record, [path, *siblings])

@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
-import time
 from pathlib import Path
 
 from study.errors import Interrupted, StageError
 from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 from study.processes import alive
+from study.provenance import now_ms
 from study.tracking.content import dataset_input, log_dataset, log_environment
-from study.tracking.naming import description, git_commits, process_tags, run_name, run_params, run_tags
+from study.tracking.naming import SEQUENCE_TAG, description, git_commits, process_tags, run_name, run_params, run_tags
 from study.tracking.store import out_of_space, retry_busy, store_error, store_label, tracking_uri
 
 
@@ -46,6 +46,44 @@ def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
                      f"{pid} on {host} no longer exists")
     return lines
 
+
+
+REOPENED_TAG = "reopened_by"  # a finished run another stage opened again: how to close it as it was
+
+
+@contextlib.contextmanager
+def reopened(client, run):
+    """A finished ``run`` opened again for MLflow's fluent API (``mlflow.pytorch.log_model`` writes
+    into the active run), then closed with the status and end it had. What that was goes into a
+    tag first: a store lost before the close leaves the run RUNNING, and the next evaluate or
+    report closes it as it was (``settle_reopened``) instead of taking it for a training that died."""
+    import json
+
+    import mlflow
+
+    run_id, status, end_time = run.info.run_id, run.info.status, run.info.end_time
+    client.set_tag(run_id, REOPENED_TAG, json.dumps({"status": status, "end_time": end_time, **process_tags()}))
+    try:
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            yield
+    finally:
+        client.set_terminated(run_id, status, end_time=end_time)
+        client.delete_tag(run_id, REOPENED_TAG)
+
+
+def settle_reopened(client, run):
+    """``run`` as it was before a stage reopened it and lost the store before closing it (its
+    process gone); ``run`` itself otherwise, and None for None."""
+    import json
+
+    if run is None or run.info.status != "RUNNING" or REOPENED_TAG not in run.data.tags:
+        return run
+    was = json.loads(run.data.tags[REOPENED_TAG])
+    if was.get("host") == socket.gethostname() and alive(int(was.get("pid", 0)), was.get("pid_started", "")):
+        return run  # still being written by the process that reopened it
+    client.set_terminated(run.info.run_id, was["status"], end_time=was["end_time"])
+    client.delete_tag(run.info.run_id, REOPENED_TAG)
+    return client.get_run(run.info.run_id)
 
 
 class NullRun:
@@ -79,7 +117,7 @@ class TrainingRun:
 
         if not self.pending:
             return True
-        now = int(time.time() * 1000)
+        now = now_ms()
         metrics = [Metric(k, float(r[k]), now, r["epoch"]) for r in self.pending for k in EPOCH_METRICS]
         try:
             for start in range(0, len(metrics), 1000):  # MLflow's batch limit; a batch sent twice is deduplicated
@@ -116,7 +154,7 @@ class TrainingRun:
     def finish(self, record: dict, artifacts: list[Path]) -> None:
         from mlflow.entities import Metric, RunTag
 
-        now = int(time.time() * 1000)
+        now = now_ms()
         try:
             if not self._flush():
                 raise ConnectionError("still unreachable")
@@ -136,12 +174,24 @@ class TrainingRun:
                 "training again") from err
 
 
+def next_sequence(client, experiment_id: str) -> str:
+    """The next number of the experiment's runs, one more than the highest yet (zero-padded, so
+    the store orders the tag as a number): "the latest run" by the order runs were opened,
+    whatever the clocks of the machines that opened them said. Two runs opened at the same
+    instant may share one; their start times then decide."""
+    newest = client.search_runs([experiment_id], filter_string=f"tags.{SEQUENCE_TAG} LIKE '%'",
+                                order_by=[f"tags.{SEQUENCE_TAG} DESC"], max_results=1)
+    last = int(newest[0].data.tags[SEQUENCE_TAG]) if newest else 0
+    return f"{last + 1:012d}"
+
+
 def open_run(client, experiment_id: str, record: dict, start_time: int | None = None, extra_tags=None):
     from mlflow.entities import Param
 
-    tags = {**run_tags(record), **(extra_tags or {})}
+    tags = {**run_tags(record), **(extra_tags or {}), SEQUENCE_TAG: next_sequence(client, experiment_id)}
 
-    run = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name(record["recipe"]))
+    run = client.create_run(experiment_id, start_time=start_time or now_ms(), tags=tags,
+                            run_name=run_name(record["recipe"]))
     try:
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in run_params(record).items()])
         log_dataset(client, run.info.run_id, dataset_input(record, "training"))
@@ -216,7 +266,7 @@ def end_training_run(client, run_id: str, status: str | None, why: str | None = 
     if status is None:
         return
     try:
-        client.set_terminated(run_id, status)
+        client.set_terminated(run_id, status, end_time=now_ms())  # this process's clock: never before its start
     except Exception as err:
         print(f"warning: could not mark MLflow run {run_id} {status} ({type(err).__name__})", file=sys.stderr)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from study.errors import StageError
 from study.paths import project_root
+from study.tracking.relocate import follow_the_project
 
 DB_NAME = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -331,6 +332,8 @@ def _open_experiment(mlflow, uri: str, root: Path, experiment: str, create: bool
         with _store_lock(uri):
             if uri.startswith("sqlite:///"):
                 _create_sqlite_store(mlflow, uri)
+                if (moved := follow_the_project(_sqlite_path(uri)[0], root)) is not None:
+                    print(moved)
             client = mlflow.MlflowClient(uri)  # a SQLite store is opened (and migrated) here
             found = client.get_experiment_by_name(experiment)
             if found is None:

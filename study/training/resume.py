@@ -21,7 +21,7 @@ from typing import Any
 
 from study.config import flatten
 from study.errors import StageError
-from study.files import atomic_path, sweep_torn_entries, tensor_bytes, write_failure
+from study.files import atomic_path, damaged_member, sweep_torn_entries, tensor_bytes, write_failure
 from study.paths import project_root
 
 STATE_DIR = ".train_state"
@@ -133,6 +133,10 @@ def load_resumable(model: str, record: dict[str, Any], root: Path | None = None)
     path = state_path(model, fingerprint(record), root)
     sweep_torn_entries(path.parent)
     if path.exists():
+        if (damaged := damaged_member(path)) is not None:  # a flipped bit: never resumed as a wrong number
+            path.replace(path.with_suffix(".bad"))
+            return None, (f"{model}: saved state {path} is damaged ({damaged} fails its CRC-32); moved it to "
+                          f"{path.with_suffix('.bad').name} and starting fresh")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a state cut short by a full disk: start again, keep it for a look
