@@ -239,8 +239,8 @@ def log_to_training_run(model: str, experiment: str, log_model: bool, output_roo
     import json
 
     from study.tracking.content import log_evaluation
+    from study.tracking.reopen import settle_reopened
     from study.tracking.restore import find_run
-    from study.tracking.runs import settle_reopened
     from study.tracking.store import connect
 
     paths = output_paths(model, output_root)

@@ -325,7 +325,7 @@ def test_a_store_lost_while_evaluate_holds_the_run_open_leaves_it_as_it_was(tmp_
     metric (before: RUNNING until a report, then 19 metrics twice and the training blamed)."""
     import mlflow
 
-    from study.tracking.runs import REOPENED_TAG, reopened, settle_reopened
+    from study.tracking.reopen import REOPENED_TAG, reopened, settle_reopened
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = mlflow.MlflowClient()
@@ -343,7 +343,7 @@ def test_a_store_lost_while_evaluate_holds_the_run_open_leaves_it_as_it_was(tmp_
     left = client.get_run(run_id)
     assert left.info.status == "RUNNING" and REOPENED_TAG in left.data.tags
     assert settle_reopened(client, left).info.status == "RUNNING"  # this process, still alive, holds it
-    monkeypatch.setattr("study.tracking.runs.alive", lambda pid, started="": False)  # the evaluate is gone
+    monkeypatch.setattr("study.tracking.reopen.alive", lambda pid, started="": False)  # the evaluate is gone
     settled = settle_reopened(client, left)
     assert (settled.info.status, settled.info.end_time) == ("FINISHED", 2_000)
     assert REOPENED_TAG not in settled.data.tags and "completed_by" not in settled.data.tags

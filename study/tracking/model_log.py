@@ -17,7 +17,7 @@ from torch import nn
 
 from study.errors import StageError
 from study.tracking.naming import CHECKPOINT_TAG, UNCHECKED_TAG, model_name
-from study.tracking.runs import reopened
+from study.tracking.reopen import reopened
 from study.training.batches import MEAN, STD
 
 

@@ -13,7 +13,8 @@ from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 from study.outputs import bound_record
 from study.tracking.content import EVAL_MARK, log_environment, log_evaluation, log_evaluation_artifacts
 from study.tracking.naming import run_name
-from study.tracking.runs import TrainingRun, open_run, owned_by_live_process, settle_reopened
+from study.tracking.reopen import settle_reopened
+from study.tracking.runs import TrainingRun, open_run, owned_by_live_process
 from study.tracking.store import connect, forbidden, store_error, tracking_uri
 
 
