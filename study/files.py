@@ -53,15 +53,15 @@ def sweep_torn_entries(folder: Path) -> list[Path]:
 
 def damaged_member(path: Path) -> str | None:
     """The first member of a ``torch.save`` archive whose bytes fail the CRC-32 they were written
-    with, or None when all hold. ``torch.load`` never checks them: a flipped bit loads as a wrong
-    number."""
+    with, or None when all hold (or the file is no archive). ``torch.load`` never checks them: a
+    flipped bit loads as a wrong number."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        return f"the archive itself ({type(err).__name__})"
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return None  # no archive at all (empty, garbage, a bare pickle): torch.load says why, in its own words
 
 
 @contextlib.contextmanager

@@ -327,8 +327,9 @@ def test_a_store_lost_while_evaluate_holds_the_run_open_leaves_it_as_it_was(tmp_
 
     from study.tracking.reopen import REOPENED_TAG, reopened, settle_reopened
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)  # MLflow's fluent API (the reopened run) writes there too
+    client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("e")
     run_id = client.create_run(experiment, start_time=1_000).info.run_id
     client.set_terminated(run_id, "FINISHED", end_time=2_000)

@@ -199,8 +199,8 @@ def log_evaluation(client, run_id: str, record: dict[str, Any], eval_dir: Path, 
     if checkpoint is not None:
         from study.tracking.model_log import log_model  # torch and torch.export: only when a model is logged
 
-        model_id, held = log_model(client, run_id, record, checkpoint)
-        found = model_id if held else None
+        model_id, already = log_model(client, run_id, record, checkpoint)
+        found = model_id if already else None
     # the mark last: a run that has it has all of the above, else the report stage logs it again. It
     # names the model and the test set it measured, so the model's page lists the dataset it was evaluated on
     mark = Metric(EVAL_MARK, float(metrics["test_acc"]), now, step, model_id=model_id,
