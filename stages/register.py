@@ -50,10 +50,11 @@ def register(settings: Settings, data_sha256: str | None) -> list[str]:
     from mlflow.utils.credentials import read_mlflow_creds
 
     from study.tracking.registry import checked_model, register_reference, registered_name
-    from study.tracking.store import connect, store_error, tracking_uri
+    from study.tracking.store import connect, require_store, store_error, tracking_uri
 
     if (refused := full_size_refusal(settings)) is not None:
         raise StageError(refused)
+    require_store(tracking_uri())
     client, _ = connect(settings.mlflow.experiment, create=False)
     runs = reference_runs(settings, data_sha256)
     user = read_mlflow_creds().username or urlsplit(tracking_uri()).username

@@ -298,6 +298,9 @@ def store_report(store: Path, out: Path | None = None) -> tuple[Path, dict]:
     out = out or REPORT_DIR / store.resolve().name
     if out.exists() and not out.is_dir():
         raise StageError(f"{out} is a file; give --out a folder for the report (made if missing)")
+    if not (store / "params.yaml").is_file():
+        raise StageError(f"{store} holds no params.yaml, the recipe its runs are matched against; put the params.yaml "
+                         "its runs ran with there (a results store keeps it beside its mlflow.db)")
     settings = load_settings(store / "params.yaml")
     before = os.environ.get("MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory() as scratch:

@@ -19,8 +19,9 @@ def plural(n: int, noun: str) -> str:
 
 
 # a URL's user information: http://alice:password@host -> http://host. Up to the last "@" of the URL,
-# whatever the password holds ("/", "@", ":"): a path with an "@" loses its host too, never a secret
-USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"<>]*@")
+# whatever the password holds ("/", "@", ":"): a path with an "@" loses its host too, never a secret.
+# One slash too: a URL made a path (Path("https://u:p@host/x") is "https:/u:p@host/x") keeps its secret
+USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*:/{1,2})[^\s'\"<>]*@")
 
 
 def redact(text: str) -> str:

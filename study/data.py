@@ -366,8 +366,8 @@ def load_prepared(data_dir: Path = PREPARED_DIR) -> tuple[dict[str, np.ndarray],
     for name in ARRAY_FILES:
         if name in recorded and array_sha256(arrays[name]) != recorded[name]:
             raise _not_as_prepared(data_dir, f"{name}.npy does not match the sha256 prepare recorded in meta.json")
-    if not recorded and arrays_sha256(arrays) != meta.get("sha256"):  # a meta.json of before per-array digests
-        raise _not_as_prepared(data_dir, "its arrays do not match the sha256 prepare recorded in meta.json")
+    if arrays_sha256(arrays) != meta.get("sha256"):  # the digest every record and run names the data by
+        raise _not_as_prepared(data_dir, "meta.json's sha256 is not the digest of its arrays")
     return arrays, meta
 
 

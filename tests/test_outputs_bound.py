@@ -366,3 +366,23 @@ def test_an_evaluation_logged_twice_holds_each_metric_once(project):
     assert len(evaluated) > 12
     doubled = {k: n for k in evaluated if (n := len(client.get_metric_history(run.info.run_id, k))) != 1}
     assert doubled == {}
+
+
+def test_the_report_never_logs_a_model_of_weights_its_training_did_not_write(project):
+    """The report logs a model from the workspace's checkpoint where the run lacks one: weights that
+    changed after training are refused in one line (before: the report logged them as the model)."""
+    import torch
+
+    from study.errors import StageError
+    from study.tracking.model_log import log_model
+
+    path = project / "outputs/alexnet/checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"]["features.0.weight"][0, 0, 0, 0] += 1.0
+    torch.save(checkpoint, path)
+    record = json.loads((project / "outputs/alexnet/record.json").read_text())
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    before = len(client.search_logged_models([client.get_run(record["mlflow_run_id"]).info.experiment_id]))
+    with pytest.raises(StageError, match="its weights are not the ones its training wrote.*`dvc checkout"):
+        log_model(client, record["mlflow_run_id"], record, path)
+    assert len(client.search_logged_models([client.get_run(record["mlflow_run_id"]).info.experiment_id])) == before

@@ -97,9 +97,10 @@ def load_reference(model: str, params: str = "params.yaml"):
     import mlflow
 
     from study.config import load_settings
-    from study.tracking.store import tracking_uri
+    from study.tracking.store import require_store, tracking_uri
 
     name = registered_name(load_settings(params).mlflow.experiment, model)
+    require_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
     try:

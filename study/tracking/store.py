@@ -143,6 +143,9 @@ def store_error(uri: str, err: Exception) -> StageError:
     text = f"{type(err).__name__}: {first}"
     if uri.startswith("sqlite:///"):
         path = uri.removeprefix("sqlite:///")
+        if _lfs_pointer(Path(path)):
+            return StageError(f"MLflow store {path} is a Git LFS pointer, not the database: fetch the file itself "
+                              "(`git lfs pull`, or the store's whole folder) and rerun")
         if "database is locked" in first:
             return StageError(f"MLflow store {path} stayed locked by another process for {LOCK_WAIT_S:g} s; find it "
                               f"with `fuser {path}`, let it finish (or stop it) and rerun")
@@ -155,6 +158,22 @@ def store_error(uri: str, err: Exception) -> StageError:
                           f"`sqlite3 {path} 'pragma integrity_check'` before moving anything")
     return StageError(f"MLflow tracking store {uri} is unreachable or unusable ({text}); "
                       "start the server or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
+
+
+def _lfs_pointer(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(40).startswith(b"version https://git-lfs.github.com/spec/")
+    except OSError:
+        return False
+
+
+def require_store(uri: str) -> None:
+    """Refuse, in one line, to read a local store that does not exist: opening it would create
+    an empty one (a command that only reads must leave no store behind)."""
+    if uri.startswith("sqlite:///") and not _sqlite_path(uri)[0].exists():
+        raise StageError(f"no MLflow store at {_sqlite_path(uri)[0]}: train the study's recipe first (`dvc repro`), "
+                         "or set MLFLOW_TRACKING_URI to the store that holds it")
 
 
 def _unreadable(path, what: str) -> StageError:
