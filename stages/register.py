@@ -26,7 +26,7 @@ def full_size_refusal(settings: Settings) -> str | None:
     said = ", ".join(f"{key} {value}" for key, value in subsets.items())
     return (f"@reference is the study's recipe at full size, and params.yaml asks for a subset ({said}); reset it "
             "(`git checkout params.yaml`), train with `dvc repro` and register again, or load a run's own model "
-            "(`runs:/<run id>/model`) without the registry")
+            f"(`runs:/<run id>/<model>-e{settings.epochs}`) without the registry")
 
 
 def reference_runs(settings: Settings, data_sha256: str | None) -> dict[str, object]:
@@ -82,15 +82,29 @@ def register(settings: Settings, data_sha256: str | None) -> list[str]:
     return lines
 
 
+def loaded_line(model: str, params: str) -> str:
+    from study.tracking.registry import load_reference
+
+    loaded = load_reference(model, params)
+    inputs = loaded.metadata.signature.inputs.to_dict()[0]["tensor-spec"]
+    return (f"{model}@reference (run {loaded.metadata.run_id}) loads: {inputs['dtype']} images of shape "
+            f"{inputs['shape']} in, logits out")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}",
                                      description=" ".join(__doc__.split("\n\n")[1].split()))
     parser.add_argument("--params", default="params.yaml", help="the params file to read (default: params.yaml)")
+    parser.add_argument("--load", metavar="MODEL", help="register nothing: load MODEL's reference as MLflow serves "
+                        "it (study.tracking.registry.load_reference) and say what it is, or in one line why not")
     args = parser.parse_args()
 
     def work():
         from study.data import prepared_meta
 
+        if args.load:
+            print(loaded_line(args.load, args.params))
+            return
         for line in register(load_settings(args.params), prepared_meta().get("sha256")):
             print(line)
 

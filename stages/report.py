@@ -190,14 +190,16 @@ def gather_evidence(selection: Selection, short, long, steps: StepReader, times:
 
 def model_analyses(models: list[str], seed: int, rf_dir: Path, signal_dir: Path) -> dict:
     """The receptive fields and the signal at initialisation, as their stages wrote them, or computed
-    here where they did not (`python -m stages.report` on MLflow alone; a few seconds on a CPU)."""
+    here where they did not, for every network in ``models`` (`python -m stages.report` on MLflow
+    alone, or after an experiment that ran fewer networks than params.yaml names; seconds on a CPU)."""
     with tempfile.TemporaryDirectory() as scratch:
-        if not (rf_dir / "paper_differences.csv").exists():
+        if not all((rf_dir / name).exists() for name in ["paper_differences.csv", *(f"{m}.csv" for m in models)]):
             from study.analysis.receptive_field import analyse as analyse_receptive_fields  # torch: only here
 
             rf_dir = Path(scratch)
             analyse_receptive_fields(models, rf_dir)
-        if not (signal_dir / "signal.csv").exists():
+        if not (signal_dir / "signal.csv").exists() or \
+                not set(models) <= set(pd.read_csv(signal_dir / "signal.csv", usecols=["model"])["model"]):
             from study.analysis.init_signal import analyse as analyse_init_signal
 
             signal_dir = Path(scratch) / "signal"

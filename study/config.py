@@ -93,8 +93,10 @@ class Runtime(Section):
 
 
 class Mlflow(Section):
-    experiment: Text = _valid(f"a non-empty experiment name of at most {EXPERIMENT_NAME_LIMIT} characters",
-                              max_length=EXPERIMENT_NAME_LIMIT)
+    # MLflow's search filters quote names (`name = '<experiment>-vgg8'`): a quote in one breaks them
+    experiment: Annotated[Text, _check(lambda v: not set(v) & set("'\"\\`"))] = _valid(
+        f"a non-empty experiment name of at most {EXPERIMENT_NAME_LIMIT} characters, without quotes, backquotes "
+        "or backslashes", max_length=EXPERIMENT_NAME_LIMIT)
     log_model: bool = _valid(TRUE_OR_FALSE)  # the evaluate stage logs the trained model as an MLflow model
     system_metrics: bool = _valid(TRUE_OR_FALSE)  # CPU, memory (and GPU through NVML) sampled into the run
 

@@ -56,9 +56,22 @@ def resolve_source(source: str) -> str | Path:
         raise StageError(f"data.source {shown!r} cannot be a path here ({err.strerror}); give the path to "
                          "cifar-10-python.tar.gz or an image-folder tree/tarball") from None
     if not found:
-        raise StageError(f"data.source {source!r}: no such file or folder ({path}); "
+        why = "a symbolic link to nothing (broken, or a loop)" if path.is_symlink() else "no such file or folder"
+        raise StageError(f"data.source {source!r}: {why} ({path}); "
+                         "give the path to cifar-10-python.tar.gz or an image-folder tree/tarball")
+    if not (path.is_file() or path.is_dir()):  # read, a device or a pipe may never end
+        raise StageError(f"data.source {source!r} is {special_kind(path)} ({path}), not a file or folder; "
                          "give the path to cifar-10-python.tar.gz or an image-folder tree/tarball")
     return path
+
+
+def special_kind(path: Path) -> str:
+    import stat
+
+    mode = path.stat().st_mode
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "neither a file nor a folder")
 
 
 # ---------------------------------------------------------------- official format

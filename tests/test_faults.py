@@ -35,6 +35,7 @@ def test_registering_or_loading_the_reference_leaves_no_store_behind(tmp_path, m
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(project_params()))
     line = one_line(command(tmp_path, "stages.register"))
     assert f"no MLflow store at {tmp_path.resolve() / 'mlflow.db'}: train the study's recipe first" in line
+    assert one_line(command(tmp_path, "stages.register", "--load", "vgg16_bn")).startswith("error: no MLflow store at ")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match="^no MLflow store at "):
         load_reference("vgg16_bn")
@@ -102,3 +103,38 @@ def test_a_split_profile_is_the_same_from_prepare_s_digests_and_from_the_arrays(
     assert split_profile(arrays["train_images"], arrays["train_labels"])["sha256"] != \
         split_profile(arrays["test_images"], arrays["test_labels"])["sha256"]
     assert split_profile(np.zeros((3, 32, 32, 3), np.uint8), np.array([0, 0, 9]))["per_class"]["truck"] == 1
+
+
+def test_a_data_source_that_never_ends_is_refused(tmp_path):
+    """A device or a named pipe as `data.source` is refused in one line (before: reading /dev/zero
+    or a pipe nobody writes ran until killed); a link to nothing is named so, not "no such file"."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "loop").symlink_to("loop")
+    for source, why in (("/dev/zero", "is a character device"), ("pipe", "is a named pipe"),
+                        ("loop", ": a symbolic link to nothing (broken, or a loop)")):
+        params = project_params(**{**TINY, "data": {**TINY["data"], "source": source}})
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        line = one_line(command(tmp_path, "stages.prepare"))
+        assert f"data.source '{source}' {why}".replace(" :", ":") in line, line
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_file_store_uri_is_told_what_store_to_use(tmp_path):
+    """MLflow's file store (`file:./mlruns`), which MLflow 3 keeps in maintenance: one line naming a
+    database store (before: "unreachable or unusable (... maintenance mode ... cut off); start the
+    server", the wrong cause and the wrong fix)."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(project_params()))
+    line = one_line(command(tmp_path, "stages.report", MLFLOW_TRACKING_URI="file:./mlruns"))
+    assert "is MLflow's file store" in line and "sqlite:///mlflow.db" in line and "start the server" not in line
+
+
+def test_an_experiment_name_mlflow_filters_cannot_quote_is_refused_first(tmp_path):
+    """A quote in `mlflow.experiment` broke MLflow's search filters the registry uses, far from the
+    setting; it is now refused where it is set, before anything is written."""
+    params = project_params(mlflow={"experiment": "bob's study"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    line = one_line(command(tmp_path, "stages.register"))
+    assert line.startswith("error: mlflow.experiment is \"bob's study\"") and "without quotes" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

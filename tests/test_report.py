@@ -646,9 +646,9 @@ def test_the_reference_is_registered_only_on_request_from_the_full_size_recipe_a
     monkeypatch.chdir(tmp_path)
     params = project_params(models=["vgg8"], mlflow={"experiment": "exp"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    client, experiment = connect("exp")  # the store made as the stages make it (MLflow's creation, locked)
     with pytest.raises(StageError, match=r"^no exp-vgg8@reference in the MLflow store .*`python -m stages.register`$"):
         load_reference("vgg8")
-    client, experiment = connect("exp")  # the store made as the stages make it (MLflow's creation, locked)
     settings = parse_settings(params)
     expected = {f"params.{k}": str(v) for k, v in flatten(settings.recipe("vgg8")).items()}
 

@@ -156,6 +156,10 @@ def store_error(uri: str, err: Exception) -> StageError:
             return _unreadable(path, f"is not a readable MLflow database ({text})")
         return StageError(f"MLflow store {path} failed ({text}); the file may be fine: check it with "
                           f"`sqlite3 {path} 'pragma integrity_check'` before moving anything")
+    if not uri.startswith(("http://", "https://", "databricks")) and "maintenance mode" in first:
+        return StageError(f"MLflow tracking store {uri} is MLflow's file store, which this MLflow no longer serves "
+                          "fully; set MLFLOW_TRACKING_URI to a database store (sqlite:///mlflow.db, what an unset one "
+                          "uses) or a server")
     return StageError(f"MLflow tracking store {uri} is unreachable or unusable ({text}); "
                       "start the server or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
 
