@@ -87,8 +87,8 @@ def loaded_line(model: str, params: str) -> str:
 
     loaded = load_reference(model, params)
     inputs = loaded.metadata.signature.inputs.to_dict()[0]["tensor-spec"]
-    return (f"{model}@reference (run {loaded.metadata.run_id}) loads: {inputs['dtype']} images of shape "
-            f"{inputs['shape']} in, logits out")
+    shape = "x".join("N" if n == -1 else str(n) for n in inputs["shape"])
+    return f"{model}@reference (run {loaded.metadata.run_id}) loads: {inputs['dtype']} images {shape} in, logits out"
 
 
 def main() -> None:

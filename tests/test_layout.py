@@ -139,7 +139,8 @@ def test_a_stages_usage_line_is_the_command_a_user_types(stage, monkeypatch, cap
 def test_the_docs_name_only_paths_a_user_has():
     """A user's clone has the project's own files: no page points into the developers' machines
     (a `../shared` folder beside the checkout, a scratch or home folder)."""
-    pages = [ROOT / "README.md", ROOT / "params.yaml", ROOT / "benchmarks/README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [ROOT / "README.md", ROOT / "params.yaml", ROOT / "benchmarks/README.md",
+             *sorted((ROOT / "docs").glob("*.md"))]
     found = [f"{page.relative_to(ROOT)}:{n}: {line.strip()}" for page in pages
              for n, line in enumerate(page.read_text().splitlines(), 1)
              if any(machine in line for machine in ("../shared", "/tmp/", "/work/", "/home/", "/root/"))]
