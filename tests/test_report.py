@@ -684,3 +684,17 @@ def test_the_reference_is_registered_only_on_request_from_the_full_size_recipe_a
     with pytest.raises(StageError, match="no finished run of the recipe \\(40 epochs, seed 2, full size\\) with a "
                        "checked model for vgg8"):
         register(parse_settings({**params, "seed": 2}), None)
+
+
+def test_the_report_computes_the_analyses_for_every_network_params_yaml_names(tmp_path):
+    """The analyses' stages ran for fewer networks than params.yaml names (an experiment of two,
+    then `git checkout params.yaml`): the report computes the missing ones instead of failing with
+    a FileNotFoundError traceback."""
+    from stages.report import model_analyses
+
+    rf, signal = tmp_path / "rf", tmp_path / "signal"
+    analyse_receptive_fields(["alexnet"], rf)
+    analyse_init_signal(["alexnet"], 0, signal)
+    found = model_analyses(["alexnet", "vgg8"], 0, rf, signal)
+    assert set(found["rf_tables"]) == {"alexnet", "vgg8"}
+    assert set(found["signal"]["model"]) == {"alexnet", "vgg8"}
