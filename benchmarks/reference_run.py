@@ -46,7 +46,11 @@ def disagreements(files: Path, commit: str, repo: Path) -> list[str]:
     """What the run's dvc.lock records that its params.yaml or the commit's files do not hold."""
     lock = yaml.safe_load((files / "dvc.lock").read_text())
     found = lock_disagreements(lock, yaml.safe_load((files / "params.yaml").read_text()))
+    metrics_md5 = hashlib.md5((files / "metrics.json").read_bytes()).hexdigest()
     for stage in lock["stages"].values():
+        for out in stage.get("outs", []):  # the metrics file is the one the run wrote
+            if out["path"] == "metrics.json" and out.get("md5") != metrics_md5:
+                found.append("metrics.json is not the file dvc.lock recorded")
         for dep in stage.get("deps", []):
             path = dep["path"]
             if dep.get("md5", "").endswith(".dir") or not path.endswith(".py"):

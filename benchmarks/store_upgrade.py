@@ -120,11 +120,17 @@ def _unregister(db: Path, lines: list[str]) -> None:
     cannot load says what is not so. ``stages.register`` registers a reference where its
     weights are (the registry's rule: docs/mlflow.md)."""
     import mlflow
+    from mlflow.entities import LoggedModelStatus
 
     from study.tracking.registry import VERSIONS_TAG
 
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     for registered in client.search_registered_models():
+        versions = client.search_model_versions(f"name = '{registered.name}'")
+        sources = [v.source.removeprefix("models:/") for v in versions]
+        if any(client.get_logged_model(m).status == LoggedModelStatus.READY for m in sources):
+            raise StageError(f"{registered.name} has a version whose model holds its weights here: this store is not "
+                             "a results store without weights; nothing was changed")
         client.delete_registered_model(registered.name)
         lines.append(f"unregistered {registered.name}: no weights of its versions are in this store")
     experiments = [e.experiment_id for e in client.search_experiments()]

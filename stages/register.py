@@ -15,8 +15,6 @@ from study.config import Settings, load_settings
 from study.console import run_main
 from study.errors import StageError
 
-NOT_FULL_SIZE = ("data.train_subset", "data.test_subset")
-
 
 def full_size_refusal(settings: Settings) -> str | None:
     subsets = {key: value for key, value in (("data.train_subset", settings.data.train_subset),
@@ -27,6 +25,31 @@ def full_size_refusal(settings: Settings) -> str | None:
     return (f"@reference is the study's recipe at full size, and params.yaml asks for a subset ({said}); reset it "
             "(`git checkout params.yaml`), train with `dvc repro` and register again, or load a run's own model "
             f"(`runs:/<run id>/<model>-e{settings.epochs}`) without the registry")
+
+
+def uncommitted_recipe(settings: Settings, params: str = "params.yaml") -> str | None:
+    """The recipe keys in which ``params`` differs from its committed version (`dvc exp run -S`
+    leaves its values there): @reference is the committed recipe's run. None outside git."""
+    import subprocess
+
+    import yaml
+
+    from study.config import flatten, parse_settings
+
+    shown = subprocess.run(["git", "show", f"HEAD:./{params}"], capture_output=True, text=True)
+    if shown.returncode:
+        return None  # no git, or params.yaml not committed: nothing to hold it to
+    try:
+        committed = flatten(parse_settings(yaml.safe_load(shown.stdout)).recipe(""))
+    except StageError:
+        return None  # a committed file this code no longer reads: the working one is checked as it is
+    now = flatten(settings.recipe(""))
+    differ = [f"{key} {now.get(key)!r} (committed {committed.get(key)!r})"
+              for key in sorted(now.keys() | committed.keys()) if now.get(key) != committed.get(key) and key != "model"]
+    if not differ:
+        return None
+    return (f"@reference is the committed recipe's run, and params.yaml differs from it in {', '.join(differ[:4])}; "
+            "reset it (`git checkout params.yaml`) or commit the recipe you mean, then register again")
 
 
 def reference_runs(settings: Settings, data_sha256: str | None) -> dict[str, object]:
@@ -52,7 +75,7 @@ def register(settings: Settings, data_sha256: str | None) -> list[str]:
     from study.tracking.registry import checked_model, register_reference, registered_name
     from study.tracking.store import connect, require_store, store_error, tracking_uri
 
-    if (refused := full_size_refusal(settings)) is not None:
+    if (refused := full_size_refusal(settings) or uncommitted_recipe(settings)) is not None:
         raise StageError(refused)
     require_store(tracking_uri())
     client, _ = connect(settings.mlflow.experiment, create=False)
@@ -61,12 +84,12 @@ def register(settings: Settings, data_sha256: str | None) -> list[str]:
     lines, missing = [], []
     for model in settings.models:
         run = runs.get(model)
-        found = run is not None and checked_model(client, str(run["experiment_id"]), run["run_id"])
-        if not found:
-            missing.append(model)
-            continue
-        name = registered_name(settings.mlflow.experiment, model)
         try:
+            found = run is not None and checked_model(client, str(run["experiment_id"]), run["run_id"])
+            if not found:
+                missing.append(model)
+                continue
+            name = registered_name(settings.mlflow.experiment, model)
             lines.append(register_reference(client, name, found, run["run_id"], settings.epochs, settings.seed, user))
         except StageError:
             raise
@@ -86,9 +109,12 @@ def loaded_line(model: str, params: str) -> str:
     from study.tracking.registry import load_reference
 
     loaded = load_reference(model, params)
-    inputs = loaded.metadata.signature.inputs.to_dict()[0]["tensor-spec"]
-    shape = "x".join("N" if n == -1 else str(n) for n in inputs["shape"])
-    return f"{model}@reference (run {loaded.metadata.run_id}) loads: {inputs['dtype']} images {shape} in, logits out"
+    signature = loaded.metadata.signature
+    spec = signature.inputs.to_dict()[0].get("tensor-spec", {}) if signature and signature.inputs else {}
+    if not spec:
+        return f"{model}@reference (run {loaded.metadata.run_id}) loads; it carries no tensor signature"
+    shape = "x".join("N" if n == -1 else str(n) for n in spec["shape"])
+    return f"{model}@reference (run {loaded.metadata.run_id}) loads: {spec['dtype']} images {shape} in, logits out"
 
 
 def main() -> None:

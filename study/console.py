@@ -20,8 +20,9 @@ def plural(n: int, noun: str) -> str:
 
 # a URL's user information: http://alice:password@host -> http://host. Up to the last "@" of the URL,
 # whatever the password holds ("/", "@", ":"): a path with an "@" loses its host too, never a secret.
-# One slash too: a URL made a path (Path("https://u:p@host/x") is "https:/u:p@host/x") keeps its secret
-USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*:/{1,2})[^\s'\"<>]*@")
+# A network URL made a path keeps one slash (Path("https://u:p@host/x") is "https:/u:p@host/x"), and its
+# secret: those schemes with one slash too (not models:/name@alias, which holds none)
+USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://|(?:https?|s?ftp|ssh|s3|gs|postgres(?:ql)?|mysql):/)[^\s'\"<>]*@")
 
 
 def redact(text: str) -> str:

@@ -386,7 +386,7 @@ def load_prepared(data_dir: Path = PREPARED_DIR) -> tuple[dict[str, np.ndarray],
 
 def _not_as_prepared(data_dir: Path, what: str) -> StageError:
     return StageError(f"{data_dir}/{what}: it changed after prepare wrote it (a bad DVC cache entry or an edit); "
-                      "restore it with `dvc checkout data/cifar10`, or rebuild it with `dvc repro -f prepare` "
+                      f"restore it with `dvc checkout {data_dir}`, or rebuild it with `dvc repro -f prepare` "
                       "if the cache itself is bad")
 
 
@@ -407,6 +407,8 @@ def split_profile(images: np.ndarray, labels: np.ndarray, recorded: tuple[str, s
     hashing it again), how many images, one image's shape, and the count per class."""
     images_sha, labels_sha = recorded or (array_sha256(images), array_sha256(labels))
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))
-    per_class = {name: int(n) for name, n in zip(CLASSES, counts, strict=False)}
+    if len(counts) != len(CLASSES):
+        raise StageError(f"labels up to {len(counts) - 1} in a split of the {len(CLASSES)} CIFAR-10 classes")
+    per_class = {name: int(n) for name, n in zip(CLASSES, counts, strict=True)}
     return {"sha256": hashlib.sha256(f"{images_sha}{labels_sha}".encode()).hexdigest(), "images": int(len(labels)),
             "shape": list(images.shape[1:]), "per_class": per_class}

@@ -15,13 +15,15 @@ from typing import Any
 # one reading of the wall clock when this process started, then the monotonic clock only: every
 # time a process records (a run's start and end, an epoch's metrics, a record's start and end)
 # keeps its order and its durations when the system clock is stepped back or forward meanwhile
-_WALL_MS, _MONOTONIC = int(time.time() * 1000), time.monotonic()
+# (Linux's boot clock counts a laptop's sleep too; elsewhere the monotonic clock)
+_ELAPSED = (lambda: time.clock_gettime(time.CLOCK_BOOTTIME)) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+_WALL_MS, _START = int(time.time() * 1000), _ELAPSED()
 
 
 def now_ms() -> int:
-    """Milliseconds since the epoch, as this process's clock said at its start plus the
-    monotonic time since: never earlier than a time this process recorded before."""
-    return _WALL_MS + int((time.monotonic() - _MONOTONIC) * 1000)
+    """Milliseconds since the epoch, as this process's clock said at its start plus the time
+    elapsed since: never earlier than a time this process recorded before."""
+    return _WALL_MS + int((_ELAPSED() - _START) * 1000)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -138,3 +138,53 @@ def test_an_experiment_name_mlflow_filters_cannot_quote_is_refused_first(tmp_pat
     line = one_line(command(tmp_path, "stages.register"))
     assert line.startswith("error: mlflow.experiment is \"bob's study\"") and "without quotes" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_register_holds_to_the_committed_recipe(tmp_path):
+    """`dvc exp run -S` leaves its values in params.yaml: `stages.register` refuses a recipe that
+    differs from the committed one, naming the keys, before it opens any store (before: it moved
+    @reference to whatever run the leftover values selected)."""
+    params = project_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for args in (["init", "-q"], ["add", "params.yaml"], ["commit", "-qm", "the recipe"]):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, env=subprocess_env())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "epochs": 5}))
+    line = one_line(command(tmp_path, "stages.register"))
+    assert "params.yaml differs from it in epochs 5 (committed 40)" in line and "`git checkout params.yaml`" in line
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_redaction_takes_secrets_and_leaves_model_uris_whole():
+    """A network URL made a path loses its credentials; a registry URI, which holds none, stays
+    as written (the first widening of the pattern took `models:/name@reference` for one)."""
+    from study.console import redact
+
+    assert redact("(/p/https:/alice:s3cret@example.org/c.tgz)") == "(/p/https:/example.org/c.tgz)"
+    assert redact("models:/alexnet-vgg-cifar10-vgg16_bn@reference") == "models:/alexnet-vgg-cifar10-vgg16_bn@reference"
+    assert redact("C:/Users/bob@corp/x") == "C:/Users/bob@corp/x"
+
+
+def test_the_sweep_never_kills_a_finished_run_an_evaluate_holds_open(tmp_path, monkeypatch):
+    """A training starting while an evaluate holds a finished run reopened (its training's process
+    long gone) leaves it alone; once that evaluate is gone too, the run is closed as it was, not
+    marked KILLED (before: the sweep killed it, and `ended_by` stayed on the run)."""
+    import json
+    import socket
+
+    import mlflow
+
+    from study.tracking import reopen
+    from study.tracking.naming import process_tags
+    from study.tracking.runs import sweep_orphans
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e")
+    run_id = client.create_run(experiment, tags={"host": socket.gethostname(), "pid": "999999999"}).info.run_id
+    client.set_terminated(run_id, "FINISHED", end_time=5_000)
+    client.update_run(run_id, status="RUNNING")  # reopened by this (live) process
+    client.set_tag(run_id, reopen.REOPENED_TAG, json.dumps({"status": "FINISHED", "end_time": 5_000, **process_tags()}))
+    assert sweep_orphans(client, experiment) == [] and client.get_run(run_id).info.status == "RUNNING"
+    monkeypatch.setattr(reopen, "alive", lambda pid, started="": False)  # the evaluate is gone too
+    assert sweep_orphans(client, experiment) == []
+    run = client.get_run(run_id)
+    assert (run.info.status, run.info.end_time) == ("FINISHED", 5_000) and "ended_by" not in run.data.tags

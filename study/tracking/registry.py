@@ -42,8 +42,9 @@ def aliased_version(client, name: str) -> str | None:
 
 def checked_model(client, experiment_id: str, run_id: str):
     """The newest logged model of the run that evaluate checked against its checkpoint, or None."""
-    found = [m for m in client.search_logged_models([experiment_id], order_by=[{"field_name": "creation_timestamp"}])
-             if m.source_run_id == run_id and CHECKPOINT_TAG in m.tags]
+    found = [m for m in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'",
+                                                    order_by=[{"field_name": "creation_timestamp"}])
+             if CHECKPOINT_TAG in m.tags]
     return found[-1] if found else None
 
 
@@ -97,7 +98,7 @@ def load_reference(model: str, params: str = "params.yaml"):
     import mlflow
 
     from study.config import load_settings
-    from study.tracking.store import require_store, tracking_uri
+    from study.tracking.store import require_store, store_error, tracking_uri
 
     name = registered_name(load_settings(params).mlflow.experiment, model)
     require_store(tracking_uri())
@@ -105,12 +106,16 @@ def load_reference(model: str, params: str = "params.yaml"):
     client = mlflow.MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, REFERENCE_ALIAS)
-    except Exception:
+    except Exception as err:
+        if getattr(err, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise store_error(tracking_uri(), err) from None  # unreachable, refused, unreadable: said as such
         raise StageError(f"no {name}@{REFERENCE_ALIAS} in the MLflow store {mlflow.get_tracking_uri()}: train the "
                          "study's recipe (`dvc repro`), then register it with `python -m stages.register`") from None
     try:
         return mlflow.pyfunc.load_model(f"models:/{name}@{REFERENCE_ALIAS}")
     except Exception as err:
-        raise StageError(f"{name}@{REFERENCE_ALIAS} (version {version.version}, run {version.run_id}) has no "
-                         f"weights in this store ({type(err).__name__}); retrain it with `dvc repro` and register "
-                         "again") from None
+        text = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        missing = any(word in text for word in ("MLmodel", "No such file", "No such artifact", "Failed to download"))
+        why = "has no weights in this store" if missing else f"does not load ({type(err).__name__}: {text})"
+        raise StageError(f"{name}@{REFERENCE_ALIAS} (version {version.version}, run {version.run_id}) {why}; retrain "
+                         "it with `dvc repro` and register again") from None

@@ -41,17 +41,34 @@ def follow_the_project(db: Path, root: Path) -> str | None:
     if not db.is_file() or db.resolve() != (root / "mlflow.db").resolve():
         return None  # not the project's own store: a server, a results store, a copy read for a report
     here = root.resolve().as_uri().removeprefix("file://")
-    with sqlite3.connect(db) as con:
+    con = sqlite3.connect(db)
+    try:
+        changed, elsewhere = _rewrite(con, here, root)
+    finally:
+        con.close()
+    if not elsewhere:
+        return None
+    moved = ", ".join(unquote(old) for old in elsewhere)
+    return (f"MLflow store {db.name} was made in {moved}: its {changed} artifact locations now point into this "
+            f"project's {ARTIFACT_DIR}/ (the project was moved or copied)")
+
+
+def _rewrite(con: sqlite3.Connection, here: str, root: Path) -> tuple[int, list[str]]:
+    """The locations under another project folder rewritten to ``root``'s, in one transaction:
+    (how many, the folders they were under)."""
+    with con:
         try:
             elsewhere = sorted(folders_made_in(con) - {here})
-        except sqlite3.OperationalError:  # no tables yet: a store MLflow has still to make
-            return None
+        except sqlite3.OperationalError as err:  # no tables yet: a store MLflow has still to make
+            if "no such table" not in str(err):
+                raise
+            return 0, []
         if not elsewhere:
-            return None
+            return 0, []
         for old in elsewhere:
             old_path = Path(unquote(old))
             if old_path.joinpath(ARTIFACT_DIR).is_dir() and not (root / ARTIFACT_DIR).is_dir():
-                raise StageError(f"MLflow store {db.name} keeps its runs' files in {old_path / ARTIFACT_DIR}, another "
+                raise StageError(f"MLflow store mlflow.db keeps its runs' files in {old_path / ARTIFACT_DIR}, another "
                                  f"project folder, and this one has no {ARTIFACT_DIR}/ (copied without it): copy it "
                                  f"here (`cp -a {old_path / ARTIFACT_DIR} {ARTIFACT_DIR}`) and rerun")
         changed = 0
@@ -62,9 +79,7 @@ def follow_the_project(db: Path, root: Path) -> str | None:
                         changed += con.execute(
                             f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?",
                             (new, len(prefix) + 1, len(prefix), prefix)).rowcount
-                    except sqlite3.OperationalError:  # a table this store's schema has not got yet
-                        continue
-    con.close()
-    moved = ", ".join(unquote(old) for old in elsewhere)
-    return (f"MLflow store {db.name} was made in {moved}: its {changed} artifact locations now point into this "
-            f"project's {ARTIFACT_DIR}/ (the project was moved or copied)")
+                    except sqlite3.OperationalError as err:  # a table this store's schema has not got yet
+                        if "no such table" not in str(err):
+                            raise
+    return changed, elsewhere

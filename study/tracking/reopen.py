@@ -29,7 +29,18 @@ def reopened(client, run):
             yield
     finally:
         client.set_terminated(run_id, status, end_time=end_time)
-        client.delete_tag(run_id, REOPENED_TAG)
+        with contextlib.suppress(Exception):  # a tag left on a closed run is read by no one: never hide the error
+            client.delete_tag(run_id, REOPENED_TAG)
+
+
+def reopened_by_live_process(run) -> bool:
+    """Whether a stage of this host that is still alive holds ``run`` reopened."""
+    import json
+
+    if REOPENED_TAG not in run.data.tags:
+        return False
+    was = json.loads(run.data.tags[REOPENED_TAG])
+    return was.get("host") == socket.gethostname() and alive(int(was.get("pid", 0)), was.get("pid_started", ""))
 
 
 def settle_reopened(client, run):
@@ -39,9 +50,9 @@ def settle_reopened(client, run):
 
     if run is None or run.info.status != "RUNNING" or REOPENED_TAG not in run.data.tags:
         return run
-    was = json.loads(run.data.tags[REOPENED_TAG])
-    if was.get("host") == socket.gethostname() and alive(int(was.get("pid", 0)), was.get("pid_started", "")):
+    if reopened_by_live_process(run):
         return run  # still being written by the process that reopened it
+    was = json.loads(run.data.tags[REOPENED_TAG])
     client.set_terminated(run.info.run_id, was["status"], end_time=was["end_time"])
     client.delete_tag(run.info.run_id, REOPENED_TAG)
     return client.get_run(run.info.run_id)

@@ -11,9 +11,10 @@ from pathlib import Path
 from study.errors import StageError
 from study.metrics import EPOCH_METRICS, SUMMARY_METRICS
 from study.outputs import bound_record
+from study.provenance import now_ms
 from study.tracking.content import EVAL_MARK, log_environment, log_evaluation, log_evaluation_artifacts
 from study.tracking.naming import run_name
-from study.tracking.reopen import settle_reopened
+from study.tracking.reopen import reopened_by_live_process, settle_reopened
 from study.tracking.runs import TrainingRun, open_run, owned_by_live_process
 from study.tracking.store import connect, forbidden, store_error, tracking_uri
 
@@ -42,7 +43,7 @@ def complete_run(client, found, record: dict, artifacts: list[Path]) -> None:
         client.delete_tag(run_id, "ended_by")
     client.log_batch(run_id, tags=[RunTag("completed_by", f"the report stage, from the training's record: the "
                                           f"training completed but its run was left {found.info.status}")])
-    client.set_terminated(run_id, "FINISHED", end_time=record.get("ended_ms") or int(time.time() * 1000))
+    client.set_terminated(run_id, "FINISHED", end_time=record.get("ended_ms") or now_ms())
 
 
 def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path]) -> str:
@@ -53,7 +54,7 @@ def restore_run(client, experiment_id: str, record: dict, artifacts: list[Path])
     run_id = open_run(client, experiment_id, record, start_time=record.get("started_ms"), extra_tags={
         "restored": "true", "restored_from_run_id": str(record.get("mlflow_run_id")),
         "restored_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
-    ended = record.get("ended_ms") or int(time.time() * 1000)
+    ended = record.get("ended_ms") or now_ms()
     metrics = [Metric(k, float(h[k]), ended, h["epoch"]) for h in record["history"] for k in EPOCH_METRICS]
     metrics += [Metric(k, float(record["summary"][k]), ended, 0) for k in SUMMARY_METRICS]
     for start in range(0, len(metrics), 1000):  # MLflow's batch limit
@@ -105,7 +106,7 @@ def ensure_logged(record_paths: list[Path], experiment: str, log_model: bool = F
                 run_id = restore_run(client, experiment_id, record, [path, *siblings])
                 lines.append(f"logged {run_name(record['recipe'])} to MLflow from {path} (run {run_id}, restored "
                              f"from {record.get('mlflow_run_id') or 'an untracked training'})")
-            elif found.info.status == "RUNNING" and owned_by_live_process(found):
+            elif found.info.status == "RUNNING" and (owned_by_live_process(found) or reopened_by_live_process(found)):
                 lines.append(f"MLflow run {found.info.run_id} of {run_name(record['recipe'])} is still being "
                              f"written by process {found.data.tags['pid']}; left as it is")
                 continue

@@ -17,6 +17,7 @@ from study.processes import alive
 from study.provenance import now_ms
 from study.tracking.content import dataset_input, log_dataset, log_environment
 from study.tracking.naming import SEQUENCE_TAG, description, git_commits, process_tags, run_name, run_params, run_tags
+from study.tracking.reopen import REOPENED_TAG, reopened_by_live_process, settle_reopened
 from study.tracking.store import out_of_space, retry_busy, store_error, store_label, tracking_uri
 
 
@@ -37,7 +38,10 @@ def sweep_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
                                   f"tags.host = '{host}'", max_results=1000):
         tags, run_id = run.data.tags, run.info.run_id
         pid = int(tags.get("pid", "0") or 0)
-        if run_id == keep or not pid or owned_by_live_process(run):
+        if run_id == keep or not pid or owned_by_live_process(run) or reopened_by_live_process(run):
+            continue  # a live training's, or a finished one a live evaluate holds open to log its model
+        if REOPENED_TAG in tags:  # finished, reopened by an evaluate that died: closed as it was, not killed
+            settle_reopened(client, run)
             continue
         client.set_tag(run_id, "ended_by", f"sweep at a later start: its process {pid} on {host} had died "
                        "without ending it (killed or power loss)")
@@ -141,7 +145,10 @@ def next_sequence(client, experiment_id: str) -> str:
     the store orders the tag as a number): "the latest run" by the order runs were opened,
     whatever the clocks of the machines that opened them said. Two runs opened at the same
     instant may share one; their start times then decide."""
+    from mlflow.entities import ViewType
+
     newest = client.search_runs([experiment_id], filter_string=f"tags.{SEQUENCE_TAG} LIKE '%'",
+                                run_view_type=ViewType.ALL,  # a deleted run's number is never given again
                                 order_by=[f"tags.{SEQUENCE_TAG} DESC"], max_results=1)
     last = int(newest[0].data.tags[SEQUENCE_TAG]) if newest else 0
     return f"{last + 1:012d}"

@@ -21,10 +21,9 @@ from pathlib import Path
 
 from study.errors import StageError
 from study.paths import project_root
-from study.tracking.relocate import follow_the_project
+from study.tracking.relocate import ARTIFACT_DIR, follow_the_project
 
 DB_NAME = "mlflow.db"
-ARTIFACT_DIR = "mlartifacts"
 
 
 def study_text() -> str:
