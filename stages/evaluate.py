@@ -18,8 +18,8 @@ from study.config import load_settings
 from study.console import exit_now, protect_output, run_main
 from study.data import PREPARED_DIR
 from study.errors import Interrupted, StageError, Terminated
-from study.files import atomic_path, damaged_member, sweep_torn_entries, write_json
-from study.outputs import binding, check_record, read_json, restore_hint, weights_sha256
+from study.files import atomic_path, sweep_torn_entries, write_json
+from study.outputs import binding, check_record, read_json, refuse_damaged, refuse_other_weights, restore_hint
 from study.paths import OUTPUT_ROOT, output_paths
 from study.processes import process_age_s
 from study.tracking.process import Helper, ignore_interrupts, receive, reply
@@ -49,9 +49,7 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
     if not path.exists():
         raise StageError(f"{path} not found; train it first with `dvc repro train@{model}`")
     fix = f"restore it with `dvc checkout {path}` or retrain with `dvc repro -f train@{model}`"
-    if (damaged := damaged_member(path)) is not None:
-        raise StageError(f"{path} is damaged: {damaged} fails the CRC-32 it was written with (a flipped bit, a bad "
-                         f"copy or cache); {fix}")
+    refuse_damaged(path, fix)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
             warnings.simplefilter("ignore")
@@ -70,10 +68,7 @@ def load_checkpoint(model: str, root: Path = OUTPUT_ROOT, device: str = "cpu") -
                          f"and record); {fix}")
     if checkpoint["model_name"] != model or checkpoint["record"].get("recipe", {}).get("model") != model:
         raise StageError(f"{path} holds a {checkpoint['model_name']!r} checkpoint, not {model!r}; {fix}")
-    expected = checkpoint.get("weights_sha256")  # what the training wrote (checkpoints since it did)
-    if expected is not None and weights_sha256(checkpoint["state_dict"]) != expected:
-        raise StageError(f"{path}: its weights are not the ones its training wrote (their sha256 differs: a flipped "
-                         f"bit, a bad copy or cache); {fix}")
+    refuse_other_weights(path, checkpoint, fix)
     net = skeleton(model)
     try:  # the checkpoint's tensors themselves (assign): no initialisation to overwrite
         net.load_state_dict(checkpoint["state_dict"], assign=True)

@@ -4,7 +4,6 @@ data/cifar10/ (the sources it reads: study.data)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from study.data import (
     DOWNLOAD_DIR,
     PREPARED_DIR,
     SPLITS,
+    array_sha256,
     arrays_sha256,
     load_arrays,
     source_jpeg_quality,
@@ -33,7 +33,7 @@ def prepare(*, source: str, out_dir: Path = PREPARED_DIR, download_dir: Path = D
         "counts": {split: int(len(arrays[f"{split}_labels"])) for split in SPLITS},
         "sha256": arrays_sha256(arrays),
         "jpeg_quality": source_jpeg_quality(source),  # the data's identity, read from its images
-        "array_sha256": {n: hashlib.sha256(arrays[n].tobytes()).hexdigest() for n in ARRAY_FILES},
+        "array_sha256": {n: array_sha256(arrays[n]) for n in ARRAY_FILES},  # what load_prepared checks
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

@@ -68,19 +68,15 @@ def reference_runs(settings: Settings, data_sha256: str | None) -> dict[str, obj
 
 
 def register(settings: Settings, data_sha256: str | None) -> list[str]:
-    from urllib.parse import urlsplit
-
-    from mlflow.utils.credentials import read_mlflow_creds
-
     from study.tracking.registry import checked_model, register_reference, registered_name
-    from study.tracking.store import connect, require_store, store_error, tracking_uri
+    from study.tracking.store import connect, current_user, require_store, store_error, tracking_uri
 
     if (refused := full_size_refusal(settings) or uncommitted_recipe(settings)) is not None:
         raise StageError(refused)
     require_store(tracking_uri())
     client, _ = connect(settings.mlflow.experiment, create=False)
     runs = reference_runs(settings, data_sha256)
-    user = read_mlflow_creds().username or urlsplit(tracking_uri()).username
+    user = current_user()
     lines, missing = [], []
     for model in settings.models:
         run = runs.get(model)

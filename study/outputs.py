@@ -33,6 +33,23 @@ def weights_sha256(state_dict) -> str:
     return digest.hexdigest()
 
 
+def refuse_damaged(path: Path, fix: str) -> None:
+    """Before a checkpoint is loaded: every member's CRC-32 as written (torch.load checks none)."""
+    from study.files import damaged_member
+
+    if (damaged := damaged_member(path)) is not None:
+        raise StageError(f"{path} is damaged: {damaged} fails the CRC-32 it was written with (a flipped bit, a bad "
+                         f"copy or cache); {fix}")
+
+
+def refuse_other_weights(path: Path, checkpoint: dict, fix: str) -> None:
+    """After it is loaded: its weights are the ones its training wrote (checkpoints since it wrote their digest)."""
+    expected = checkpoint.get("weights_sha256")
+    if expected is not None and weights_sha256(checkpoint["state_dict"]) != expected:
+        raise StageError(f"{path}: its weights are not the ones its training wrote (their sha256 differs: a flipped "
+                         f"bit, a bad copy or cache); {fix}")
+
+
 def binding(record: dict[str, Any]) -> dict[str, str]:
     """The identity a file derived from ``record`` carries: its training's id and digest."""
     return {"record_id": record["record_id"], "record_sha256": record_digest(record)}

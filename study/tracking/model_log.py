@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from study.errors import StageError
-from study.files import damaged_member
-from study.outputs import weights_sha256
+from study.outputs import refuse_damaged, refuse_other_weights
 from study.tracking.naming import CHECKPOINT_TAG, UNCHECKED_TAG, model_name
 from study.tracking.reopen import reopened
 from study.training.batches import MEAN, STD
@@ -83,11 +82,9 @@ def log_model(client, run_id: str, record: dict[str, Any], checkpoint: Path) -> 
         return found, True
     network = record["recipe"]["model"]
     fix = f"restore it with `dvc checkout {checkpoint}` or retrain with `dvc repro -f train@{network}`"
-    if (damaged := damaged_member(checkpoint)) is not None:
-        raise StageError(f"{checkpoint} is damaged: {damaged} fails the CRC-32 it was written with; {fix}")
+    refuse_damaged(checkpoint, fix)  # the report logs from the workspace's checkpoint too: never other weights
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if state.get("weights_sha256") not in (None, weights_sha256(state["state_dict"])):  # never log other weights
-        raise StageError(f"{checkpoint}: its weights are not the ones its training wrote (their sha256 differs); {fix}")
+    refuse_other_weights(checkpoint, state, fix)
     net = build_model(network)
     # copied into the net's own tensors, not assigned: torch.export's archive warns about tensors
     # that share one storage, as a checkpoint's loaded tensors do

@@ -78,18 +78,22 @@ def forbidden(err: Exception) -> bool:
     return _http_status(err) == 403
 
 
+def current_user() -> str | None:
+    """The user MLflow sends: its variables or credentials file, else the tracking URI's own user."""
+    from urllib.parse import urlsplit
+
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username or urlsplit(tracking_uri()).username
+
+
 def _access_error(uri: str, err: Exception) -> StageError | None:
     """A server with authentication (``mlflow server --app-name basic-auth``) that refused the
     credentials (401) or this user's permission (403), as one line; None for any other error."""
     status = _http_status(err)
     if status not in (401, 403):
         return None
-    from urllib.parse import urlsplit
-
-    from mlflow.utils.credentials import read_mlflow_creds
-
-    # the credentials MLflow sent: its variables or credentials file, else the URI's own user
-    user = read_mlflow_creds().username or urlsplit(tracking_uri()).username
+    user = current_user()
     if status == 401:
         who = f"wrong password for user {user!r}, or no such user" if user else "no credentials were given"
         return StageError(f"MLflow server {uri} refused authentication (401: {who}); set MLFLOW_TRACKING_USERNAME "

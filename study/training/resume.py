@@ -133,16 +133,18 @@ def load_resumable(model: str, record: dict[str, Any], root: Path | None = None)
     path = state_path(model, fingerprint(record), root)
     sweep_torn_entries(path.parent)
     if path.exists():
+        why, state = None, None
         if (damaged := damaged_member(path)) is not None:  # a flipped bit: never resumed as a wrong number
+            why = f"is damaged ({damaged} fails its CRC-32)"
+        else:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # a state cut short by a full disk
+                why = f"is unreadable ({type(err).__name__})"
+        if why:  # start again, the state kept aside for a look
             path.replace(path.with_suffix(".bad"))
-            return None, (f"{model}: saved state {path} is damaged ({damaged} fails its CRC-32); moved it to "
-                          f"{path.with_suffix('.bad').name} and starting fresh")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a state cut short by a full disk: start again, keep it for a look
-            path.replace(path.with_suffix(".bad"))
-            return None, (f"{model}: saved state {path} is unreadable ({type(err).__name__}); moved it to "
-                          f"{path.with_suffix('.bad').name} and starting fresh")
+            return None, (f"{model}: saved state {path} {why}; moved it to {path.with_suffix('.bad').name} and "
+                          "starting fresh")
         if state.get("fingerprint") == fingerprint(record):
             done = state["trainer"]["epochs_done"]
             return state, (f"{model}: resuming after epoch {done}/{record['recipe']['epochs']} from {path} "
