@@ -1,7 +1,8 @@
 """`python -m stages.register`: alias the study's reference models in MLflow's Model Registry.
 
-For each network in params.yaml's `models`: the latest finished run of the study's recipe at full
-size (params.yaml's epochs and seed, no subset) whose logged model evaluate checked becomes a
+For each network in params.yaml's `models`: the run of the study's recipe at full size
+(params.yaml's epochs and seed, no subset, the committed recipe) that the report shows, the
+workspace's training where it is one, whose logged model evaluate checked, becomes a
 version of `<experiment>-<model>` (never twice) and takes the alias `reference`. This command is
 the only writer of the registry: the report never registers, and a subset run is refused, so
 `@reference` moves only when someone asks it to.
@@ -52,12 +53,24 @@ def uncommitted_recipe(settings: Settings, params: str = "params.yaml") -> str |
             "reset it (`git checkout params.yaml`) or commit the recipe you mean, then register again")
 
 
+def workspace_trainings(models) -> set[str]:
+    """The record ids of the trainings in outputs/: the runs DVC shows, which the report prefers."""
+    import json
+
+    from study.paths import output_paths
+
+    paths = [output_paths(model)["record"] for model in models]
+    return {json.loads(path.read_text())["record_id"] for path in paths if path.exists()}
+
+
 def reference_runs(settings: Settings, data_sha256: str | None) -> dict[str, object]:
-    """Per network, the latest finished run of the recipe at params.yaml's epochs and seed."""
+    """Per network, the run of the recipe at params.yaml's epochs and seed that the report shows:
+    the workspace's own training where it is one, else the latest finished."""
     from study.analysis.selection import select
     from study.tracking.store import finished_runs
 
-    selection = select(finished_runs(settings.mlflow.experiment), settings, data_sha256)
+    selection = select(finished_runs(settings.mlflow.experiment), settings, data_sha256,
+                       workspace_trainings(settings.models))
     chosen = {}
     for model in settings.models:
         cell = selection.study.get((model, settings.epochs))

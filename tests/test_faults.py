@@ -188,3 +188,29 @@ def test_the_sweep_never_kills_a_finished_run_an_evaluate_holds_open(tmp_path, m
     assert sweep_orphans(client, experiment) == []
     run = client.get_run(run_id)
     assert (run.info.status, run.info.end_time) == ("FINISHED", 5_000) and "ended_by" not in run.data.tags
+
+
+def test_register_aliases_the_training_dvc_shows(tmp_path, monkeypatch):
+    """Two runs of the recipe's seed, the later one a queued experiment's: `@reference` goes to the
+    training in outputs/, the one DVC and the report show (before: the later run, so the registry
+    named another training than the workspace's)."""
+    from stages.register import register
+    from study.config import flatten, parse_settings
+    from study.tracking.naming import CHECKPOINT_TAG, SEQUENCE_TAG
+    from study.tracking.store import connect
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    settings = parse_settings(project_params(models=["vgg8"], mlflow={"experiment": "exp"}))
+    client, experiment = connect("exp")
+    run_ids = []
+    for order, record_id in enumerate(("in-outputs", "queued-later"), 1):
+        run_id = client.create_run(experiment, tags={"record_id": record_id, SEQUENCE_TAG: f"{order:012d}"}).info.run_id
+        for key, value in flatten(settings.recipe("vgg8")).items():
+            client.log_param(run_id, key, str(value))
+        client.set_terminated(run_id)
+        client.create_logged_model(experiment, name="vgg8-e40", source_run_id=run_id, tags={CHECKPOINT_TAG: "f" * 64})
+        run_ids.append(run_id)
+    (tmp_path / "outputs/vgg8").mkdir(parents=True)
+    (tmp_path / "outputs/vgg8/record.json").write_text(json.dumps({"record_id": "in-outputs"}))
+    assert register(settings, None) == [f"exp-vgg8@reference: version 1 added, run {run_ids[0]}"]
