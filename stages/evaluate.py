@@ -140,12 +140,14 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
 
     from study.data import load_prepared
     from study.training.batches import Normalizer, balanced_subset, to_device_images
-    from study.training.device import pick_device, precision_choice
+    from study.training.device import pick_device, precision_choice, reuse_freed_memory
     from study.training.engine import predict
 
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     device = pick_device(device)
+    if device == "cpu":
+        reuse_freed_memory()
     net, record = load_checkpoint(model, output_root, device)
     # record.json must be the checkpoint's own record: MLflow logs this evaluation into the run it names
     paths = output_paths(model, output_root)

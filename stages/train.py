@@ -113,14 +113,21 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
     phases = Phases(started)
     from study.data import load_prepared
     from study.tracking.runs import NullRun
-    from study.training.device import compile_cache_dir, load_compile_cache, pick_device, precision_choice
+    from study.training.device import (
+        compile_cache_dir,
+        load_compile_cache,
+        pick_device,
+        precision_choice,
+        reuse_freed_memory,
+    )
     from study.training.engine import Trainer
 
     phases.mark("imports_s")
     arrays, data_meta = load_prepared(data_dir)
     arrays = select_subsets(arrays, settings.data.train_subset, settings.data.test_subset, settings.seed)
     phases.mark("data_load_s")
-    pick_device(settings.runtime.device)  # a bad one fails before the store is touched
+    if pick_device(settings.runtime.device) == "cpu":  # a bad one fails before the store is touched
+        reuse_freed_memory()
     if tracker is not None:
         tracker.connect()  # while the model builds
     trainer = Trainer(model, engine_recipe(settings))

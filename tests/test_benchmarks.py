@@ -102,3 +102,19 @@ def test_reference_run_keeps_a_run_in_its_store_with_the_params_and_code_it_ran_
     assert (store / "dvc.lock").read_text() == (run / "dvc.lock").read_text()
     assert (store / "metrics.json").read_text() == '{"alexnet": {"acc": 85.55}}'
     assert (store / "params.yaml").read_text().endswith("# the same values\n")  # the store's own, untouched
+
+
+def test_cpu_step_benchmark_times_each_lever_in_its_own_process(tmp_path, image_tree):
+    prepare(source=str(image_tree), out_dir=tmp_path / "data")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cpu_step", "--data", str(tmp_path / "data"), "--models",
+                           "vgg8", "--batch-size", "4", "--threads", "1", "--warmup", "1", "--steps", "2",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=subprocess_env(),
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "out/cpu_step.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["before (per-tensor SGD, glibc's default)", "fused SGD",
+                                            "fused SGD + freed memory reused (the trainer's)"]
+    # each setting in its own process: the allocator's setting reaches the last one alone
+    assert [r["memory_reuse_applied"] for r in rows] == [False, False, sys.platform.startswith("linux")]
+    assert all(r["step_ms"] > 0 and r["page_faults_per_step"] >= 0 for r in rows)
+    assert "| vgg8 | fused SGD | " in (tmp_path / "out/cpu_step.md").read_text()

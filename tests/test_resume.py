@@ -29,14 +29,14 @@ from conftest import (
 from study.tracking.naming import process_tags
 
 EPOCHS = 3
-# ~300 training images: an AlexNet epoch lasts about a second on a laptop core, long enough
-# to be killed in the middle of
+# 150 training images: an AlexNet epoch lasts about two seconds on one core of the 2-core EPYC
+# VM (bf16, fused SGD), long enough to be killed in the middle of
 PARAMS = project_params(**{**TINY, "epochs": EPOCHS, "data": {"source": "tiny", "train_subset": 0, "test_subset": 0}})
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    return prepared_images(tmp_path_factory, "resume", 30, 4)
+    return prepared_images(tmp_path_factory, "resume", 15, 4)
 
 
 def make_project(root: Path, prepared: Path, epochs: int = EPOCHS, experiment: str = "test-exp") -> Path:

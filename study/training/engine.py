@@ -110,9 +110,12 @@ class Trainer:
         self.use_graph = self.runtime["cuda_graphs"]
         # a tensor lr lets the captured update read each epoch's rate from device memory
         lr = torch.tensor(recipe.lr, device=self.device) if self.use_graph else recipe.lr
+        # one fused kernel per step on CUDA and the CPU: on the CPU 4x quicker than PyTorch's default
+        # per-tensor loop (AlexNet's 23M parameters: 16 ms against 68 ms a step, one EPYC core), its
+        # rounding differing from the loop's in the last bit; MPS keeps PyTorch's default
+        fused = True if is_cuda or self.device == "cpu" else None
         self.optimizer = OPTIMIZERS[recipe.optimizer](self.model.parameters(), lr=lr, momentum=recipe.momentum,
-                                                      weight_decay=recipe.weight_decay,
-                                                      fused=True if is_cuda else None)
+                                                      weight_decay=recipe.weight_decay, fused=fused)
         # compiled code is built during the eager warm-up steps, then captured into the graph like any kernel
         self.step_model = torch.compile(self.model, dynamic=False) if recipe.compile else self.model
         self.normalize = Normalizer(self.device, recipe.channels_last)
