@@ -89,7 +89,7 @@ def postgresql(folder: Path):
 
 # ---------------------------------------------------------------- the team's server
 @contextlib.contextmanager
-def team_server(folder: Path, backend: str, auth_cache_s: int = 0):
+def team_server(folder: Path, backend: str, auth_cache_s: int = 60):
     """The basic-auth server as docs/team.md runs it (default 4 workers); yields its URI.
     ``auth_cache_s``: basic_auth.ini's auth_cache_ttl_seconds (MLflow's default 0: every request
     pays the PBKDF2 password check)."""
@@ -401,8 +401,8 @@ def main() -> None:
     parser.add_argument("--writers", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 48, 64])
     parser.add_argument("--out", type=Path, help="results folder (results.json, results.md)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' folders and the writers' logs")
-    parser.add_argument("--auth-cache-s", type=int, default=0,
-                        help="basic_auth.ini's auth_cache_ttl_seconds (MLflow's default: 0, no cache)")
+    parser.add_argument("--auth-cache-s", type=int, default=60,
+                        help="basic_auth.ini's auth_cache_ttl_seconds (docs/team.md's: 60; MLflow's default: 0)")
     args = parser.parse_args()
     if args.command_name == "writer":
         run_writer(args.index, args.epochs, args.epoch_s, args.folder)

@@ -152,7 +152,8 @@ def start_server(folder: Path, port: int, auth: bool = False) -> subprocess.Pope
         config = folder / "basic_auth.ini"
         config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
                           f"database_uri = sqlite:///{folder / 'auth.db'}\n"
-                          f"admin_username = {SERVER_ADMIN['MLFLOW_TRACKING_USERNAME']}\n")
+                          f"admin_username = {SERVER_ADMIN['MLFLOW_TRACKING_USERNAME']}\n"
+                          "auth_cache_ttl_seconds = 60\n")
         args = ["--app-name", "basic-auth"]
         env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex(),
                    MLFLOW_AUTH_ADMIN_PASSWORD=SERVER_ADMIN["MLFLOW_TRACKING_PASSWORD"])
