@@ -93,6 +93,12 @@ def epochs_saved(project: Path) -> int:
         return 0
 
 
+def training_complete(project: Path) -> bool:
+    """Whether the training ended whole: its outputs written and its run finished, after which the
+    train stage removes its state (a kill in the process's last moments, its exit, lands here)."""
+    return (project / "outputs/alexnet/record.json").exists() and not list((project / ".train_state").glob("*.pt"))
+
+
 def logged_as_recorded(project: Path, history: list[dict]) -> bool:
     """Whether the finished run holds, per epoch metric, exactly the values of the record's history
     (what the report's tables and curves are drawn from), one per epoch in order."""
@@ -153,9 +159,12 @@ def loop(workdir: Path, data: Path, kills: int, epochs: int, seed: int, subset: 
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 out, _ = proc.communicate()
+                whole = training_complete(project)
                 landed.append({"round": len(rounds) + 1, "after_s": round(after, 2), "epochs_saved": done,
-                               "last_printed": last_line(out)})
+                               "last_printed": last_line(out), "after_the_training_ended_whole": whole})
                 log(f"kill {len(landed)}/{kills} after {after:.2f} s ({done} epochs saved): {last_line(out)}")
+                if whole:  # nothing left to resume: a start now would be a second training, not this one's rerun
+                    break
                 continue
             out, err = proc.communicate()
             if proc.returncode:
