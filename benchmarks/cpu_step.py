@@ -79,6 +79,7 @@ def measure(data: str, models, batch_size: int, threads: int, warmup: int, steps
 def markdown(env: dict, rows: list[dict], batch_size: int, threads: int) -> str:
     lines = [f"# A CPU training step, with and without the CPU levers ({env['device_name']}, torch "
              f"{env['torch_version']}, batch {batch_size}, {threads} thread(s))", "",
+             f"`{env['command']}`: {env['steps']} timed steps after {env['warmup']}, each setting in its own process.", "",
              "| model | setting | ms/step | of which kernel (sys) ms | page faults/step |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['setting']} | {r['step_ms']} | {r['kernel_ms_per_step']} | "
               f"{r['page_faults_per_step']} |" for r in rows]
@@ -105,7 +106,8 @@ def main() -> None:
 
     threads = args.threads or os.cpu_count()
     rows = measure(args.data, args.models, args.batch_size, threads, args.warmup, args.steps)
-    env = environment("cpu", load_data(args.data)[1], args.data)
+    env = {**environment("cpu", load_data(args.data)[1], args.data), "steps": args.steps, "warmup": args.warmup,
+           "command": " ".join(["python -m benchmarks.cpu_step", *sys.argv[1:]])}
     if args.out:
         write_outputs(args.out, "cpu_step", {"environment": env, "batch_size": args.batch_size,
                                              "threads": threads, "rows": rows}, markdown(env, rows, args.batch_size,

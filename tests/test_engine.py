@@ -1,3 +1,4 @@
+import platform
 import subprocess
 import sys
 
@@ -168,7 +169,7 @@ print(applied, faults())
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
 def test_a_cpu_training_reuses_the_memory_it_freed_instead_of_faulting_it_in_again():
     """glibc maps each block over 32 MB afresh and unmaps it when freed: every step then pays the
     kernel to zero its largest buffers again (a third of an AlexNet step on the CPU)."""
