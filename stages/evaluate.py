@@ -146,8 +146,7 @@ def evaluate_model(*, model: str, feature_map_images: int = 4, sample_seed: int 
     if model not in MODEL_NAMES:
         raise StageError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
     device = pick_device(device)
-    if device == "cpu":
-        reuse_freed_memory()
+    reuse_freed_memory(device)
     net, record = load_checkpoint(model, output_root, device)
     # record.json must be the checkpoint's own record: MLflow logs this evaluation into the run it names
     paths = output_paths(model, output_root)

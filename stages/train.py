@@ -126,8 +126,7 @@ def _train(*, model: str, settings: Settings, data_dir: Path, output_root: Path,
     arrays, data_meta = load_prepared(data_dir)
     arrays = select_subsets(arrays, settings.data.train_subset, settings.data.test_subset, settings.seed)
     phases.mark("data_load_s")
-    if pick_device(settings.runtime.device) == "cpu":  # a bad one fails before the store is touched
-        reuse_freed_memory()
+    reuse_freed_memory(pick_device(settings.runtime.device))  # a bad device fails before the store is touched
     if tracker is not None:
         tracker.connect()  # while the model builds
     trainer = Trainer(model, engine_recipe(settings))

@@ -61,15 +61,16 @@ def precision_choice(device: str, requested: str) -> tuple[str, str]:
 
 
 
-def reuse_freed_memory() -> bool:
-    """Keep the memory a CPU training frees for its next step, where the C library is glibc.
+def reuse_freed_memory(device: str = "cpu") -> bool:
+    """Keep the memory a training on the CPU (``device``) frees for its next step, where the C
+    library is glibc; elsewhere, and on a GPU, nothing.
     glibc serves each block over 32 MB (AlexNet's and VGG's largest gradients) with a fresh mmap
     and returns it to the system when freed, so every step faulted in and zeroed its largest
     buffers again: 60 of an AlexNet step's 199 ms went to the kernel (batch 16, one core of the
     2-core EPYC VM), none after this. It changes where memory comes from, not what is computed.
     It is for the whole calling process, for good: its resident memory stays at its peak (a stage's
     process, or a notebook that calls the stage's function). Returns whether it applied."""
-    if platform.libc_ver()[0] != "glibc":  # macOS, Windows, musl
+    if device != "cpu" or platform.libc_ver()[0] != "glibc":  # a GPU's; macOS, Windows, musl
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
